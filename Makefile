@@ -1,0 +1,41 @@
+# Two entry points: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_CPU_VERSION ?= 2.13.0
+# Extra pip arguments for the CPU torch install, e.g. an --index-url of CPU wheels.
+TORCH_PIP_ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test bench clean
+
+venv: $(STAMP)
+
+# Torch first: on a machine without CUDA install the CPU wheel, otherwise leave the
+# CUDA build that pip resolves from the range in pyproject.toml (GPU users keep theirs).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+		echo "torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+		echo "CUDA found: installing the default torch build"; $(PIP) install -q "torch>=2.1"; \
+	else \
+		echo "no CUDA: installing the CPU torch wheel"; \
+		$(PIP) install -q torch==$(TORCH_CPU_VERSION) $(TORCH_PIP_ARGS); \
+	fi
+	$(PIP) install -q -e ".[all]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m spic_diffusers.cli demo --output_dir demo_output
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_decode.py --quick
+
+clean:
+	rm -rf $(VENV) demo_output
