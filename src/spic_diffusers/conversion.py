@@ -101,7 +101,8 @@ def original_options_to_unet_config(options: Mapping[str, Any] | None = None, **
         raise NotImplementedError("use_new_attention_order=True checkpoints are not supported (SPIC uses the legacy order)")
     resblock_updown = _as_bool(opts["resblock_updown"])
     conv_resample = _as_bool(opts.get("conv_resample", True))
-    num_classes = int(opts["num_classes"]) + (0 if _as_bool(opts["no_instance"]) else 1)
+    with_edges = not _as_bool(opts["no_instance"])
+    num_classes = int(opts["num_classes"]) + int(with_edges)
     # The original SPIC samples are 256x512 for image_size 256 (Cityscapes is 1:2).
     return {
         "sample_size": (image_size, 2 * image_size),
@@ -109,6 +110,7 @@ def original_options_to_unet_config(options: Mapping[str, Any] | None = None, **
         "low_res_channels": 3,
         "out_channels": 6 if _as_bool(opts["learn_sigma"]) else 3,
         "num_semantic_channels": num_classes,
+        "instance_edge_channel": with_edges,
         "block_out_channels": block_out,
         "layers_per_block": int(opts["num_res_blocks"]),
         "attention_downsample_factors": attention_ds,
@@ -214,6 +216,9 @@ def resolve_unet_config(
                 f"num_classes/no_instance give {config['num_semantic_channels']} semantic channels, "
                 f"the checkpoint has {num_sem}"
             )
+        if "num_classes" not in given and "no_instance" not in given:
+            # Cityscapes: 19 classes, plus the instance-edge channel when there are 20.
+            config["instance_edge_channel"] = num_sem == PAPER_ORIGINAL_OPTIONS["num_classes"] + 1
         config["num_semantic_channels"] = num_sem
     if "image_size" not in given:
         config.pop("sample_size")  # keep the model default (the paper's 256x512)

@@ -43,6 +43,8 @@ class SPICUNet2DModel(UNet2DModel):
         out_channels: Output channels (`2 * in_channels` with learned variance).
         num_semantic_channels: Channels of the one-hot semantic map (19 Cityscapes train ids, 20 with the
             instance-edge channel).
+        instance_edge_channel: Whether the last semantic channel is the instance-edge map (the original
+            `--no_instance False`); pipelines then need an instance map.
         block_out_channels: Channels of each resolution level.
         layers_per_block: Residual blocks per encoder level (the decoder has one more per level).
         attention_downsample_factors: Down-sampling factors (1 = full resolution) whose levels use attention.
@@ -70,6 +72,7 @@ class SPICUNet2DModel(UNet2DModel):
         low_res_channels: int = 3,
         out_channels: int = 6,
         num_semantic_channels: int = 19,
+        instance_edge_channel: bool = False,
         block_out_channels: tuple[int, ...] = (256, 256, 512, 512, 1024, 1024),
         layers_per_block: int = 2,
         attention_downsample_factors: tuple[int, ...] = (8, 16, 32),
@@ -88,6 +91,8 @@ class SPICUNet2DModel(UNet2DModel):
         # Skip UNet2DModel's constructor (a different architecture); keep its type for diffusers tooling.
         ModelMixin.__init__(self)
         _pair(sample_size)
+        if num_semantic_channels < 1 + int(instance_edge_channel):
+            raise ValueError(f"num_semantic_channels={num_semantic_channels} leaves no class channel")
         if not block_out_channels:
             raise ValueError("block_out_channels must name at least one level")
         if layers_per_block < 1:

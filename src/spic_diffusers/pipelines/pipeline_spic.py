@@ -1,0 +1,381 @@
+"""`SPICPipeline`: the SPIC receiver (semantic map + coarse image -> image)."""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..image_processing import image_to_tensor, instance_edges, labels_to_one_hot, labels_to_tensor, pad_to_multiple
+from ..models.unet_spic import SPICUNet2DModel
+
+START_NOISE_MODES = ("none", "forward")
+
+
+def default_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
+    """The paper's process: linear betas over 1000 steps, learned-range variance, clipped x0, linspace spacing."""
+    return DDPMScheduler(
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule="linear",
+        beta_start=0.0001,
+        beta_end=0.02,
+        variance_type="learned_range",
+        clip_sample=True,
+        prediction_type="epsilon",
+        timestep_spacing="linspace",
+    )
+
+
+class SPICPipeline(DiffusionPipeline):
+    r"""
+    Reconstructs images from a semantic map and a coarse image (the SPIC receiver).
+
+    Defaults follow the paper: 100-step linspace spacing of 1000 steps, starting from the upsampled coarse
+    image at the first visited timestep <= 200 (no noise added), classifier-free guidance s = 1.5 on the noise,
+    learned variance. Any diffusers scheduler predicting epsilon can be swapped in with
+    `pipe.scheduler = X.from_config(pipe.scheduler.config)`.
+
+    Args:
+        unet: The denoiser.
+        scheduler: A diffusers scheduler (DDPM with learned-range variance by default).
+    """
+
+    model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["sample"]
+
+    def __init__(self, unet: SPICUNet2DModel, scheduler: SchedulerMixin):
+        super().__init__()
+        self.register_modules(unet=unet, scheduler=scheduler)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "SPICPipeline":
+        """Load from a local folder or a Hub id (downloaded first: diffusers refuses custom components on Hub ids)."""
+        path = os.fspath(pretrained_model_name_or_path)
+        if not os.path.isdir(path):
+            from huggingface_hub import snapshot_download
+
+            download_keys = ("revision", "token", "cache_dir", "local_files_only", "force_download", "proxies")
+            download_kwargs = {k: kwargs.pop(k) for k in download_keys if k in kwargs}
+            try:
+                path = snapshot_download(path, **download_kwargs)
+            except Exception as err:
+                raise OSError(
+                    f"could not find {pretrained_model_name_or_path!r} as a local folder or fetch it from the Hub "
+                    f"({type(err).__name__}: {err})"
+                ) from err
+        return super().from_pretrained(path, **kwargs)
+
+    # ------------------------------------------------------------------ inputs
+
+    @property
+    def num_classes(self) -> int:
+        """Number of semantic classes (the one-hot channels minus the instance-edge channel, if any)."""
+        return self.unet.config.num_semantic_channels - int(self.unet.config.instance_edge_channel)
+
+    def prepare_segmentation_map(self, segmentation_map, instance_map=None) -> torch.Tensor:
+        """Label map (255 = ignore) or one-hot [B,C,H,W] (+ instance map) -> the model's float one-hot map."""
+        channels = self.unet.config.num_semantic_channels
+        if isinstance(segmentation_map, torch.Tensor) and torch.is_floating_point(segmentation_map):
+            if segmentation_map.ndim != 4 or segmentation_map.shape[1] != channels:
+                raise ValueError(
+                    f"a one-hot segmentation_map must be [B, {channels}, H, W] for this model, got "
+                    f"{tuple(segmentation_map.shape)}"
+                )
+            if not torch.isfinite(segmentation_map).all():
+                raise ValueError("segmentation_map contains NaN or infinite values")
+            if instance_map is not None:
+                raise ValueError("instance_map is only used with a label map; the one-hot map already has its edges")
+            return segmentation_map.float()
+        labels = labels_to_tensor(segmentation_map)
+        one_hot = labels_to_one_hot(labels, self.num_classes)
+        if self.unet.config.instance_edge_channel:
+            if instance_map is None:
+                raise ValueError("this model expects an instance-edge channel: pass instance_map")
+            instances = labels_to_tensor(instance_map, name="instance_map")
+            if instances.shape != labels.shape:
+                raise ValueError(
+                    f"instance_map shape {tuple(instances.shape)} differs from segmentation_map {tuple(labels.shape)}"
+                )
+            one_hot = torch.cat([one_hot, instance_edges(instances)], dim=1)
+        elif instance_map is not None:
+            raise ValueError("this model has no instance-edge channel: instance_map must be None")
+        return one_hot
+
+    def check_sizes(self, segmentation_map: torch.Tensor, low_res_image: torch.Tensor) -> None:
+        batch, height, width = segmentation_map.shape[0], *segmentation_map.shape[-2:]
+        if low_res_image.shape[0] != batch:
+            raise ValueError(
+                f"mismatched batch sizes: segmentation_map has {batch}, low_res_image has {low_res_image.shape[0]}"
+            )
+        low_h, low_w = low_res_image.shape[-2:]
+        if low_h > height or low_w > width:
+            raise ValueError(
+                f"low_res_image ({low_h}x{low_w}) is larger than the segmentation map ({height}x{width}): the map "
+                "sets the output size and must be full resolution"
+            )
+        # The two must cover the same scene: aspect ratios equal up to rounding of the downsampled size.
+        if abs(low_h * width - low_w * height) > max(height, width):
+            raise ValueError(
+                f"aspect ratios disagree: segmentation_map is {height}x{width}, low_res_image is {low_h}x{low_w}"
+            )
+
+    # ---------------------------------------------------------------- schedule
+
+    def _variance_type(self) -> str | None:
+        # `from_config` carries keys over even to schedulers that ignore them: trust only real parameters.
+        if "variance_type" not in inspect.signature(type(self.scheduler).__init__).parameters:
+            return None
+        return self.scheduler.config.get("variance_type")
+
+    def check_scheduler(self) -> None:
+        """Fail early, with the reason, for schedulers that cannot run this model."""
+        scheduler = self.scheduler
+        for attr in ("set_timesteps", "step", "timesteps"):
+            if not hasattr(scheduler, attr):
+                raise ValueError(f"{type(scheduler).__name__} is not a diffusers sampling scheduler (no `{attr}`)")
+        prediction = scheduler.config.get("prediction_type", "epsilon")
+        if prediction != "epsilon":
+            raise ValueError(
+                f"{type(scheduler).__name__} is configured with prediction_type={prediction!r}; the SPIC model "
+                "predicts the noise: use prediction_type='epsilon'"
+            )
+        if self._variance_type() == "learned":
+            raise ValueError(
+                "variance_type='learned' expects a log-variance; the SPIC model outputs learned-range values: "
+                "use variance_type='learned_range' (or a scheduler without learned variance)"
+            )
+        if not hasattr(scheduler, "alphas_cumprod") and not hasattr(scheduler, "sigmas"):
+            raise ValueError(f"{type(scheduler).__name__} has no discrete noise schedule to drive a DDPM model")
+
+    def _uses_exact_predecessors(self) -> bool:
+        # DDIM derives the previous timestep as t - T // steps; SPIC's truncated linspace schedule is uneven.
+        return isinstance(self.scheduler, DDIMScheduler)
+
+    def get_timesteps(
+        self, num_inference_steps: int, max_timestep: int | None, timesteps: Sequence[int] | None, device
+    ) -> torch.Tensor:
+        """Set the scheduler up and return the timesteps to visit, highest first."""
+        scheduler = self.scheduler
+        num_train = scheduler.config.num_train_timesteps
+        if timesteps is not None:
+            ts = sorted({int(t) for t in timesteps}, reverse=True)
+            if len(ts) != len(list(timesteps)):
+                raise ValueError("timesteps must not repeat")
+            if not ts or ts[0] >= num_train or ts[-1] < 0:
+                raise ValueError(f"timesteps must be within 0..{num_train - 1}, got {list(timesteps)}")
+            if self._uses_exact_predecessors():
+                scheduler.set_timesteps(len(ts), device=device)
+                scheduler.timesteps = torch.tensor(ts, device=device, dtype=torch.long)
+                return scheduler.timesteps
+            if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
+                raise ValueError(f"{type(scheduler).__name__} does not accept explicit timesteps")
+            try:
+                scheduler.set_timesteps(timesteps=ts, device=device)
+            except Exception as err:
+                raise ValueError(f"{type(scheduler).__name__} rejected timesteps {ts}: {err}") from err
+            all_ts = scheduler.timesteps
+        else:
+            if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= num_train:
+                raise ValueError(f"num_inference_steps must be an int in 1..{num_train}, got {num_inference_steps!r}")
+            scheduler.set_timesteps(num_inference_steps, device=device)
+            all_ts = scheduler.timesteps
+        if max_timestep is None:
+            return all_ts
+        if not 0 <= max_timestep < num_train:
+            raise ValueError(f"max_timestep must be within 0..{num_train - 1} or None, got {max_timestep}")
+        keep = (all_ts <= max_timestep).nonzero()
+        if len(keep) == 0:
+            raise ValueError(f"no scheduled timestep is <= max_timestep={max_timestep}")
+        order = getattr(scheduler, "order", 1)
+        begin = int(keep[0])
+        if order > 1 and begin % order:  # second-order schedulers repeat timesteps: start on a full step
+            begin += order - begin % order
+        if begin >= len(all_ts):
+            raise ValueError(f"no full step of {type(scheduler).__name__} starts at or below {max_timestep}")
+        if hasattr(scheduler, "set_begin_index"):
+            scheduler.set_begin_index(begin)
+        return all_ts[begin:]
+
+    def _ddim_step(self, eps, t: int, prev_t: int, sample, eta: float, generator) -> torch.Tensor:
+        """DDIM update towards an explicit predecessor (clipped x0, noise re-derived from it)."""
+        sch = self.scheduler
+        alpha_t = sch.alphas_cumprod[t].to(sample.device)
+        alpha_prev = sch.alphas_cumprod[prev_t].to(sample.device) if prev_t >= 0 else sch.final_alpha_cumprod
+        x0 = (sample - (1 - alpha_t) ** 0.5 * eps) / alpha_t**0.5
+        if sch.config.clip_sample:
+            r = sch.config.clip_sample_range
+            x0 = x0.clamp(-r, r)
+        eps = (sample - alpha_t**0.5 * x0) / (1 - alpha_t) ** 0.5
+        variance = (1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)
+        std = eta * variance**0.5
+        prev = alpha_prev**0.5 * x0 + (1 - alpha_prev - std**2) ** 0.5 * eps
+        if eta > 0:
+            prev = prev + std * randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+        return prev
+
+    # ------------------------------------------------------------------ model
+
+    @torch.no_grad()
+    def guided_model_output(
+        self,
+        sample: torch.Tensor,
+        timestep: int | torch.Tensor,
+        segmentation_map: torch.Tensor,
+        low_res_image: torch.Tensor,
+        guidance_scale: float = 1.5,
+    ) -> torch.Tensor:
+        """The model output with classifier-free guidance on the noise channels.
+
+        The unconditional pass uses an all-zero semantic map and the same coarse image; both passes run as one
+        batched forward. Variance channels (if any) come from the conditional pass.
+        """
+        batch = sample.shape[0]
+        if guidance_scale > 1:
+            out = self.unet(
+                torch.cat([sample, sample]),
+                timestep,
+                torch.cat([segmentation_map, torch.zeros_like(segmentation_map)]),
+                torch.cat([low_res_image, low_res_image]),
+            ).sample
+            cond, uncond = out[:batch], out[batch:]
+            c = self.unet.config.in_channels
+            eps = uncond[:, :c] + guidance_scale * (cond[:, :c] - uncond[:, :c])
+            return torch.cat([eps, cond[:, c:]], dim=1)
+        return self.unet(sample, timestep, segmentation_map, low_res_image).sample
+
+    # ------------------------------------------------------------------- call
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        segmentation_map,
+        low_res_image,
+        instance_map=None,
+        guidance_scale: float = 1.5,
+        num_inference_steps: int = 100,
+        max_timestep: int | None = 200,
+        start_noise: str = "none",
+        timesteps: Sequence[int] | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[..., dict] | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("sample",),
+        eta: float = 0.0,
+        pad_to_multiple_of_model: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        r"""
+        Args:
+            segmentation_map: Train-id label map(s) (PIL / numpy / LongTensor `[B,H,W]`, 255 = ignore) or a float
+                one-hot tensor `[B,C,H,W]`. Sets the output size.
+            low_res_image: Decoded coarse image(s) (PIL / numpy / tensor `[B,3,h,w]` in [-1, 1]).
+            instance_map: Instance ids, for models with an instance-edge channel.
+            guidance_scale: Classifier-free guidance scale s; `<= 1` runs the conditional pass only.
+            num_inference_steps: Spacing of the schedule (the paper: 100 over 1000 steps).
+            max_timestep: Start at the first scheduled timestep <= this; `None` starts from pure noise at the top.
+            start_noise: `"none"` uses the upsampled coarse image as is (the paper); `"forward"` noises it to the
+                start timestep first.
+            timesteps: Explicit original timesteps to visit (overrides the spacing; `max_timestep` still applies).
+            generator: Random generator(s) for reproducibility.
+            output_type: `"pil"`, `"np"` (HWC in [0, 1]) or `"pt"` (`[B,3,H,W]` in [0, 1]).
+            return_dict: Return an `ImagePipelineOutput` instead of a tuple.
+            callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs) -> dict` after every step; may
+                replace `"sample"`.
+            callback_on_step_end_tensor_inputs: Tensors passed in `callback_kwargs`.
+            eta: DDIM's eta (ignored by other schedulers).
+            pad_to_multiple_of_model: Pad sizes the UNet cannot take and crop the result back.
+        """
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        if start_noise not in START_NOISE_MODES:
+            raise ValueError(f"start_noise must be one of {START_NOISE_MODES}, got {start_noise!r}")
+        if not isinstance(guidance_scale, (int, float)) or not np.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
+        for name in callback_on_step_end_tensor_inputs:
+            if name not in self._callback_tensor_inputs:
+                raise ValueError(f"callback tensor input {name!r} is not one of {self._callback_tensor_inputs}")
+        self.check_scheduler()
+
+        device, dtype = self._execution_device, self.unet.dtype
+        segmap = self.prepare_segmentation_map(segmentation_map, instance_map)
+        low_res = image_to_tensor(low_res_image)
+        self.check_sizes(segmap, low_res)
+        batch = segmap.shape[0]
+        if isinstance(generator, list) and len(generator) != batch:
+            raise ValueError(f"got {len(generator)} generators for a batch of {batch}")
+
+        multiple = self.unet.size_multiple
+        height, width = segmap.shape[-2:]
+        if height % multiple or width % multiple:
+            if not pad_to_multiple_of_model:
+                raise ValueError(
+                    f"the model needs sizes divisible by {multiple}, got {height}x{width}; pass "
+                    "pad_to_multiple_of_model=True to pad and crop back"
+                )
+            # Upsample the coarse image to the true size first, so padding does not stretch it.
+            low_res = F.interpolate(low_res, size=(height, width), mode="bilinear", align_corners=False)
+            low_res, _ = pad_to_multiple(low_res, multiple)
+            segmap, _ = pad_to_multiple(segmap, multiple)
+        segmap = segmap.to(device=device, dtype=dtype)
+        low_res = low_res.to(device=device, dtype=dtype)
+        shape = (batch, self.unet.config.in_channels, *segmap.shape[-2:])
+
+        ts = self.get_timesteps(num_inference_steps, max_timestep, timesteps, device)
+        if max_timestep is None:
+            sample = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+            sample = sample * getattr(self.scheduler, "init_noise_sigma", 1.0)
+        else:
+            start = F.interpolate(low_res, size=shape[-2:], mode="bilinear", align_corners=False)
+            first = ts[:1]
+            if start_noise == "forward":
+                noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+                sample = self.scheduler.add_noise(start, noise, first.repeat(batch))
+            else:
+                # The coarse image IS x_t in DDPM space; schedulers in sigma space (Euler, Heun) scale it.
+                scale = self.scheduler.scale_model_input(torch.ones(1, device=device, dtype=dtype), first[0])
+                sample = start / scale
+
+        learned_variance = self._variance_type() in ("learned_range",)
+        step_params = set(inspect.signature(self.scheduler.step).parameters)
+        step_kwargs = {}
+        if "generator" in step_params:
+            step_kwargs["generator"] = generator
+        exact = self._uses_exact_predecessors()
+        ts_list = [t.item() if hasattr(t, "item") else t for t in ts]
+
+        for i, t in enumerate(self.progress_bar(ts)):
+            model_input = self.scheduler.scale_model_input(sample, t)
+            output = self.guided_model_output(model_input, t, segmap, low_res, guidance_scale)
+            if not learned_variance:
+                output = output[:, : self.unet.config.in_channels]
+            if exact:
+                prev_t = int(ts_list[i + 1]) if i + 1 < len(ts_list) else -1
+                sample = self._ddim_step(output, int(t), prev_t, sample, eta, generator)
+            else:
+                sample = self.scheduler.step(output, t, sample, **step_kwargs).prev_sample
+            if callback_on_step_end is not None:
+                available = {"sample": sample}
+                callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
+                result = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                sample = result.get("sample", sample)
+
+        image = (sample[..., :height, :width].float().clamp(-1, 1) + 1) / 2
+        if output_type == "pt":
+            images = image.cpu()
+        else:
+            images = image.cpu().permute(0, 2, 3, 1).numpy()
+            if output_type == "pil":
+                images = self.numpy_to_pil(images)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return ImagePipelineOutput(images=images)
