@@ -274,7 +274,7 @@ def _layout(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
             if level and i == nrb:
                 kind = {"resnet": "spade_resnet", "conv": "plain", "nearest": None}[up_type]
                 if kind:
-                    rows.append((f"output_blocks.{m}.{sub}", f"up_blocks.{u}.upsamplers.0" + (".conv" if kind == "plain" else ""), kind))
+                    rows.append((f"output_blocks.{m}.{sub}", f"up_blocks.{u}.upsamplers.0", kind))
             m += 1
     rows += [("out.0", "conv_norm_out", "plain"), ("out.2", "conv_out", "plain")]
     return rows

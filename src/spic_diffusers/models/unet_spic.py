@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
+from diffusers.models.attention import AttentionMixin
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (pipeline loading looks it up here)
 from diffusers.models.unets.unet_2d import UNet2DModel, UNet2DOutput
@@ -25,7 +26,7 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     return size
 
 
-class SPICUNet2DModel(UNet2DModel):
+class SPICUNet2DModel(UNet2DModel, AttentionMixin):
     r"""
     Pixel-space UNet of SPIC, doubly conditioned on a coarse image and a semantic map.
 

@@ -1,0 +1,46 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "spic_reference" / "tiny"
+if not FIXTURES.exists():  # CI lays shared/ beside the clone; allow an override
+    FIXTURES = Path(os.environ.get("SPIC_FIXTURES", "../shared/fixtures/spic_reference/tiny")).resolve()
+
+TINY_UNET = dict(
+    sample_size=(32, 64),
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    attention_downsample_factors=(2,),
+    attention_head_dim=16,
+    spade_hidden_channels=16,  # the original's 128 at full resolution dominates the cost of a tiny model
+)
+
+
+def load_fixture(name: str) -> dict:
+    path = FIXTURES / name
+    if not path.exists():
+        pytest.skip(f"reference fixture {path} not found")
+    if name.endswith(".json"):
+        return json.loads(path.read_text())
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def fixture_unet():
+    from spic_diffusers.conversion import load_original_checkpoint, unet_from_original_checkpoint
+
+    if not (FIXTURES / "model.pt").exists():
+        pytest.skip("reference fixtures not found")
+    state = load_original_checkpoint(FIXTURES / "model.pt")
+    return unet_from_original_checkpoint(state, load_fixture("config.json")).eval()
+
+
+@pytest.fixture()
+def tiny_unet():
+    from spic_diffusers import SPICUNet2DModel
+
+    torch.manual_seed(0)
+    return SPICUNet2DModel(**TINY_UNET).eval()

@@ -1,0 +1,204 @@
+"""Conversion of original SPIC checkpoints, both directions, for every configuration family."""
+
+import pytest
+import torch
+
+from spic_diffusers import SPICUNet2DModel, convert_original_state_dict, convert_to_original_state_dict
+from spic_diffusers.conversion import (
+    ConversionError,
+    load_original_checkpoint,
+    original_options_to_unet_config,
+    resolve_unet_config,
+    unet_from_original_checkpoint,
+)
+
+from conftest import FIXTURES, load_fixture
+
+
+def original_state_dict(mc=32, nrb=1, mult=(1, 2), attn_ds=(2,), scale_shift=True, updown=True, classes=19,
+                        learn_sigma=True, seed=0):
+    """An original-format state dict written from the original network's construction rules."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+
+    def t(*shape):
+        return torch.randn(*shape, generator=g) * 0.05
+
+    def gn(p, c):
+        sd[f"{p}.weight"], sd[f"{p}.bias"] = t(c), t(c)
+
+    def conv(p, cin, cout, k=3, dims=2):
+        sd[f"{p}.weight"] = t(cout, cin, *([k] * dims))
+        sd[f"{p}.bias"] = t(cout)
+
+    def lin(p, cin, cout):
+        sd[f"{p}.weight"], sd[f"{p}.bias"] = t(cout, cin), t(cout)
+
+    temb = 4 * mc
+
+    def resblock(p, cin, cout):
+        gn(f"{p}.in_layers.0", cin)
+        conv(f"{p}.in_layers.2", cin, cout)
+        lin(f"{p}.emb_layers.1", temb, 2 * cout if scale_shift else cout)
+        gn(f"{p}.out_layers.0", cout)
+        conv(f"{p}.out_layers.3", cout, cout)
+        if cin != cout:
+            conv(f"{p}.skip_connection", cin, cout, k=1)
+
+    def spade(p, c):
+        conv(f"{p}.mlp_shared.0", classes, 128)
+        conv(f"{p}.mlp_gamma", 128, c)
+        conv(f"{p}.mlp_beta", 128, c)
+
+    def spade_resblock(p, cin, cout):
+        spade(f"{p}.in_norm", cin)
+        conv(f"{p}.in_layers.1", cin, cout)
+        lin(f"{p}.emb_layers.1", temb, 2 * cout if scale_shift else cout)
+        spade(f"{p}.out_norm", cout)
+        conv(f"{p}.out_layers.2", cout, cout)
+        if cin != cout:
+            conv(f"{p}.skip_connection", cin, cout, k=1)
+
+    def attention(p, c):
+        gn(f"{p}.norm", c)
+        conv(f"{p}.qkv", c, 3 * c, k=1, dims=1)
+        conv(f"{p}.proj_out", c, c, k=1, dims=1)
+
+    lin("time_embed.0", mc, temb)
+    lin("time_embed.2", temb, temb)
+    ch = mult[0] * mc
+    conv("input_blocks.0.0", 6, ch)
+    chans, n, ds = [ch], 1, 1
+    for level, m in enumerate(mult):
+        for _ in range(nrb):
+            resblock(f"input_blocks.{n}.0", ch, m * mc)
+            ch = m * mc
+            if ds in attn_ds:
+                attention(f"input_blocks.{n}.1", ch)
+            chans.append(ch)
+            n += 1
+        if level != len(mult) - 1:
+            if updown:
+                resblock(f"input_blocks.{n}.0", ch, ch)
+            else:
+                conv(f"input_blocks.{n}.0.op", ch, ch)
+            chans.append(ch)
+            n += 1
+            ds *= 2
+    spade_resblock("middle_block.0", ch, ch)
+    attention("middle_block.1", ch)
+    spade_resblock("middle_block.2", ch, ch)
+    n = 0
+    for level, m in list(enumerate(mult))[::-1]:
+        for i in range(nrb + 1):
+            spade_resblock(f"output_blocks.{n}.0", ch + chans.pop(), m * mc)
+            ch = m * mc
+            sub = 1
+            if ds in attn_ds:
+                attention(f"output_blocks.{n}.1", ch)
+                sub = 2
+            if level and i == nrb:
+                if updown:
+                    spade_resblock(f"output_blocks.{n}.{sub}", ch, ch)
+                else:
+                    conv(f"output_blocks.{n}.{sub}.conv", ch, ch)
+                ds //= 2
+            n += 1
+    gn("out.0", ch)
+    conv("out.2", ch, 6 if learn_sigma else 3)
+    return sd
+
+
+FAMILIES = {
+    "fixture-like": (dict(), dict(num_head_channels=16, channel_mult="1,2", attention_resolutions="16", image_size=32)),
+    "additive-time-embedding": (dict(scale_shift=False), dict(num_head_channels=16, image_size=32)),
+    "conv-resampling": (dict(updown=False), dict(num_head_channels=16, image_size=32, resblock_updown=False)),
+    "head-count": (dict(nrb=2), dict(num_head_channels=-1, num_heads=4, num_heads_upsample=2, image_size=32)),
+    "instance-edge-channel": (dict(classes=20), dict(num_head_channels=16, image_size=32, no_instance=False)),
+    "three-levels": (dict(mult=(1, 1, 2), attn_ds=(1, 4)), dict(num_head_channels=8, image_size=32,
+                                                                 attention_resolutions="32,8")),
+    "no-learned-sigma": (dict(learn_sigma=False), dict(num_head_channels=16, image_size=32)),
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_family_round_trip(family):
+    build, options = FAMILIES[family]
+    sd = original_state_dict(**build)
+    model = unet_from_original_checkpoint(sd, options)
+    back = convert_to_original_state_dict(model.state_dict(), model.config)
+    assert set(back) == set(sd)
+    for key in sd:
+        assert torch.equal(back[key], sd[key]), key
+    with torch.no_grad():
+        h, w = 32, 64
+        seg = torch.rand(1, model.config.num_semantic_channels, h, w)
+        out = model(torch.randn(1, 3, h, w), 10, seg, torch.rand(1, 3, 8, 16) * 2 - 1).sample
+    assert out.shape == (1, 6 if build.get("learn_sigma", True) else 3, h, w)
+
+
+def test_shapes_are_inferred_from_the_checkpoint():
+    sd = original_state_dict(nrb=2, mult=(1, 1, 2), attn_ds=(4,), scale_shift=False, classes=20)
+    config = resolve_unet_config(sd, {"num_head_channels": 16})
+    assert config["layers_per_block"] == 2
+    assert tuple(config["block_out_channels"]) == (32, 32, 64)
+    assert tuple(config["attention_downsample_factors"]) == (4,)
+    assert config["resnet_time_scale_shift"] == "default"
+    assert config["num_semantic_channels"] == 20 and config["instance_edge_channel"] is True
+
+
+def test_fixture_checkpoint_converts_and_reverses():
+    state = load_original_checkpoint(FIXTURES / "model.pt")
+    model = unet_from_original_checkpoint(state, load_fixture("config.json"))
+    back = convert_to_original_state_dict(model.state_dict(), model.config)
+    assert set(back) == set(state)
+    assert all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_leftover_and_missing_keys_are_named():
+    sd = original_state_dict()
+    options = dict(num_head_channels=16, image_size=32)
+    extra = dict(sd, **{"input_blocks.1.0.bogus.weight": torch.zeros(1)})
+    with pytest.raises(ConversionError, match="input_blocks.1.0.bogus.weight"):
+        unet_from_original_checkpoint(extra, options)
+    missing = {k: v for k, v in sd.items() if k != "middle_block.1.proj_out.bias"}
+    with pytest.raises(ConversionError, match="mid_block.attentions.0.to_out.0.bias"):
+        unet_from_original_checkpoint(missing, options)
+
+
+def test_contradicting_options_are_refused():
+    sd = original_state_dict()
+    with pytest.raises(ConversionError, match="num_res_blocks"):
+        unet_from_original_checkpoint(sd, dict(num_head_channels=16, num_res_blocks=2))
+    with pytest.raises(ValueError, match="heads"):
+        unet_from_original_checkpoint(sd, dict(num_head_channels=-1, num_heads=3))
+
+
+class Payload:
+    """An arbitrary pickled object: loading it would need code execution."""
+
+
+def test_unsafe_or_foreign_files_are_refused(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"weights": Payload()}, path)
+    with pytest.raises(ConversionError, match="weights_only"):
+        load_original_checkpoint(path)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConversionError):
+        load_original_checkpoint(tmp_path / "junk.pt")
+    torch.save([torch.zeros(1)], tmp_path / "list.pt")
+    with pytest.raises(ConversionError, match="not a state dict"):
+        load_original_checkpoint(tmp_path / "list.pt")
+    with pytest.raises(FileNotFoundError):
+        load_original_checkpoint(tmp_path / "absent.pt")
+
+
+def test_paper_options_give_the_paper_network():
+    config = original_options_to_unet_config({})
+    assert tuple(config["block_out_channels"]) == (256, 256, 512, 512, 1024, 1024)
+    assert tuple(config["attention_downsample_factors"]) == (8, 16, 32)
+    assert config["attention_head_dim"] == 64 and config["sample_size"] == (256, 512)
+    assert config["downsample_type"] == config["upsample_type"] == "resnet"
+    model = SPICUNet2DModel(**config)  # built on the meta device would be nicer; 653 M params fit in RAM
+    n = sum(p.numel() for p in model.parameters())
+    assert 640e6 < n < 670e6
