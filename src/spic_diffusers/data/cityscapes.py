@@ -1,0 +1,682 @@
+"""Cityscapes labels and the conversion of a Cityscapes download into a `datasets.DatasetDict`.
+
+SPIC transmits the semantic map in the 19 Cityscapes *train ids* (255 = ignore), so everything
+here speaks train ids; the 34 official *label ids* are only read from disk and converted.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, NamedTuple, Sequence
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:
+    import datasets
+
+NUM_CLASSES = 19
+IGNORE_INDEX = 255
+
+# Cityscapes split folder -> `datasets` split name (Hub convention).
+SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
+TRAIN_IDS_SUFFIX = "_gtFine_labelTrainIds.png"
+INSTANCE_IDS_SUFFIX = "_gtFine_instanceIds.png"
+COLOR_SUFFIX = "_gtFine_color.png"
+
+
+class CityscapesLabel(NamedTuple):
+    """One row of the official Cityscapes label table."""
+
+    name: str
+    id: int
+    train_id: int
+    category: str
+    category_id: int
+    has_instances: bool
+    ignore_in_eval: bool
+    color: tuple[int, int, int]
+
+
+# The official Cityscapes table (cityscapesScripts `labels.py`): 34 labels plus "license plate".
+CITYSCAPES_LABELS: tuple[CityscapesLabel, ...] = (
+    CityscapesLabel("unlabeled", 0, 255, "void", 0, False, True, (0, 0, 0)),
+    CityscapesLabel("ego vehicle", 1, 255, "void", 0, False, True, (0, 0, 0)),
+    CityscapesLabel("rectification border", 2, 255, "void", 0, False, True, (0, 0, 0)),
+    CityscapesLabel("out of roi", 3, 255, "void", 0, False, True, (0, 0, 0)),
+    CityscapesLabel("static", 4, 255, "void", 0, False, True, (0, 0, 0)),
+    CityscapesLabel("dynamic", 5, 255, "void", 0, False, True, (111, 74, 0)),
+    CityscapesLabel("ground", 6, 255, "void", 0, False, True, (81, 0, 81)),
+    CityscapesLabel("road", 7, 0, "flat", 1, False, False, (128, 64, 128)),
+    CityscapesLabel("sidewalk", 8, 1, "flat", 1, False, False, (244, 35, 232)),
+    CityscapesLabel("parking", 9, 255, "flat", 1, False, True, (250, 170, 160)),
+    CityscapesLabel("rail track", 10, 255, "flat", 1, False, True, (230, 150, 140)),
+    CityscapesLabel("building", 11, 2, "construction", 2, False, False, (70, 70, 70)),
+    CityscapesLabel("wall", 12, 3, "construction", 2, False, False, (102, 102, 156)),
+    CityscapesLabel("fence", 13, 4, "construction", 2, False, False, (190, 153, 153)),
+    CityscapesLabel("guard rail", 14, 255, "construction", 2, False, True, (180, 165, 180)),
+    CityscapesLabel("bridge", 15, 255, "construction", 2, False, True, (150, 100, 100)),
+    CityscapesLabel("tunnel", 16, 255, "construction", 2, False, True, (150, 120, 90)),
+    CityscapesLabel("pole", 17, 5, "object", 3, False, False, (153, 153, 153)),
+    CityscapesLabel("polegroup", 18, 255, "object", 3, False, True, (153, 153, 153)),
+    CityscapesLabel("traffic light", 19, 6, "object", 3, False, False, (250, 170, 30)),
+    CityscapesLabel("traffic sign", 20, 7, "object", 3, False, False, (220, 220, 0)),
+    CityscapesLabel("vegetation", 21, 8, "nature", 4, False, False, (107, 142, 35)),
+    CityscapesLabel("terrain", 22, 9, "nature", 4, False, False, (152, 251, 152)),
+    CityscapesLabel("sky", 23, 10, "sky", 5, False, False, (70, 130, 180)),
+    CityscapesLabel("person", 24, 11, "human", 6, True, False, (220, 20, 60)),
+    CityscapesLabel("rider", 25, 12, "human", 6, True, False, (255, 0, 0)),
+    CityscapesLabel("car", 26, 13, "vehicle", 7, True, False, (0, 0, 142)),
+    CityscapesLabel("truck", 27, 14, "vehicle", 7, True, False, (0, 0, 70)),
+    CityscapesLabel("bus", 28, 15, "vehicle", 7, True, False, (0, 60, 100)),
+    CityscapesLabel("caravan", 29, 255, "vehicle", 7, True, True, (0, 0, 90)),
+    CityscapesLabel("trailer", 30, 255, "vehicle", 7, True, True, (0, 0, 110)),
+    CityscapesLabel("train", 31, 16, "vehicle", 7, True, False, (0, 80, 100)),
+    CityscapesLabel("motorcycle", 32, 17, "vehicle", 7, True, False, (0, 0, 230)),
+    CityscapesLabel("bicycle", 33, 18, "vehicle", 7, True, False, (119, 11, 32)),
+    CityscapesLabel("license plate", -1, -1, "vehicle", 7, False, True, (0, 0, 142)),
+)
+
+LABELS_BY_NAME: dict[str, CityscapesLabel] = {label.name: label for label in CITYSCAPES_LABELS}
+LABELS_BY_ID: dict[int, CityscapesLabel] = {label.id: label for label in CITYSCAPES_LABELS}
+TRAIN_LABELS: tuple[CityscapesLabel, ...] = tuple(
+    sorted(
+        (label for label in CITYSCAPES_LABELS if 0 <= label.train_id < NUM_CLASSES), key=lambda label: label.train_id
+    )
+)
+assert [label.train_id for label in TRAIN_LABELS] == list(range(NUM_CLASSES))
+
+# train id -> class name, as used by `id2label.json` and model cards.
+ID2LABEL: dict[int, str] = {label.train_id: label.name for label in TRAIN_LABELS}
+LABEL2ID: dict[str, int] = {name: train_id for train_id, name in ID2LABEL.items()}
+# [19, 3] uint8 palette of the train classes.
+TRAIN_ID_COLORS: np.ndarray = np.array([label.color for label in TRAIN_LABELS], dtype=np.uint8)
+# train id -> official label id (the inverse of the 34 -> 19 mapping on the 19 classes).
+TRAIN_ID_TO_LABEL_ID: np.ndarray = np.array([label.id for label in TRAIN_LABELS], dtype=np.uint8)
+# Label ids whose pixels carry instance numbers (id * 1000 + k) in `*_instanceIds.png`.
+INSTANCE_LABEL_IDS: tuple[int, ...] = tuple(label.id for label in CITYSCAPES_LABELS if label.has_instances)
+
+
+def _build_label_id_lut() -> np.ndarray:
+    # 256 entries so a uint8 label image indexes it directly; -1 means "not a Cityscapes label id".
+    lut = np.full(256, -1, dtype=np.int16)
+    for label in CITYSCAPES_LABELS:
+        train_id = label.train_id if 0 <= label.train_id < NUM_CLASSES else IGNORE_INDEX
+        # "license plate" has id -1, which a uint8 label image stores as 255.
+        lut[label.id % 256] = train_id
+    return lut
+
+
+LABEL_ID_TO_TRAIN_ID_LUT: np.ndarray = _build_label_id_lut()
+
+
+def label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
+    """Map official label ids (0..33, 255 for "license plate") to train ids (0..18, 255 = ignore).
+
+    A vectorised table lookup; unknown label ids raise instead of silently becoming "ignore".
+    """
+    label_ids = np.asarray(label_ids)
+    if label_ids.dtype.kind not in "iu":
+        raise ValueError(f"label ids must be an integer array, got dtype {label_ids.dtype}")
+    if label_ids.size and (label_ids.min() < 0 or label_ids.max() > 255):
+        bad = np.unique(label_ids[(label_ids < 0) | (label_ids > 255)])
+        raise ValueError(f"label ids out of range 0..255: {bad[:20].tolist()}")
+    train_ids = LABEL_ID_TO_TRAIN_ID_LUT[label_ids.astype(np.uint8)]
+    if (train_ids < 0).any():
+        bad = np.unique(label_ids[train_ids < 0])
+        raise ValueError(f"values that are not Cityscapes label ids: {bad[:20].tolist()}")
+    return train_ids.astype(np.uint8)
+
+
+def train_ids_to_label_ids(train_ids: np.ndarray, ignore_label_id: int = 0) -> np.ndarray:
+    """Map train ids back to official label ids; ignore pixels get `ignore_label_id` ("unlabeled")."""
+    train_ids = validate_train_ids(train_ids)
+    out = np.full(train_ids.shape, ignore_label_id, dtype=np.uint8)
+    valid = train_ids != IGNORE_INDEX
+    out[valid] = TRAIN_ID_TO_LABEL_ID[train_ids[valid]]
+    return out
+
+
+def validate_train_ids(
+    train_ids: np.ndarray, num_classes: int = NUM_CLASSES, name: str = "train-id map"
+) -> np.ndarray:
+    """Return `train_ids` as uint8 after checking every value is in 0..num_classes-1 or 255."""
+    train_ids = np.asarray(train_ids)
+    if train_ids.dtype.kind not in "iu":
+        raise ValueError(f"{name} must hold integers, got dtype {train_ids.dtype}")
+    bad_mask = (train_ids >= num_classes) & (train_ids != IGNORE_INDEX)
+    if train_ids.dtype.kind == "i":
+        bad_mask |= train_ids < 0
+    if bad_mask.any():
+        bad = np.unique(train_ids[bad_mask])
+        raise ValueError(
+            f"{name} has values outside 0..{num_classes - 1} that are not the ignore value "
+            f"{IGNORE_INDEX}: {bad[:20].tolist()}"
+        )
+    return train_ids.astype(np.uint8)
+
+
+def train_ids_to_color(train_ids: np.ndarray, ignore_color: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """Colour a train-id map [H, W] with the official palette -> uint8 [H, W, 3]."""
+    train_ids = validate_train_ids(train_ids)
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[:NUM_CLASSES] = TRAIN_ID_COLORS
+    palette[IGNORE_INDEX] = ignore_color
+    return palette[train_ids]
+
+
+def _pack_rgb(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def color_to_train_ids(color: np.ndarray) -> np.ndarray:
+    """Invert the official palette: uint8 [H, W, 3] (or RGBA) -> train ids [H, W].
+
+    Colours of the 19 train classes win over void labels sharing them (pole/polegroup,
+    car/license plate); the colours of the other official labels map to 255. Any other colour
+    raises, because a palette image with foreign colours is not a Cityscapes colour map.
+    """
+    color = np.asarray(color)
+    if color.ndim != 3 or color.shape[-1] not in (3, 4):
+        raise ValueError(f"colour map must have shape [H, W, 3] or [H, W, 4], got {color.shape}")
+    packed = _pack_rgb(color[..., :3])
+    table: dict[int, int] = {}
+    for label in CITYSCAPES_LABELS:
+        table.setdefault(int(_pack_rgb(np.array(label.color))), IGNORE_INDEX)
+    for label in TRAIN_LABELS:
+        table[int(_pack_rgb(np.array(label.color)))] = label.train_id
+    values, inverse = np.unique(packed, return_inverse=True)
+    unknown = [int(v) for v in values if int(v) not in table]
+    if unknown:
+        shown = [((v >> 16) & 255, (v >> 8) & 255, v & 255) for v in unknown[:10]]
+        raise ValueError(f"colours that are not in the Cityscapes palette: {shown}")
+    mapped = np.array([table[int(v)] for v in values], dtype=np.uint8)
+    return mapped[inverse.reshape(packed.shape)]
+
+
+def id2label_json() -> str:
+    """The `id2label.json` published next to the dataset (train id -> name)."""
+    return json.dumps({str(k): v for k, v in ID2LABEL.items()}, indent=2) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# The `datasets` format
+# --------------------------------------------------------------------------------------------
+
+
+def dataset_features(with_instances: bool = True, with_coarse: bool = False):
+    """The columns shared by the converter and the synthetic generator."""
+    import datasets
+
+    columns = {
+        "image": datasets.Image(mode="RGB"),
+        "semantic_map": datasets.Image(mode="L"),
+    }
+    if with_instances:
+        columns["instance_map"] = datasets.Image(mode="I")
+    if with_coarse:
+        columns["coarse"] = datasets.Image(mode="RGB")
+    columns["city"] = datasets.Value("string")
+    columns["id"] = datasets.Value("string")
+    return datasets.Features(columns)
+
+
+def encode_png(array: np.ndarray) -> dict:
+    """PNG-encode an image array losslessly as a `datasets.Image` value.
+
+    uint8 [H, W] -> 8-bit grey, uint8 [H, W, 3] -> RGB, integer maps up to 65535 -> 16-bit grey
+    (Cityscapes instance ids fit; Pillow cannot write 32-bit PNGs).
+    """
+    array = np.asarray(array)
+    if array.ndim == 2 and array.dtype != np.uint8:
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise ValueError("integer maps must lie in 0..65535 to be stored as 16-bit PNG")
+        image = Image.fromarray(array.astype(np.uint16))
+    elif array.dtype == np.uint8 and (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 3)):
+        image = Image.fromarray(array)
+    else:
+        raise ValueError(f"cannot PNG-encode an array of shape {array.shape} and dtype {array.dtype}")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return {"bytes": buffer.getvalue(), "path": None}
+
+
+def parse_coarse_spec(spec: str) -> tuple[str, float | int]:
+    """Parse ``CODEC:QUALITY`` (e.g. ``hevc:30``) for precomputed coarse images."""
+    codec, sep, quality = spec.partition(":")
+    if not sep or not codec or not quality:
+        raise ValueError(f"coarse spec must look like CODEC:QUALITY (e.g. hevc:30), got {spec!r}")
+    try:
+        value: float | int = int(quality)
+    except ValueError:
+        try:
+            value = float(quality)
+        except ValueError:
+            raise ValueError(f"coarse quality must be a number, got {quality!r} in {spec!r}") from None
+    return codec, value
+
+
+def require_make_coarse():
+    """Return `spic_diffusers.codec.make_coarse`, or raise ImportError saying which option needs it."""
+    try:
+        from ..codec import make_coarse  # noqa: PLC0415
+    except ImportError as error:
+        raise ImportError(
+            "precomputing coarse images needs `spic_diffusers.codec.make_coarse`, which could not be "
+            f"imported ({error}); convert without --precompute_coarse, or install a version of "
+            "spic-diffusers that includes the codec module"
+        ) from error
+    return make_coarse
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the official folder layout
+# --------------------------------------------------------------------------------------------
+
+
+class CityscapesLayoutError(ValueError):
+    """A Cityscapes folder is missing files, has unmatched files or inconsistent files."""
+
+
+@dataclass(frozen=True)
+class CityscapesRecord:
+    """The files of one Cityscapes frame, matched by id."""
+
+    id: str
+    city: str
+    split: str
+    image_path: str
+    label_ids_path: str | None
+    train_ids_path: str | None
+    instance_ids_path: str | None
+
+
+_GT_SUFFIXES = {
+    LABEL_IDS_SUFFIX: "label_ids",
+    TRAIN_IDS_SUFFIX: "train_ids",
+    INSTANCE_IDS_SUFFIX: "instance_ids",
+}
+
+
+def _format_problems(problems: Sequence[str], limit: int = 20) -> str:
+    lines = list(problems[:limit])
+    if len(problems) > limit:
+        lines.append(f"... and {len(problems) - limit} more")
+    return "\n  ".join(lines)
+
+
+def _city_dirs(split_dir: Path) -> list[Path]:
+    return sorted(p for p in split_dir.iterdir() if p.is_dir())
+
+
+def find_cityscapes_files(
+    root: str | os.PathLike, split: str, *, with_instances: bool = True
+) -> list[CityscapesRecord]:
+    """List the frames of one split, matching images and ground truth by frame id.
+
+    Matching is by id (``aachen_000000_000019``), never by listing order. Every image needs a
+    label map (``_labelTrainIds.png`` or ``_labelIds.png``) and, with `with_instances`, an
+    instance map; every ground-truth file needs an image. All problems are reported at once.
+    """
+    root = Path(root).expanduser()
+    image_root = root / "leftImg8bit" / split
+    gt_root = root / "gtFine" / split
+    for folder in (image_root, gt_root):
+        if not folder.is_dir():
+            raise CityscapesLayoutError(f"missing Cityscapes folder: {folder}")
+
+    problems: list[str] = []
+    images: dict[str, tuple[str, Path]] = {}
+    for city_dir in _city_dirs(image_root):
+        for path in sorted(city_dir.glob(f"*{IMAGE_SUFFIX}")):
+            frame_id = path.name[: -len(IMAGE_SUFFIX)]
+            if frame_id in images:
+                problems.append(f"duplicate frame id {frame_id}: {images[frame_id][1]} and {path}")
+                continue
+            images[frame_id] = (city_dir.name, path)
+
+    ground_truth: dict[str, dict[str, Path]] = {}
+    gt_city: dict[str, tuple[str, Path]] = {}
+    for city_dir in _city_dirs(gt_root):
+        for path in sorted(city_dir.iterdir()):
+            for suffix, kind in _GT_SUFFIXES.items():
+                if path.name.endswith(suffix):
+                    frame_id = path.name[: -len(suffix)]
+                    ground_truth.setdefault(frame_id, {})[kind] = path
+                    gt_city.setdefault(frame_id, (city_dir.name, path))
+                    break
+
+    if not images:
+        problems.append(f"no *{IMAGE_SUFFIX} files under {image_root}")
+
+    records: list[CityscapesRecord] = []
+    for frame_id in sorted(images):
+        city, image_path = images[frame_id]
+        gt = ground_truth.get(frame_id, {})
+        expected = gt_root / city / frame_id
+        if frame_id in gt_city and gt_city[frame_id][0] != city:
+            problems.append(
+                f"ground truth for {image_path} is in city folder {gt_city[frame_id][0]!r}: {gt_city[frame_id][1]}"
+            )
+            continue
+        if "label_ids" not in gt and "train_ids" not in gt:
+            problems.append(
+                f"missing label map for {image_path}: expected {expected}{LABEL_IDS_SUFFIX} "
+                f"or {expected}{TRAIN_IDS_SUFFIX}"
+            )
+            continue
+        if with_instances and "instance_ids" not in gt:
+            problems.append(f"missing instance map for {image_path}: expected {expected}{INSTANCE_IDS_SUFFIX}")
+            continue
+        records.append(
+            CityscapesRecord(
+                id=frame_id,
+                city=city,
+                split=split,
+                image_path=str(image_path),
+                label_ids_path=str(gt["label_ids"]) if "label_ids" in gt else None,
+                train_ids_path=str(gt["train_ids"]) if "train_ids" in gt else None,
+                instance_ids_path=str(gt["instance_ids"]) if with_instances else None,
+            )
+        )
+    for frame_id in sorted(set(ground_truth) - set(images)):
+        for path in sorted(ground_truth[frame_id].values()):
+            problems.append(
+                f"ground-truth file without an image: {path} "
+                f"(expected {image_root / gt_city[frame_id][0] / (frame_id + IMAGE_SUFFIX)})"
+            )
+    if problems:
+        raise CityscapesLayoutError(
+            f"{len(problems)} problem(s) in Cityscapes split {split!r} under {root}:\n  " + _format_problems(problems)
+        )
+    return records
+
+
+def _read_image(source, name: str | None = None) -> Image.Image:
+    try:
+        image = Image.open(source)
+        image.load()
+    except (OSError, ValueError) as error:
+        raise CityscapesLayoutError(f"cannot read {name or source}: {error}") from error
+    return image
+
+
+def load_record(record: CityscapesRecord, decode_image: bool = True) -> dict:
+    """Read one frame: RGB image (file bytes, and the array if `decode_image`), train-id map (read
+    or computed), instance ids. Checks that every map has the image's size and holds valid values.
+    """
+    try:
+        with open(record.image_path, "rb") as handle:
+            image_bytes = handle.read()
+    except OSError as error:
+        raise CityscapesLayoutError(f"cannot read {record.image_path}: {error}") from error
+    try:
+        image = Image.open(io.BytesIO(image_bytes))
+        if not decode_image:
+            image.verify()  # chunk checksums: a truncated or corrupt file fails here, cheaply
+    except (OSError, ValueError, SyntaxError) as error:
+        raise CityscapesLayoutError(f"cannot read {record.image_path}: {error}") from error
+    out: dict = {"image_bytes": image_bytes if image.mode == "RGB" else None, "image": None}
+    size = image.size
+    if decode_image or image.mode != "RGB":
+        image = _read_image(io.BytesIO(image_bytes), record.image_path).convert("RGB")
+        out["image"] = np.asarray(image)
+
+    if record.train_ids_path is not None:
+        label_path = record.train_ids_path
+        label_image = _read_image(label_path)
+        _check_size(label_image, size, label_path, record.image_path)
+        try:
+            out["semantic_map"] = validate_train_ids(np.asarray(label_image), name=label_path)
+        except ValueError as error:
+            raise CityscapesLayoutError(str(error)) from error
+    else:
+        label_path = record.label_ids_path
+        label_image = _read_image(label_path)
+        _check_size(label_image, size, label_path, record.image_path)
+        try:
+            out["semantic_map"] = label_ids_to_train_ids(np.asarray(label_image))
+        except ValueError as error:
+            raise CityscapesLayoutError(f"{label_path}: {error}") from error
+    if out["semantic_map"].ndim != 2:
+        raise CityscapesLayoutError(f"label map must be single-channel: {label_path}")
+
+    if record.instance_ids_path is not None:
+        instance_image = _read_image(record.instance_ids_path)
+        _check_size(instance_image, size, record.instance_ids_path, record.image_path)
+        instances = np.asarray(instance_image)
+        if instances.ndim != 2:
+            raise CityscapesLayoutError(f"instance map must be single-channel: {record.instance_ids_path}")
+        out["instance_map"] = instances.astype(np.int32)
+    return out
+
+
+def _check_size(image: Image.Image, size: tuple[int, int], path: str, image_path: str) -> None:
+    if image.size != size:
+        raise CityscapesLayoutError(
+            f"size mismatch: {path} is {image.size[0]}x{image.size[1]} but {image_path} is {size[0]}x{size[1]}"
+        )
+
+
+def _file_stamp(path: str | None) -> tuple | None:
+    if path is None:
+        return None
+    stat = os.stat(path)
+    return (path, stat.st_size, stat.st_mtime_ns)
+
+
+def _encode_record(record: CityscapesRecord, coarse: tuple | None = None) -> dict:
+    """One dataset row (PNG-encoded images) from one frame's files."""
+    arrays = load_record(record, decode_image=coarse is not None)
+    example = {
+        # The original PNG bytes when already RGB: lossless and no re-encoding cost.
+        "image": {"bytes": arrays["image_bytes"], "path": None}
+        if arrays["image_bytes"] is not None
+        else encode_png(arrays["image"]),
+        "semantic_map": encode_png(arrays["semantic_map"]),
+        "city": record.city,
+        "id": record.id,
+    }
+    if record.instance_ids_path is not None:
+        example["instance_map"] = encode_png(arrays["instance_map"])
+    if coarse is not None:
+        from .transforms import resize_image  # noqa: PLC0415
+
+        codec, quality, size, downsample = coarse
+        make_coarse = require_make_coarse()
+        resized = resize_image(arrays["image"], size)
+        example["coarse"] = encode_png(np.asarray(make_coarse(resized, downsample, codec, quality), dtype=np.uint8))
+    return example
+
+
+def _generate_examples(records: list[CityscapesRecord], stamps: list, coarse: tuple | None, num_proc: int):
+    # `stamps` is unused here: it is part of gen_kwargs so the cache fingerprint changes when files do.
+    del stamps
+    if num_proc <= 1:
+        for record in records:
+            yield _encode_record(record, coarse)
+        return
+    # A process pool re-raises workers' exceptions as they are (datasets' own num_proc loses them),
+    # and imap keeps the rows in order.
+    import multiprocessing  # noqa: PLC0415
+    from functools import partial  # noqa: PLC0415
+
+    with multiprocessing.get_context().Pool(num_proc) as pool:
+        yield from pool.imap(partial(_encode_record, coarse=coarse), records, chunksize=1)
+
+
+def build_cityscapes_dataset(
+    root: str | os.PathLike,
+    splits: Iterable[str] = ("train", "val"),
+    *,
+    with_instances: bool = True,
+    precompute_coarse: str | None = None,
+    coarse_image_size: tuple[int, int] = (256, 512),
+    coarse_downsample: int = 4,
+    num_proc: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+):
+    """Read an official Cityscapes folder into a `DatasetDict` (``val`` becomes ``validation``).
+
+    Columns: ``image``, ``semantic_map`` (train ids, mode L), ``instance_map`` (mode I, with
+    `with_instances`), optional ``coarse``, ``city``, ``id``. ``precompute_coarse`` (``CODEC:QUALITY``)
+    stores the decoded coarse image of the image resized to `coarse_image_size` (H, W) and
+    downsampled by `coarse_downsample`, made with `spic_diffusers.codec.make_coarse`.
+    """
+    import datasets
+    from datasets.exceptions import DatasetGenerationError
+
+    splits = [s.strip() for s in splits if s.strip()]
+    unknown = [s for s in splits if s not in SPLIT_NAMES]
+    if unknown or not splits:
+        raise ValueError(f"unknown Cityscapes split(s) {unknown or splits}; choose from {sorted(SPLIT_NAMES)}")
+    coarse = None
+    if precompute_coarse is not None:
+        codec, quality = parse_coarse_spec(precompute_coarse)
+        require_make_coarse()  # fail early, before reading anything
+        height, width = coarse_image_size
+        if height % coarse_downsample or width % coarse_downsample:
+            raise ValueError(
+                f"coarse_image_size {coarse_image_size} must be divisible by coarse_downsample {coarse_downsample}"
+            )
+        coarse = (codec, quality, (int(height), int(width)), int(coarse_downsample))
+
+    # Find every problem in every split before doing any work.
+    all_records = {split: find_cityscapes_files(root, split, with_instances=with_instances) for split in splits}
+    features = dataset_features(with_instances=with_instances, with_coarse=coarse is not None)
+    result = {}
+    for split, records in all_records.items():
+        stamps = [
+            [_file_stamp(path) for path in (r.image_path, r.label_ids_path, r.train_ids_path, r.instance_ids_path)]
+            for r in records
+        ]
+        proc = max(1, min(num_proc or 1, len(records)))
+        try:
+            result[SPLIT_NAMES[split]] = datasets.Dataset.from_generator(
+                _generate_examples,
+                features=features,
+                gen_kwargs={"records": records, "stamps": stamps, "coarse": coarse, "num_proc": proc},
+                cache_dir=str(cache_dir) if cache_dir is not None else None,
+                split=datasets.NamedSplit(SPLIT_NAMES[split]),
+            )
+        except DatasetGenerationError as error:
+            cause = error.__cause__
+            while cause is not None and not isinstance(cause, (CityscapesLayoutError, ImportError)):
+                cause = cause.__cause__
+            if cause is not None:
+                raise cause from None
+            raise
+    return datasets.DatasetDict(result)
+
+
+def save_dataset_dict(
+    dataset_dict: "datasets.DatasetDict | None",
+    output_dir: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    build: "Callable[[Path], datasets.DatasetDict] | None" = None,
+) -> Path:
+    """Write a `DatasetDict` with `save_to_disk` so that `output_dir` appears complete or not at all.
+
+    Everything is written into a temporary folder next to `output_dir` and renamed at the end.
+    `build`, if given, is called with a scratch cache folder and must return the `DatasetDict`
+    (so that its cache files are also cleaned up on failure).
+    """
+    output_dir = Path(output_dir).expanduser().absolute()
+    if output_dir.exists() and not overwrite:
+        raise FileExistsError(f"{output_dir} already exists; pass overwrite=True (--overwrite) to replace it")
+    if dataset_dict is None and build is None:
+        raise ValueError("pass a DatasetDict or a build function")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
+    try:
+        if build is not None:
+            dataset_dict = build(scratch / "cache")
+        staged = scratch / "dataset"
+        dataset_dict.save_to_disk(str(staged))
+        (staged / "id2label.json").write_text(id2label_json())
+        backup = None
+        if output_dir.exists():
+            backup = scratch / "previous"
+            output_dir.rename(backup)
+        try:
+            staged.rename(output_dir)
+        except OSError:
+            if backup is not None:
+                backup.rename(output_dir)
+            raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return output_dir
+
+
+def convert_cityscapes(
+    root: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    splits: Iterable[str] = ("train", "val"),
+    *,
+    overwrite: bool = False,
+    with_instances: bool = True,
+    precompute_coarse: str | None = None,
+    coarse_image_size: tuple[int, int] = (256, 512),
+    coarse_downsample: int = 4,
+    num_proc: int | None = None,
+    push_to_hub: str | None = None,
+    private: bool = True,
+    token: str | None = None,
+) -> Path:
+    """Convert a Cityscapes download to `save_to_disk` format in `output_dir`, optionally pushing it.
+
+    The Hub copy is Parquet (`DatasetDict.push_to_hub`), private unless `private=False`: Cityscapes
+    is registration-gated and may not be redistributed publicly.
+    """
+    output_dir = Path(output_dir).expanduser().absolute()
+    if output_dir.exists() and not overwrite:
+        raise FileExistsError(f"{output_dir} already exists; pass overwrite=True (--overwrite) to replace it")
+    if precompute_coarse is not None:
+        parse_coarse_spec(precompute_coarse)
+        require_make_coarse()
+
+    def build(cache):
+        return build_cityscapes_dataset(
+            root,
+            splits,
+            with_instances=with_instances,
+            precompute_coarse=precompute_coarse,
+            coarse_image_size=coarse_image_size,
+            coarse_downsample=coarse_downsample,
+            num_proc=num_proc,
+            cache_dir=cache,
+        )
+
+    save_dataset_dict(None, output_dir, overwrite=overwrite, build=build)
+    if push_to_hub:
+        push_dataset_to_hub(output_dir, push_to_hub, private=private, token=token)
+    return output_dir
+
+
+def push_dataset_to_hub(
+    dataset_dir: str | os.PathLike, repo_id: str, *, private: bool = True, token: str | None = None
+) -> None:
+    """Push a converted dataset as Parquet plus `id2label.json` to a (private by default) dataset repo."""
+    import datasets
+    from huggingface_hub import HfApi
+
+    dataset_dict = datasets.load_from_disk(str(dataset_dir))
+    dataset_dict.push_to_hub(repo_id, private=private, token=token)
+    HfApi(token=token).upload_file(
+        path_or_fileobj=id2label_json().encode(),
+        path_in_repo="id2label.json",
+        repo_id=repo_id,
+        repo_type="dataset",
+    )
