@@ -1,0 +1,262 @@
+"""Benchmark SPIC's codecs: every lossless map coder (bytes, encode/decode ms) on street-like maps,
+and every lossy coarse codec (rate vs PSNR across qualities) on coarse images.
+
+    python benchmarks/bench_codecs.py --output_dir bench_out          # JSON + plot
+    python benchmarks/bench_codecs.py --quick                         # fewer maps/qualities
+
+Maps come from ``spic_diffusers.data.synthetic.make_scene`` (with a simple built-in street
+generator as a second set); rates are bits over the pixel count of the full-size image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from spic_diffusers.codec import (
+    COARSE_CODECS,
+    MAP_CODERS,
+    CodecUnavailableError,
+    area_downsample,
+    get_coarse_codec,
+    get_map_coder,
+)
+
+QUALITIES = {
+    "hevc": [25, 30, 35, 40, 45],
+    "bpg": [25, 30, 35, 40, 45],
+    "heif": [5, 10, 20, 40, 60],
+    "jxl": [5, 10, 20, 40, 60],
+    "webp": [5, 10, 20, 40, 60],
+    "avif": [5, 10, 20, 40, 60],
+    "jpeg": [5, 10, 20, 40, 60],
+}
+
+
+def street_map(height: int, width: int, seed: int) -> np.ndarray:
+    """Sky, rooflines, trees, a perspective road with sidewalks, cars, poles, people, ego-vehicle ignore."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    yy = (yy + 0.5) / height
+    xx = (xx + 0.5) / width
+    out = np.full((height, width), 10, dtype=np.uint8)
+    horizon, vx = rng.uniform(0.35, 0.5), rng.uniform(0.35, 0.65)
+    edges = np.sort(rng.uniform(0, 1, rng.integers(4, 10)))
+    out[yy > rng.uniform(0.05, horizon - 0.05, len(edges) + 1)[np.searchsorted(edges, xx)]] = 2
+    for _ in range(rng.integers(2, 5)):
+        cx, cy, r = rng.uniform(0, 1), rng.uniform(0.2, horizon), rng.uniform(0.04, 0.12)
+        out[((xx - cx) / r) ** 2 + ((yy - cy) / (r * 1.6)) ** 2 < 1] = 8
+    t = np.clip((yy - horizon) / (1 - horizon), 0, 1)
+    below = yy > horizon
+    out[below & (np.abs(xx - vx) < t * 0.8)] = 1
+    out[below & (np.abs(xx - vx) < t * 0.55)] = 0
+    for _ in range(rng.integers(2, 8)):
+        px, top = rng.uniform(0, 1), rng.uniform(0.1, 0.3)
+        out[(np.abs(xx - px) < rng.uniform(0.003, 0.01)) & (yy > top) & (yy < horizon + 0.1)] = 5
+        out[(np.abs(xx - px) < 0.02) & (np.abs(yy - top) < 0.02)] = 7
+    for _ in range(rng.integers(2, 7)):
+        cy = rng.uniform(horizon + 0.05, 0.95)
+        s = (cy - horizon) / (1 - horizon)
+        cx, w, h = vx + rng.uniform(-0.6, 0.6) * s, 0.25 * s + 0.02, 0.15 * s + 0.015
+        body = (np.abs(xx - cx) < w / 2) & (yy < cy) & (yy > cy - h * 0.6)
+        cabin = ((xx - cx) / (w * 0.35)) ** 2 + ((yy - (cy - h * 0.6)) / (h * 0.4)) ** 2 < 1
+        out[body | cabin] = 13
+    for _ in range(rng.integers(0, 6)):
+        cx, cy = rng.uniform(0, 1), rng.uniform(horizon, 0.9)
+        out[(np.abs(xx - cx) < 0.01) & (yy < cy) & (yy > cy - 0.1)] = 11
+    out[((xx - 0.5) / 0.7) ** 2 + ((yy - 1.08) / 0.15) ** 2 < 1] = 255
+    return out
+
+
+def load_scenes(count: int, height: int, width: int):
+    """(name, map, image or None) triples: the project's synthetic scenes, then built-in maps."""
+    scenes = []
+    try:
+        from spic_diffusers.data.synthetic import make_scene
+
+        for seed in range(count):
+            scene = make_scene(height, width, seed)
+            scenes.append((f"synthetic-{seed}", scene.semantic_map, scene.image))
+    except ImportError:
+        print("spic_diffusers.data.synthetic not importable: built-in maps only", file=sys.stderr)
+    for seed in range(count):
+        scenes.append((f"street-{seed}", street_map(height, width, seed), None))
+    return scenes
+
+
+def _timed(fn, repeats: int):
+    """Median wall time and median CPU time of this process (ms); CPU time is robust to a busy machine."""
+    wall, cpu, result = [], [], None
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        result = fn()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return result, statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
+
+
+def bench_map_coders(scenes, repeats: int) -> dict:
+    results = {}
+    for name in MAP_CODERS:
+        coder = get_map_coder(name)
+        per_map = []
+        try:
+            for scene_name, semantic_map, _ in scenes:
+                data, encode_ms, encode_cpu = _timed(lambda: coder.encode(semantic_map), repeats)
+                decoded, decode_ms, decode_cpu = _timed(lambda: coder.decode(data, *semantic_map.shape), repeats)
+                if not np.array_equal(decoded, semantic_map):
+                    raise RuntimeError(f"{name} is not lossless on {scene_name}")
+                per_map.append(
+                    {
+                        "map": scene_name,
+                        "bytes": len(data),
+                        "encode_ms": encode_ms,
+                        "decode_ms": decode_ms,
+                        "encode_cpu_ms": encode_cpu,
+                        "decode_cpu_ms": decode_cpu,
+                    }
+                )
+        except CodecUnavailableError as err:
+            results[name] = {"unavailable": str(err)}
+            continue
+        groups = {"all": per_map}
+        for prefix in ("synthetic", "street"):
+            subset = [r for r in per_map if r["map"].startswith(prefix)]
+            if subset:
+                groups[prefix] = subset
+        results[name] = {
+            group: {
+                "mean_bytes": statistics.mean(r["bytes"] for r in rows),
+                "mean_encode_ms": statistics.mean(r["encode_ms"] for r in rows),
+                "mean_decode_ms": statistics.mean(r["decode_ms"] for r in rows),
+                "mean_encode_cpu_ms": statistics.mean(r["encode_cpu_ms"] for r in rows),
+                "mean_decode_cpu_ms": statistics.mean(r["decode_cpu_ms"] for r in rows),
+            }
+            for group, rows in groups.items()
+        }
+        results[name]["per_map"] = per_map
+    reference = results.get("jxl", {}).get("all", {}).get("mean_bytes")
+    if reference:
+        for name, result in results.items():
+            if "all" in result:
+                result["vs_jxl"] = result["all"]["mean_bytes"] / reference
+    return results
+
+
+def bench_coarse_codecs(images, downsample: int, qualities: dict) -> dict:
+    results = {}
+    for name in COARSE_CODECS:
+        curve = []
+        try:
+            for quality in qualities[name]:
+                codec = get_coarse_codec(name, quality)
+                sizes, psnrs, times = [], [], []
+                for original in images:
+                    small = area_downsample(original, downsample)
+                    start = time.perf_counter()
+                    data = codec.encode(small)
+                    decoded = codec.decode(data, *small.shape[:2])
+                    times.append((time.perf_counter() - start) * 1e3)
+                    mse = np.mean((decoded.astype(np.float64) - small) ** 2)
+                    sizes.append(len(data))
+                    psnrs.append(10 * np.log10(255**2 / max(mse, 1e-10)))
+                pixels = images[0].shape[0] * images[0].shape[1]
+                curve.append(
+                    {
+                        "quality": quality,
+                        "mean_bytes": statistics.mean(sizes),
+                        "bpp_full_res": 8 * statistics.mean(sizes) / pixels,
+                        "psnr_db": statistics.mean(psnrs),
+                        "encode_decode_ms": statistics.mean(times),
+                    }
+                )
+        except CodecUnavailableError as err:
+            results[name] = {"unavailable": str(err)}
+            continue
+        results[name] = {"quality_help": get_coarse_codec(name).quality_help, "curve": curve}
+    return results
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    maps = {k: v for k, v in results["map_coders"].items() if "all" in v}
+    names = list(maps)
+    left.bar(names, [maps[n]["all"]["mean_bytes"] for n in names], color="tab:blue")
+    for i, n in enumerate(names):
+        total_ms = maps[n]["all"]["mean_encode_ms"] + maps[n]["all"]["mean_decode_ms"]
+        left.text(i, maps[n]["all"]["mean_bytes"], f"{total_ms:.0f} ms", ha="center", va="bottom", fontsize=8)
+    left.set_ylabel("bytes per map")
+    left.set_title(f"lossless map coders ({results['config']['height']}x{results['config']['width']})")
+    for name, result in results["coarse_codecs"].items():
+        if "curve" in result:
+            curve = result["curve"]
+            right.plot([c["bpp_full_res"] for c in curve], [c["psnr_db"] for c in curve], marker="o", label=name)
+    right.set_xlabel("bits per full-resolution pixel")
+    right.set_ylabel("PSNR of the coarse image (dB)")
+    right.set_title(f"coarse codecs (1/{results['config']['downsample']} size)")
+    right.legend()
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output_dir", default=None, help="write results.json and codecs.png here")
+    parser.add_argument("--num_maps", type=int, default=6, help="maps per generator")
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--downsample", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3, help="timing repeats (median)")
+    parser.add_argument("--quick", action="store_true", help="2 maps, 1 repeat, 3 qualities per codec")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.num_maps, args.repeats = 2, 1
+    qualities = {k: (v[::2] if args.quick else v) for k, v in QUALITIES.items()}
+
+    scenes = load_scenes(args.num_maps, args.height, args.width)
+    images = [image for _, _, image in scenes if image is not None]
+    if not images:
+        rng = np.random.default_rng(0)
+        images = [(rng.random((args.height, args.width, 3)) * 255).astype(np.uint8)]
+    results = {
+        "config": {
+            "height": args.height,
+            "width": args.width,
+            "downsample": args.downsample,
+            "num_maps": len(scenes),
+            "num_images": len(images),
+            "repeats": args.repeats,
+        },
+        "map_coders": bench_map_coders(scenes, args.repeats),
+        "coarse_codecs": bench_coarse_codecs(images, args.downsample, qualities),
+    }
+    summary = {k: v for k, v in results.items()}
+    summary["map_coders"] = {
+        name: {group: row for group, row in result.items() if group != "per_map"}
+        for name, result in results["map_coders"].items()
+    }
+    print(json.dumps(summary, indent=2))
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        plot(results, out / "codecs.png")
+        print(f"wrote {out / 'results.json'} and {out / 'codecs.png'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

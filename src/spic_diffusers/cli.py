@@ -1,0 +1,292 @@
+"""The ``spic`` command: encode an image to a SPIC stream, inspect it, decode it with a model.
+
+One function per subcommand (``cmd_<name>``), registered in :func:`build_parser`; each gets the
+parsed arguments and returns an exit status.  User errors print one line to stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .codec.bitstream import BitstreamError, CodecUnavailableError
+
+# Short scheduler names for `spic decode --scheduler`; any diffusers `*Scheduler` class name works too.
+SCHEDULER_ALIASES = {
+    "ddpm": "DDPMScheduler",
+    "ddim": "DDIMScheduler",
+    "dpmsolver": "DPMSolverMultistepScheduler",
+    "dpmsolver-singlestep": "DPMSolverSinglestepScheduler",
+    "sasolver": "SASolverScheduler",
+}
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 1."""
+
+
+def _check_output(path: str | os.PathLike, force: bool) -> Path:
+    path = Path(path)
+    if path.exists() and not force:
+        raise CLIError(f"{path} already exists; pass --force to overwrite it")
+    if path.exists() and path.is_dir():
+        raise CLIError(f"{path} is a directory")
+    if not path.parent.exists():
+        raise CLIError(f"output folder {path.parent} does not exist")
+    return path
+
+
+def _read_stream(path: str) -> bytes:
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"no such file: {path}")
+    return path.read_bytes()
+
+
+def _open_image(path: str, what: str):
+    from PIL import Image
+
+    if not Path(path).is_file():
+        raise CLIError(f"no such {what}: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except OSError as err:
+        raise CLIError(f"cannot read {what} {path}: {err}") from None
+
+
+def _load_segmentation(path: str, label_ids: bool):
+    import numpy as np
+
+    image = _open_image(path, "segmentation map")
+    if image.mode not in ("L", "P", "I", "I;16"):
+        raise CLIError(
+            f"segmentation map {path} has mode {image.mode}; expected a single-channel train-id PNG (mode L)"
+        )
+    labels = np.asarray(image)
+    if labels.min() < 0 or labels.max() > 255:
+        raise CLIError(f"segmentation map {path} has labels outside 0..255")
+    labels = labels.astype(np.uint8)
+    if label_ids:
+        from .data.cityscapes import label_ids_to_train_ids
+
+        labels = label_ids_to_train_ids(labels)
+    return labels
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Subcommands
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_encode(args: argparse.Namespace) -> int:
+    """Image (+ map or segmenter) -> .spic stream."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from .codec import bpp_breakdown, encode
+
+    output = _check_output(args.output, args.force)
+    if (args.segmentation is None) == (args.segmenter is None):
+        raise CLIError("pass exactly one of --segmentation MAP or --segmenter MODEL")
+    image = _open_image(args.image, "image").convert("RGB")
+    with tqdm(total=2, desc="encoding", unit="step", disable=None, file=sys.stderr) as progress:
+        if args.segmentation is not None:
+            labels = _load_segmentation(args.segmentation, args.label_ids)
+        else:
+            from .codec import Segmenter
+
+            progress.set_description("segmenting")
+            labels = Segmenter.from_pretrained(args.segmenter)(np.asarray(image))
+        progress.update(1)
+        progress.set_description("coding")
+        stream = encode(
+            image,
+            labels,
+            coarse_codec=args.coarse_codec,
+            coarse_quality=args.coarse_quality,
+            downsample=args.downsample,
+            map_coder=args.map_coder,
+        )
+        progress.update(1)
+    _write_atomically(output, stream)
+    info = bpp_breakdown(stream)
+    print(
+        f"wrote {output}: {len(stream)} bytes, {info['bpp']['total']:.4f} bpp "
+        f"(map {info['bpp']['map']:.4f}, coarse {info['bpp']['coarse']:.4f}, header {info['bpp']['header']:.4f})"
+    )
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print what a .spic stream holds, without decoding its payloads."""
+    from .codec import bpp_breakdown, coarse_size, read_header
+
+    stream = _read_stream(args.stream)
+    header = read_header(stream)
+    breakdown = bpp_breakdown(stream)
+    small_h, small_w = coarse_size(header.height, header.width, header.downsample)
+    info = {
+        "file": str(args.stream),
+        "image_size": [header.height, header.width],
+        "downsample": header.downsample,
+        "coarse_size": [small_h, small_w],
+        "map_coder": header.map_coder,
+        "coarse_codec": header.coarse_codec,
+        "bytes": breakdown["bytes"],
+        "bpp": breakdown["bpp"],
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{args.stream}")
+    print(
+        f"  image        {header.height}x{header.width} "
+        f"(coarse {small_h}x{small_w}, downsample {header.downsample})"
+    )
+    print(f"  map coder    {header.map_coder}")
+    print(f"  coarse codec {header.coarse_codec}")
+    for part in ("header", "map", "coarse", "total"):
+        print(f"  {part:<12} {breakdown['bytes'][part]:>8} B  {breakdown['bpp'][part]:.4f} bpp")
+    return 0
+
+
+def _load_pipeline(model: str, scheduler_name: str | None, device: str | None):
+    import diffusers
+
+    from .pipelines.pipeline_spic import SPICPipeline
+
+    try:
+        pipeline = SPICPipeline.from_pretrained(model)
+    except (OSError, ValueError, EnvironmentError) as err:
+        raise CLIError(f"cannot load a SPIC pipeline from {model!r}: {err}") from None
+    if scheduler_name:
+        class_name = SCHEDULER_ALIASES.get(scheduler_name.lower(), scheduler_name)
+        scheduler_class = getattr(diffusers, class_name, None)
+        if scheduler_class is None or not class_name.endswith("Scheduler"):
+            choices = ", ".join(sorted(SCHEDULER_ALIASES))
+            raise CLIError(
+                f"unknown scheduler {scheduler_name!r}; use one of {choices} or a diffusers *Scheduler class"
+            )
+        pipeline.scheduler = scheduler_class.from_config(pipeline.scheduler.config)
+    if device:
+        pipeline.to(device)
+    return pipeline
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    """.spic stream + SPIC model -> reconstructed image."""
+    import torch
+
+    from .codec import decode, decode_parts
+
+    output = _check_output(args.output, args.force)
+    stream = _read_stream(args.stream)
+    decode_parts(stream)  # fail on a bad stream before loading a model
+    pipeline = _load_pipeline(args.model, args.scheduler, args.device)
+    kwargs = {"guidance_scale": args.guidance, "num_inference_steps": args.steps}
+    if args.max_timestep is not None:
+        kwargs["max_timestep"] = args.max_timestep
+    if args.seed is not None:
+        kwargs["generator"] = torch.Generator(device=pipeline.device).manual_seed(args.seed)
+    image = decode(stream, pipeline, **kwargs)
+    image.save(output)
+    print(f"wrote {output} ({image.size[1]}x{image.size[0]})")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Parser
+# --------------------------------------------------------------------------------------------
+
+
+def _add_encode(subparsers) -> None:
+    from .codec.coarse import COARSE_CODECS
+    from .codec.semantic import MAP_CODERS
+
+    p = subparsers.add_parser("encode", help="code an image and its semantic map into a .spic stream")
+    p.add_argument("image", help="input image (any format Pillow reads)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--segmentation", metavar="MAP", help="train-id map PNG (mode L, 255 = ignore)")
+    source.add_argument("--segmenter", metavar="MODEL", help="transformers segmentation model: folder or Hub id")
+    p.add_argument("--label_ids", action="store_true", help="--segmentation holds official Cityscapes label ids")
+    p.add_argument("-o", "--output", required=True, metavar="FILE.spic", help="output stream")
+    p.add_argument(
+        "--coarse_codec", default="heif", choices=sorted(COARSE_CODECS), help="lossy coarse codec (default: heif)"
+    )
+    p.add_argument(
+        "--coarse_quality",
+        type=float,
+        default=None,
+        help="codec quality (hevc/bpg: QP, lower is better; others: 0-100)",
+    )
+    p.add_argument("--downsample", type=int, default=4, help="coarse image downsampling factor (default 4)")
+    p.add_argument(
+        "--map_coder", default="context", choices=sorted(MAP_CODERS), help="lossless map coder (default: context)"
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.set_defaults(func=cmd_encode)
+
+
+def _add_decode(subparsers) -> None:
+    p = subparsers.add_parser("decode", help="reconstruct an image from a .spic stream with a SPIC model")
+    p.add_argument("stream", help="input .spic stream")
+    p.add_argument("--model", required=True, metavar="PATH_OR_ID", help="SPICPipeline folder or Hub id")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="output image")
+    p.add_argument("--scheduler", default=None, help=f"sampler: {', '.join(SCHEDULER_ALIASES)} or a diffusers class")
+    p.add_argument("--steps", type=int, default=100, help="schedule spacing (the paper: 100)")
+    p.add_argument("--guidance", type=float, default=1.5, help="classifier-free guidance scale (the paper: 1.5)")
+    p.add_argument("--max_timestep", type=int, default=None, help="start timestep (the pipeline's default: 200)")
+    p.add_argument("--seed", type=int, default=None, help="random seed")
+    p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu")
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.set_defaults(func=cmd_decode)
+
+
+def _add_info(subparsers) -> None:
+    p = subparsers.add_parser("info", help="show sizes, codecs and the bpp breakdown of a .spic stream")
+    p.add_argument("stream", help="input .spic stream")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``spic`` parser; add a subcommand with a ``_add_<name>(subparsers)`` function."""
+    parser = argparse.ArgumentParser(
+        prog="spic", description="SPIC: semantic-preserving image coding with conditional diffusion models."
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for add in (_add_encode, _add_decode, _add_info):
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (CLIError, BitstreamError, CodecUnavailableError, ValueError) as err:
+        print(f"spic {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # e.g. `spic info x.spic | head`
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print(f"spic {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,398 @@
+"""Lossy codecs for the coarse (downsampled) image, behind one small interface.
+
+A :class:`CoarseCodec` has a ``name``, a ``quality`` with a stated meaning (``quality_help``,
+``quality_range``, ``higher_is_better``), ``encode(rgb uint8 HxWx3) -> bytes`` and
+``decode(bytes, height, width) -> rgb uint8``.  The container keeps the image size, so codecs
+store raw payloads where the format allows it (raw HEVC: an Annex-B stream with no file box).
+
+The SPIC paper codes the coarse image with BPG at QP 35 in 4:4:4 YCbCr.  BPG is an HEVC intra
+frame in a small wrapper; ``hevc`` produces the same kind of frame with x265 through ``ffmpeg``
+without the wrapper, and is the smallest codec available here at low rates.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .bitstream import BitstreamError, CodecUnavailableError
+from .semantic import riff_strip, riff_wrap
+
+_TOOL_TIMEOUT_S = 120
+
+
+def _check_rgb(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"a coarse image must be HxWx3 RGB, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"a coarse image must be uint8, got dtype {image.dtype}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"a coarse image must not be empty, got shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def _check_shape(decoded: np.ndarray, height: int, width: int, name: str) -> np.ndarray:
+    if decoded.shape != (height, width, 3):
+        raise BitstreamError(
+            f"{name} coarse payload decodes to shape {decoded.shape}, the header implies {(height, width, 3)}"
+        )
+    return np.ascontiguousarray(decoded, dtype=np.uint8)
+
+
+class CoarseCodec(ABC):
+    """A lossy codec for the coarse RGB image."""
+
+    name: str = ""
+    quality_help: str = ""
+    quality_range: tuple[int, int] = (0, 100)
+    higher_is_better: bool = True
+    default_quality: int = 50
+
+    def __init__(self, quality: int | float | None = None):
+        quality = self.default_quality if quality is None else quality
+        low, high = self.quality_range
+        if not low <= quality <= high:
+            raise ValueError(f"{self.name} quality must be in {low}..{high} ({self.quality_help}), got {quality}")
+        self.quality = quality
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(quality={self.quality})"
+
+    @abstractmethod
+    def encode(self, image: np.ndarray) -> bytes:
+        """Code an RGB uint8 HxWx3 image."""
+
+    @abstractmethod
+    def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
+        """Decode to RGB uint8 ``height x width x 3``; BitstreamError if the payload is unusable."""
+
+    def round_trip(self, image: np.ndarray) -> np.ndarray:
+        """What the receiver will see: ``decode(encode(image))``."""
+        image = _check_rgb(image)
+        return self.decode(self.encode(image), image.shape[0], image.shape[1])
+
+
+def _run_tool(args: list[str], name: str, data: bytes | None = None, decoding: bool = False) -> bytes:
+    try:
+        result = subprocess.run(args, input=data, capture_output=True, timeout=_TOOL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise (BitstreamError if decoding else RuntimeError)(f"{name} timed out") from None
+    if result.returncode != 0:
+        message = result.stderr.decode(errors="replace").strip().splitlines()
+        detail = message[-1] if message else f"exit status {result.returncode}"
+        if decoding:
+            raise BitstreamError(f"{name} coarse payload cannot be decoded ({detail})")
+        raise RuntimeError(f"{name} failed: {detail}")
+    return result.stdout
+
+
+def _require(binary: str, codec: str, how: str) -> str:
+    path = shutil.which(binary)
+    if path is None:
+        raise CodecUnavailableError(f"the {codec} coarse codec needs `{binary}` on PATH; {how}")
+    return path
+
+
+class HEVCCodec(CoarseCodec):
+    """Raw HEVC intra (BPG's core) via ``ffmpeg``/libx265, 4:4:4, as an Annex-B stream.
+
+    x265's version SEI, hash SEI and access-unit delimiters are switched off, so the payload is
+    just the parameter sets and one intra slice.  Sides are padded to an even length of at
+    least 16 (x265's minimum) by repeating the last row/column, and cropped back on decoding
+    (the container holds the true size).
+    """
+
+    name = "hevc"
+    quality_help = "x265 QP, 0 (best) to 51 (smallest); 35 is the SPIC paper's BPG setting"
+    quality_range = (0, 51)
+    higher_is_better = False
+    default_quality = 35
+
+    @staticmethod
+    def padded_size(height: int, width: int) -> tuple[int, int]:
+        return max(16, height + height % 2), max(16, width + width % 2)
+
+    def _ffmpeg(self) -> str:
+        return _require("ffmpeg", self.name, "install ffmpeg with libx265 (e.g. `apt install ffmpeg`)")
+
+    def encode(self, image: np.ndarray) -> bytes:
+        image = _check_rgb(image)
+        height, width = image.shape[:2]
+        padded_h, padded_w = self.padded_size(height, width)
+        padded = np.pad(image, ((0, padded_h - height), (0, padded_w - width), (0, 0)), mode="edge")
+        params = f"qp={int(round(self.quality))}:keyint=1:info=0:hash=0:aud=0:repeat-headers=0:log-level=error"
+        args = [
+            self._ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{padded.shape[1]}x{padded.shape[0]}", "-i", "pipe:0",
+            "-frames:v", "1", "-c:v", "libx265", "-preset", "slow", "-x265-params", params,
+            "-pix_fmt", "yuv444p", "-bitexact", "-f", "hevc", "pipe:1",
+        ]  # fmt: skip
+        return _run_tool(args, "ffmpeg (libx265)", padded.tobytes())
+
+    def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
+        if not data:
+            raise BitstreamError("HEVC coarse payload is empty")
+        padded_h, padded_w = self.padded_size(height, width)
+        # ffmpeg allocates aligned buffers: allow margin, but nothing near a hostile SPS's size.
+        max_pixels = 4 * (padded_h + 64) * (padded_w + 64)
+        args = [
+            self._ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin",
+            "-max_pixels", str(max_pixels), "-f", "hevc", "-i", "pipe:0",
+            "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
+        ]  # fmt: skip
+        raw = _run_tool(args, "ffmpeg (HEVC)", bytes(data), decoding=True)
+        if len(raw) != padded_h * padded_w * 3:
+            raise BitstreamError(
+                f"HEVC coarse payload decodes to {len(raw)} bytes, expected a {padded_h}x{padded_w} RGB frame"
+            )
+        frame = np.frombuffer(raw, dtype=np.uint8).reshape(padded_h, padded_w, 3)
+        return np.ascontiguousarray(frame[:height, :width])
+
+
+class BPGCodec(CoarseCodec):
+    """BPG via Fabrice Bellard's ``bpgenc``/``bpgdec``, as in the SPIC paper (4:4:4 YCbCr, QP 35)."""
+
+    name = "bpg"
+    quality_help = "BPG quantiser (-q), 0 (best) to 51 (smallest); the SPIC paper uses 35"
+    quality_range = (0, 51)
+    higher_is_better = False
+    default_quality = 35
+
+    @staticmethod
+    def _tool(binary: str) -> str:
+        return _require(
+            binary,
+            "bpg",
+            "BPG is not packaged on PyPI: build libbpg from https://bellard.org/bpg/ (or install your "
+            "distribution's `libbpg` package), or use the 'hevc' codec, which codes the same HEVC intra frame "
+            "through ffmpeg",
+        )
+
+    def encode(self, image: np.ndarray) -> bytes:
+        image = _check_rgb(image)
+        encoder = self._tool("bpgenc")
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = Path(tmp, "coarse.png"), Path(tmp, "coarse.bpg")
+            Image.fromarray(image).save(src)
+            args = [encoder, "-c", "ycbcr", "-f", "444", "-q", str(int(round(self.quality))), "-o", str(dst), str(src)]
+            _run_tool(args, "bpgenc")
+            return dst.read_bytes()
+
+    def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
+        decoder = self._tool("bpgdec")
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = Path(tmp, "coarse.bpg"), Path(tmp, "coarse.png")
+            src.write_bytes(bytes(data))
+            _run_tool([decoder, "-o", str(dst), str(src)], "bpgdec", decoding=True)
+            if not dst.exists():
+                raise BitstreamError("BPG coarse payload cannot be decoded")
+            image = _pil_open(dst.read_bytes(), "BPG", height, width)
+        return _check_shape(np.asarray(image.convert("RGB")), height, width, "BPG")
+
+
+def _pil_open(data: bytes, name: str, height: int, width: int) -> Image.Image:
+    """Open with Pillow, checking the declared size *before* decoding pixels."""
+    try:
+        image = Image.open(io.BytesIO(bytes(data)))
+    except Exception as err:
+        raise BitstreamError(f"{name} coarse payload cannot be decoded ({err})") from None
+    if image.size != (width, height):
+        raise BitstreamError(
+            f"{name} coarse payload holds a {image.size[1]}x{image.size[0]} image, the header implies {height}x{width}"
+        )
+    try:
+        image.load()
+    except Exception as err:
+        raise BitstreamError(f"{name} coarse payload cannot be decoded ({err})") from None
+    return image
+
+
+class _PillowCodec(CoarseCodec):
+    """A codec Pillow (or a Pillow plugin) reads and writes."""
+
+    pil_format = ""
+    display_name = ""
+    save_options: dict = {}
+
+    def _register(self) -> None:
+        """Import the plugin that teaches Pillow this format, if one is needed."""
+
+    def encode(self, image: np.ndarray) -> bytes:
+        image = _check_rgb(image)
+        self._register()
+        buffer = io.BytesIO()
+        options = dict(self.save_options)
+        options["quality"] = int(round(self.quality))
+        Image.fromarray(image).save(buffer, format=self.pil_format, **options)
+        return buffer.getvalue()
+
+    def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
+        if not data:
+            raise BitstreamError(f"{self.display_name} coarse payload is empty")
+        self._register()
+        image = _pil_open(data, self.display_name, height, width)
+        try:
+            array = np.asarray(image.convert("RGB"))
+        except Exception as err:
+            raise BitstreamError(f"{self.display_name} coarse payload cannot be decoded ({err})") from None
+        return _check_shape(array, height, width, self.display_name)
+
+
+class HEIFCodec(_PillowCodec):
+    """HEIF (HEVC in an ISO-BMFF box) through ``pillow-heif``, 4:4:4; the box costs ~200 bytes."""
+
+    name = "heif"
+    display_name = "HEIF"
+    pil_format = "HEIF"
+    quality_help = "pillow-heif quality, 0 (smallest) to 100 (best)"
+    default_quality = 20
+    save_options = {"chroma": 444}
+
+    def _register(self) -> None:
+        try:
+            import pillow_heif
+        except ImportError:
+            raise CodecUnavailableError("the heif coarse codec needs `pip install pillow-heif`") from None
+        pillow_heif.register_heif_opener()
+
+
+class JXLCodec(_PillowCodec):
+    """JPEG XL (bare codestream) through ``pillow-jxl-plugin``."""
+
+    name = "jxl"
+    display_name = "JPEG XL"
+    pil_format = "JXL"
+    quality_help = "JPEG XL quality, 0 (smallest) to 100 (best)"
+    default_quality = 20
+    save_options = {"effort": 9}
+
+    def _register(self) -> None:
+        try:
+            import pillow_jxl  # noqa: F401
+        except ImportError:
+            raise CodecUnavailableError("the jxl coarse codec needs `pip install pillow-jxl-plugin`") from None
+
+
+class WebPCodec(_PillowCodec):
+    """Lossy WebP through Pillow (4:2:0, as WebP always is), stored without its 12-byte RIFF header."""
+
+    name = "webp"
+    display_name = "WebP"
+    pil_format = "WEBP"
+    quality_help = "WebP quality, 0 (smallest) to 100 (best)"
+    default_quality = 20
+    save_options = {"method": 6}
+
+    def encode(self, image: np.ndarray) -> bytes:
+        return riff_strip(super().encode(image))
+
+    def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
+        if not data:
+            raise BitstreamError("WebP coarse payload is empty")
+        return super().decode(riff_wrap(bytes(data)), height, width)
+
+
+class AVIFCodec(_PillowCodec):
+    """AVIF (AV1 intra) through Pillow, 4:4:4."""
+
+    name = "avif"
+    display_name = "AVIF"
+    pil_format = "AVIF"
+    quality_help = "AVIF quality, 0 (smallest) to 100 (best)"
+    default_quality = 20
+    save_options = {"subsampling": "4:4:4", "speed": 4}
+
+
+class JPEGCodec(_PillowCodec):
+    """Baseline JPEG through Pillow, 4:4:4, with optimised Huffman tables; stored whole."""
+
+    name = "jpeg"
+    display_name = "JPEG"
+    pil_format = "JPEG"
+    quality_help = "JPEG quality, 1 (smallest) to 95 (best)"
+    quality_range = (1, 95)
+    default_quality = 20
+    save_options = {"subsampling": 0, "optimize": True}
+
+
+COARSE_CODECS: dict[str, type[CoarseCodec]] = {
+    "hevc": HEVCCodec,
+    "bpg": BPGCodec,
+    "heif": HEIFCodec,
+    "jxl": JXLCodec,
+    "webp": WebPCodec,
+    "avif": AVIFCodec,
+    "jpeg": JPEGCodec,
+}
+
+
+def get_coarse_codec(name: str, quality: int | float | None = None) -> CoarseCodec:
+    """Instantiate a coarse codec by name ('hevc', 'bpg', 'heif', 'jxl', 'webp', 'avif', 'jpeg')."""
+    if name not in COARSE_CODECS:
+        raise ValueError(f"unknown coarse codec {name!r}; choose from {sorted(COARSE_CODECS)}")
+    return COARSE_CODECS[name](quality)
+
+
+def coarse_size(height: int, width: int, downsample: int) -> tuple[int, int]:
+    """Size of the coarse image: ``ceil(size / downsample)`` per side, so no input pixel is dropped."""
+    if downsample < 1:
+        raise ValueError(f"downsample must be >= 1, got {downsample}")
+    return -(-height // downsample), -(-width // downsample)
+
+
+def area_downsample(image: np.ndarray, factor: int) -> np.ndarray:
+    """Box-average an RGB (or grey) uint8 image by ``factor``, rounding to nearest.
+
+    Exactly the mean of each ``factor x factor`` block when the size is divisible; otherwise the
+    adaptive-average-pool windows ``[floor(i*H/h), ceil((i+1)*H/h))`` (PyTorch's ``area``
+    interpolation to ``coarse_size``).
+    """
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim not in (2, 3) or image.size == 0:
+        raise ValueError(
+            f"area_downsample expects a non-empty uint8 HxW or HxWxC image, got {image.dtype} {image.shape}"
+        )
+    if not isinstance(factor, (int, np.integer)) or factor < 1:
+        raise ValueError(f"downsample factor must be a positive integer, got {factor!r}")
+    height, width = image.shape[:2]
+    out_h, out_w = coarse_size(height, width, int(factor))
+    data = image.astype(np.float64)
+    if data.ndim == 2:
+        data = data[:, :, None]
+    if height % factor == 0 and width % factor == 0:
+        mean = data.reshape(out_h, factor, out_w, factor, -1).mean(axis=(1, 3))
+    else:
+        integral = np.zeros((height + 1, width + 1, data.shape[2]))
+        integral[1:, 1:] = data.cumsum(0).cumsum(1)
+        y0 = (np.arange(out_h) * height) // out_h
+        y1 = -((-(np.arange(out_h) + 1) * height) // out_h)
+        x0 = (np.arange(out_w) * width) // out_w
+        x1 = -((-(np.arange(out_w) + 1) * width) // out_w)
+        total = (
+            integral[y1][:, x1] - integral[y0][:, x1] - integral[y1][:, x0] + integral[y0][:, x0]
+        )
+        area = ((y1 - y0)[:, None] * (x1 - x0)[None, :])[:, :, None]
+        mean = total / area
+    out = np.clip(np.floor(mean + 0.5), 0, 255).astype(np.uint8)
+    return out[:, :, 0] if image.ndim == 2 else out
+
+
+def make_coarse(
+    image: np.ndarray, downsample: int = 4, codec: str = "hevc", quality: int | float | None = None
+) -> np.ndarray:
+    """The coarse image the receiver sees: area downsample, then a lossy round trip.
+
+    Used by the transmitter's tests and by training for on-the-fly coarse images.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"make_coarse expects an RGB uint8 HxWx3 image, got {image.dtype} {image.shape}")
+    return get_coarse_codec(codec, quality).round_trip(area_downsample(image, downsample))

@@ -1,0 +1,153 @@
+"""The transmitter: image (+ semantic map, given or predicted) -> one SPIC stream."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image
+
+from .bitstream import pack_stream
+from .coarse import area_downsample, get_coarse_codec
+from .semantic import get_map_coder
+
+
+def _to_rgb_array(image) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"image must be a PIL image or a uint8 HxWx3 array, got {array.dtype} {array.shape}")
+    return array
+
+
+def _to_label_array(segmentation_map) -> np.ndarray:
+    if isinstance(segmentation_map, Image.Image):
+        if segmentation_map.mode not in ("L", "P", "I", "I;16"):
+            raise ValueError(
+                f"a segmentation map image must be single-channel (mode L), got mode {segmentation_map.mode}"
+            )
+        segmentation_map = np.asarray(segmentation_map)
+    array = np.asarray(segmentation_map)
+    if array.ndim != 2:
+        raise ValueError(f"segmentation map must be HxW, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"segmentation map must hold integer train ids, got dtype {array.dtype}")
+    if array.size and (array.min() < 0 or array.max() > 255):
+        raise ValueError("segmentation map labels must lie in 0..255 (train ids, 255 = ignore)")
+    return array.astype(np.uint8)
+
+
+class Segmenter:
+    """A ``transformers`` semantic-segmentation model that outputs Cityscapes train ids.
+
+    Loads ``AutoModelForSemanticSegmentation`` and its image processor from a local folder or a
+    Hub id.  Models trained on the 19 train classes are used as they are; models whose
+    ``id2label`` holds the 34/35 official Cityscapes labels are mapped through the official
+    table (classes outside the 19 become 255).
+    """
+
+    def __init__(self, model, processor):
+        self.model = model.eval()
+        self.processor = processor
+        self.lut = self._label_lut(model.config.id2label)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs) -> "Segmenter":
+        from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
+        try:
+            processor = AutoImageProcessor.from_pretrained(name_or_path, **kwargs)
+            model = AutoModelForSemanticSegmentation.from_pretrained(name_or_path, **kwargs)
+        except (OSError, ValueError) as err:
+            raise ValueError(f"cannot load a semantic-segmentation model from {str(name_or_path)!r}: {err}") from None
+        return cls(model, processor)
+
+    @staticmethod
+    def _label_lut(id2label: dict) -> np.ndarray:
+        from ..data.cityscapes import ID2LABEL, LABELS_BY_NAME, NUM_CLASSES
+
+        names = {int(k): str(v).strip().lower() for k, v in id2label.items()}
+        train_names = {name: train_id for train_id, name in ID2LABEL.items()}
+        lut = np.full(max(names) + 1, 255, dtype=np.uint8)
+        if len(names) == NUM_CLASSES and all(name in train_names for name in names.values()):
+            for index, name in names.items():
+                lut[index] = train_names[name]
+            return lut
+        official = {name.lower(): label for name, label in LABELS_BY_NAME.items()}
+        known = [name for name in names.values() if name in official]
+        if len(known) < NUM_CLASSES:
+            raise ValueError(
+                "the segmentation model's id2label is neither the 19 Cityscapes train classes nor the "
+                f"official Cityscapes label table (labels: {sorted(set(names.values()))[:8]}...)"
+            )
+        for index, name in names.items():
+            label = official.get(name)
+            if label is not None and 0 <= label.train_id < NUM_CLASSES:
+                lut[index] = label.train_id
+        return lut
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Predict a uint8 train-id map at the image's own resolution."""
+        import torch
+
+        height, width = image.shape[:2]
+        inputs = self.processor(images=Image.fromarray(image), return_tensors="pt")
+        parameter = next(self.model.parameters())
+        inputs = {k: v.to(device=parameter.device) for k, v in inputs.items()}
+        with torch.no_grad():
+            logits = self.model(**inputs).logits
+        logits = torch.nn.functional.interpolate(
+            logits.float(), size=(height, width), mode="bilinear", align_corners=False
+        )
+        labels = logits.argmax(dim=1)[0].cpu().numpy()
+        return self.lut[labels]
+
+
+def encode(
+    image,
+    segmentation_map=None,
+    *,
+    segmenter: str | os.PathLike | Segmenter | None = None,
+    coarse_codec: str = "heif",
+    coarse_quality: int | float | None = None,
+    downsample: int = 4,
+    map_coder: str = "context",
+) -> bytes:
+    """Code an image into a SPIC stream.
+
+    Args:
+        image: PIL image or uint8 HxWx3 array.
+        segmentation_map: train-id map (HxW, 255 = ignore) of the same size; or pass ``segmenter``.
+        segmenter: a :class:`Segmenter` or a path / Hub id of a ``transformers`` segmentation model.
+        coarse_codec: lossy codec for the coarse image (see ``COARSE_CODECS``).
+        coarse_quality: that codec's quality (its meaning is in ``get_coarse_codec(name).quality_help``).
+        downsample: the coarse image is the area downsample of the image by this factor.
+        map_coder: lossless coder for the map (see ``MAP_CODERS``).
+    """
+    rgb = _to_rgb_array(image)
+    height, width = rgb.shape[:2]
+    if (segmentation_map is None) == (segmenter is None):
+        raise ValueError("pass exactly one of segmentation_map (ground truth) or segmenter (a model to predict it)")
+    if segmentation_map is None:
+        if not isinstance(segmenter, Segmenter):
+            segmenter = Segmenter.from_pretrained(segmenter)
+        labels = segmenter(rgb)
+    else:
+        labels = _to_label_array(segmentation_map)
+    if labels.shape != (height, width):
+        raise ValueError(f"segmentation map is {labels.shape[0]}x{labels.shape[1]} but the image is {height}x{width}")
+    if not isinstance(downsample, (int, np.integer)) or isinstance(downsample, bool) or downsample < 1:
+        raise ValueError(f"downsample must be a positive integer, got {downsample!r}")
+    coder = get_map_coder(map_coder)
+    codec = get_coarse_codec(coarse_codec, coarse_quality)
+    coarse = area_downsample(rgb, int(downsample))
+    return pack_stream(
+        height=height,
+        width=width,
+        downsample=int(downsample),
+        map_coder=coder.name,
+        coarse_codec=codec.name,
+        map_payload=coder.encode(labels),
+        coarse_payload=codec.encode(coarse),
+    )
