@@ -1,0 +1,164 @@
+#!/usr/bin/env python
+"""Decode (receiver) time per image and peak memory, printed as JSON.
+
+    python benchmarks/bench_decode.py                 # tiny config, all samplers; paper config estimated
+    python benchmarks/bench_decode.py --paper_full    # paper config, every sampler run for real (about an hour on 2 cores)
+
+Every measurement runs in a fresh subprocess so that its peak resident memory is its own. Wall and CPU
+seconds are both reported: on a shared machine CPU seconds are the steadier basis for ratios. Samplers start
+from the coarse image at t <= 200 as in the paper; "steps" counts the model evaluations actually made.
+Without `--paper_full`, the paper config runs one guided step (batched) and one step as two separate passes,
+and the per-sampler times are that measured step time multiplied by the sampler's steps (marked "estimated").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+CONFIGS = {
+    "tiny": dict(sample_size=(32, 64), block_out_channels=(32, 64), layers_per_block=1,
+                 attention_downsample_factors=(2,), attention_head_dim=16),
+    # The paper's network (653 M parameters), random weights.
+    "paper": dict(sample_size=(256, 512)),
+}
+
+# name -> (scheduler class, num_inference_steps over 1000; truncation at t <= 200 keeps a fifth of them)
+SAMPLERS = {
+    "ddpm-100/200 (paper)": ("DDPMScheduler", 100, {}),
+    "ddim-10": ("DDIMScheduler", 50, {}),
+    "dpmsolver++-10": ("DPMSolverMultistepScheduler", 50, {"algorithm_type": "dpmsolver++"}),
+    "dpmsolver++-5": ("DPMSolverMultistepScheduler", 25, {"algorithm_type": "dpmsolver++"}),
+}
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _setup(config_name: str):
+    import numpy as np
+    import torch
+
+    from spic_diffusers import SPICPipeline, SPICUNet2DModel
+    from spic_diffusers.codec import area_downsample
+    from spic_diffusers.data.synthetic import make_scene
+    from spic_diffusers.pipelines.pipeline_spic import default_scheduler
+
+    torch.manual_seed(0)
+    unet = SPICUNet2DModel(**CONFIGS[config_name]).eval()
+    pipe = SPICPipeline(unet=unet, scheduler=default_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    height, width = unet.config.sample_size
+    scene = make_scene(height, width, seed=123)
+    coarse = area_downsample(scene.image, 4)
+    return pipe, np.asarray(scene.semantic_map), coarse
+
+
+def worker(spec: dict) -> dict:
+    import torch
+
+    torch.set_grad_enabled(False)
+    pipe, labels, coarse = _setup(spec["config"])
+    n_params = sum(p.numel() for p in pipe.unet.parameters())
+    result = {"config": spec["config"], "parameters": n_params, "threads": torch.get_num_threads()}
+    if spec["mode"] == "sampler":
+        import diffusers
+
+        cls_name, steps, extra = SAMPLERS[spec["sampler"]]
+        pipe.scheduler = getattr(diffusers, cls_name).from_config(pipe.scheduler.config, **extra)
+        counted = []
+        handle = pipe.unet.register_forward_hook(lambda *a: counted.append(1))
+        kwargs = dict(num_inference_steps=steps, output_type="np", generator=torch.Generator().manual_seed(0))
+        pipe(labels, coarse, **{**kwargs, "num_inference_steps": steps})  # warm-up
+        counted.clear()
+        start, cpu = time.perf_counter(), time.process_time()
+        pipe(labels, coarse, **kwargs)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        handle.remove()
+        result.update(sampler=spec["sampler"], forwards=len(counted), seconds_per_image=seconds,
+                      cpu_seconds_per_image=cpu)
+    else:  # one guided step: batched vs two passes
+        segmap = pipe.prepare_segmentation_map(labels).float()
+        low = torch.from_numpy(coarse).permute(2, 0, 1)[None].float() / 127.5 - 1
+        x = torch.randn(1, 3, *segmap.shape[-2:])
+        zeros = torch.zeros_like(segmap)
+
+        def batched():
+            pipe.guided_model_output(x, 150, segmap, low, guidance_scale=1.5)
+
+        def separate():
+            cond = pipe.unet(x, 150, segmap, low).sample
+            uncond = pipe.unet(x, 150, zeros, low).sample
+            return uncond[:, :3] + 1.5 * (cond[:, :3] - uncond[:, :3])
+
+        if not spec.get("warmup", True):  # paper size: warm the kernels up on a small input instead
+            small = torch.zeros(1, 3, 32, 64)
+            pipe.unet(small, 150, segmap[..., :32, :64], low)
+        times = {}
+        repeats = spec.get("repeats", 1)
+        for name, fn in (("batched", batched), ("separate", separate)):
+            if spec.get("warmup", True):
+                fn()
+            runs, cpu_runs = [], []
+            for _ in range(repeats):
+                start, cpu = time.perf_counter(), time.process_time()
+                fn()
+                runs.append(time.perf_counter() - start)
+                cpu_runs.append(time.process_time() - cpu)
+            times[name], times[name + "_cpu"] = min(runs), min(cpu_runs)
+        result.update(guided_step_batched_s=times["batched"], guided_step_separate_s=times["separate"],
+                      batched_speedup=times["separate"] / times["batched"],
+                      guided_step_batched_cpu_s=times["batched_cpu"], guided_step_separate_cpu_s=times["separate_cpu"],
+                      batched_speedup_cpu=times["separate_cpu"] / times["batched_cpu"])
+    result["peak_rss_mb"] = _peak_rss_mb()
+    return result
+
+
+def run_in_subprocess(spec: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True)
+    if out.returncode != 0:
+        return {**spec, "error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", default="tiny,paper", help="comma-separated: tiny, paper")
+    parser.add_argument("--paper_full", action="store_true", help="run every sampler at paper size (slow)")
+    parser.add_argument("--quick", action="store_true", help="tiny config only")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of the guided-step timing (tiny config)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    configs = ["tiny"] if args.quick else [c.strip() for c in args.configs.split(",") if c.strip()]
+    report = {"benchmark": "decode", "results": []}
+    for config in configs:
+        full = config != "paper" or args.paper_full
+        step = run_in_subprocess({"config": config, "mode": "step", "repeats": args.repeats if config == "tiny" else 1,
+                                  "warmup": config == "tiny"})
+        report["results"].append(step)
+        for sampler in SAMPLERS:
+            if full:
+                report["results"].append(run_in_subprocess({"config": config, "mode": "sampler", "sampler": sampler}))
+            elif "guided_step_batched_s" in step:
+                visited = SAMPLERS[sampler][1] // 5
+                report["results"].append({
+                    "config": config, "sampler": sampler, "forwards": visited, "estimated": True,
+                    "seconds_per_image": visited * step["guided_step_batched_s"],
+                    "cpu_seconds_per_image": visited * step["guided_step_batched_cpu_s"],
+                    "peak_rss_mb": step["peak_rss_mb"],
+                })
+        print(json.dumps(report["results"][-1]), file=sys.stderr, flush=True)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
