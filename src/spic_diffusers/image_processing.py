@@ -44,27 +44,33 @@ def labels_to_tensor(labels, name: str = "segmentation_map") -> torch.Tensor:
 
 
 def labels_to_one_hot(labels: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """int64 [B,H,W] train ids -> float one-hot [B,num_classes,H,W]; `ignore_index` pixels become all zeros."""
+    """Integer train ids [..., H, W] -> float one-hot [..., num_classes, H, W]; `ignore_index` -> all zeros."""
+    labels = torch.as_tensor(labels).long()
     bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
     if bad.any():
-        values = sorted(set(labels[bad].unique().tolist()))[:10]
+        values = labels[bad].unique()[:10].tolist()
         raise ValueError(
             f"segmentation_map holds class ids {values} outside 0..{num_classes - 1} (and {ignore_index} = ignore)"
         )
-    valid = labels != ignore_index
-    one_hot = F.one_hot(torch.where(valid, labels, 0), num_classes).permute(0, 3, 1, 2).float()
-    return one_hot * valid[:, None].float()
+    classes = torch.arange(num_classes, device=labels.device).view(num_classes, 1, 1)
+    return (labels.unsqueeze(-3) == classes).float()
 
 
-def instance_edges(instance_map: torch.Tensor) -> torch.Tensor:
-    """[B,H,W] instance ids -> float [B,1,H,W], 1 where a pixel differs from one of its 4 neighbours."""
-    t = instance_map
-    edge = torch.zeros_like(t, dtype=torch.bool)
-    edge[:, :, 1:] |= t[:, :, 1:] != t[:, :, :-1]
-    edge[:, :, :-1] |= t[:, :, 1:] != t[:, :, :-1]
-    edge[:, 1:, :] |= t[:, 1:, :] != t[:, :-1, :]
-    edge[:, :-1, :] |= t[:, 1:, :] != t[:, :-1, :]
-    return edge[:, None].float()
+def instance_edges(instance_map):
+    """Instance ids [..., H, W] -> bool [..., H, W], True where a pixel differs from one of its 4 neighbours.
+
+    Returns the input's kind: a numpy array for numpy input, a tensor otherwise.
+    """
+    is_numpy = isinstance(instance_map, np.ndarray)
+    t = torch.from_numpy(np.ascontiguousarray(instance_map)) if is_numpy else torch.as_tensor(instance_map)
+    edge = torch.zeros(t.shape, dtype=torch.bool)
+    horizontal = t[..., :, 1:] != t[..., :, :-1]
+    vertical = t[..., 1:, :] != t[..., :-1, :]
+    edge[..., :, 1:] |= horizontal
+    edge[..., :, :-1] |= horizontal
+    edge[..., 1:, :] |= vertical
+    edge[..., :-1, :] |= vertical
+    return edge.numpy() if is_numpy else edge
 
 
 def image_to_tensor(image, name: str = "low_res_image") -> torch.Tensor:

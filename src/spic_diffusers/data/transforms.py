@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..image_processing import instance_edges
+from ..image_processing import labels_to_one_hot as one_hot
 from .cityscapes import IGNORE_INDEX, NUM_CLASSES, parse_coarse_spec, require_make_coarse
 
 SizeLike = int | Sequence[int]
@@ -51,32 +53,6 @@ def resize_map(array: np.ndarray, size: SizeLike) -> np.ndarray:
     rows = np.minimum(((np.arange(height) + 0.5) * array.shape[0] / height).astype(np.int64), array.shape[0] - 1)
     cols = np.minimum(((np.arange(width) + 0.5) * array.shape[1] / width).astype(np.int64), array.shape[1] - 1)
     return array[rows[:, None], cols[None, :]]
-
-
-def instance_edges(instance_map: np.ndarray) -> np.ndarray:
-    """Boolean [H, W]: True where a pixel's instance id differs from any of its 4 neighbours."""
-    t = np.asarray(instance_map)
-    edge = np.zeros(t.shape, dtype=bool)
-    horizontal = t[:, 1:] != t[:, :-1]
-    vertical = t[1:, :] != t[:-1, :]
-    edge[:, 1:] |= horizontal
-    edge[:, :-1] |= horizontal
-    edge[1:, :] |= vertical
-    edge[:-1, :] |= vertical
-    return edge
-
-
-def one_hot(labels: torch.Tensor, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Long [..., H, W] -> float [..., C, H, W]; ignore pixels become the all-zero vector."""
-    labels = torch.as_tensor(labels).long()
-    bad = (labels != ignore_index) & ((labels < 0) | (labels >= num_classes))
-    if bad.any():
-        raise ValueError(
-            f"label values outside 0..{num_classes - 1} that are not the ignore value {ignore_index}: "
-            f"{torch.unique(labels[bad])[:20].tolist()}"
-        )
-    classes = torch.arange(num_classes, device=labels.device).view(num_classes, 1, 1)
-    return (labels.unsqueeze(-3) == classes).float()
 
 
 def _to_array(value: Any, name: str) -> np.ndarray:

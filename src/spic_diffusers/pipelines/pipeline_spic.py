@@ -105,7 +105,7 @@ class SPICPipeline(DiffusionPipeline):
                 raise ValueError(
                     f"instance_map shape {tuple(instances.shape)} differs from segmentation_map {tuple(labels.shape)}"
                 )
-            one_hot = torch.cat([one_hot, instance_edges(instances)], dim=1)
+            one_hot = torch.cat([one_hot, instance_edges(instances)[:, None].float()], dim=1)
         elif instance_map is not None:
             raise ValueError("this model has no instance-edge channel: instance_map must be None")
         return one_hot
