@@ -1,0 +1,573 @@
+"""The SPIC training loop with Accelerate: hybrid loss, EMA, checkpoints that resume exactly, validation grids.
+
+Every random draw of a step (timesteps, noise, flips, guidance drops) comes from a generator seeded by
+(seed, micro-batch index, process index), and the data order of an epoch depends only on (seed, epoch); a run
+resumed from a checkpoint therefore repeats the uninterrupted run's steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..models.unet_spic import SPICUNet2DModel
+from .arguments import TrainingInputError, parse_args
+from .loss import hybrid_loss, linear_alphas_cumprod, q_sample
+
+logger = logging.getLogger("spic_diffusers.training")
+
+RUN_MARKER = "spic_training_args.json"
+SUMMARY_FILE = "train_summary.json"
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+# --------------------------------------------------------------------------- model
+
+
+def unet_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The `SPICUNet2DModel` config the size options describe (the paper's network by default)."""
+    return dict(
+        sample_size=tuple(args.resolution),
+        num_semantic_channels=args.num_classes + int(args.use_instance_edges),
+        instance_edge_channel=bool(args.use_instance_edges),
+        block_out_channels=tuple(args.base_channels * m for m in args.channel_mult),
+        layers_per_block=args.layers_per_block,
+        attention_downsample_factors=tuple(args.attention_downsample_factors),
+        attention_head_dim=args.attention_head_dim,
+        downsample_type="resnet" if args.resblock_updown else "conv",
+        upsample_type="resnet" if args.resblock_updown else "conv",
+        resnet_time_scale_shift="scale_shift" if args.scale_shift_norm else "default",
+        dropout=args.dropout,
+    )
+
+
+def load_init_unet(path: str) -> SPICUNet2DModel:
+    """A `SPICUNet2DModel` from a pipeline folder (`unet/` inside) or a unet folder."""
+    if os.path.isfile(os.path.join(path, "model_index.json")):
+        return SPICUNet2DModel.from_pretrained(path, subfolder="unet")
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return SPICUNet2DModel.from_pretrained(path)
+    raise TrainingInputError(
+        f"--init_from {path!r} is neither a pipeline folder (model_index.json + unet/) nor a unet folder (config.json)"
+    )
+
+
+def build_unet(args: argparse.Namespace) -> SPICUNet2DModel:
+    if args.init_from:
+        unet = load_init_unet(args.init_from)
+    elif args.model_config:
+        try:
+            unet = SPICUNet2DModel.from_config(SPICUNet2DModel.load_config(args.model_config))
+        except (OSError, ValueError) as err:
+            raise TrainingInputError(f"--model_config {args.model_config!r}: {err}") from err
+    else:
+        try:
+            unet = SPICUNet2DModel(**unet_config_from_args(args))
+        except ValueError as err:
+            raise TrainingInputError(f"model options: {err}") from err
+    config = unet.config
+    if config.out_channels != 2 * config.in_channels:
+        raise TrainingInputError(
+            f"the hybrid loss needs learned variance: out_channels must be {2 * config.in_channels}, "
+            f"got {config.out_channels}"
+        )
+    height, width = args.resolution
+    if height % unet.size_multiple or width % unet.size_multiple:
+        raise TrainingInputError(
+            f"--resolution {height}x{width} must be divisible by {unet.size_multiple} for this model"
+        )
+    return unet
+
+
+# ------------------------------------------------------------------------ one step
+
+
+def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
+    """The random stream of one micro-batch on one process (independent of anything drawn before)."""
+    state = np.random.SeedSequence([int(seed), int(micro_step), int(rank)]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def augment_batch(batch: dict[str, torch.Tensor], generator: torch.Generator, *, random_flip: bool,
+                  cfg_drop_rate: float) -> dict[str, torch.Tensor]:
+    """Random horizontal flips (image, map, coarse image together) and guidance drops (all-zero map)."""
+    batch = dict(batch)
+    size = batch["pixel_values"].shape[0]
+    flip = torch.rand(size, generator=generator) < 0.5
+    drop = torch.rand(size, generator=generator) < cfg_drop_rate
+    if random_flip and flip.any():
+        for key in ("pixel_values", "segmentation_map", "low_res_image", "labels"):
+            if key in batch:
+                value = batch[key]
+                mask = flip.to(value.device).view(-1, *([1] * (value.ndim - 1)))
+                batch[key] = torch.where(mask, value.flip(-1), value)
+    if cfg_drop_rate > 0 and drop.any():
+        keep = (~drop).to(batch["segmentation_map"]).view(-1, 1, 1, 1)
+        batch["segmentation_map"] = batch["segmentation_map"] * keep.to(batch["segmentation_map"].device)
+    return batch
+
+
+def training_loss(unet, batch: dict[str, torch.Tensor], alphas_cumprod: torch.Tensor,
+                  generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Draw timesteps (uniform) and noise, run the model, return the per-sample hybrid loss terms."""
+    x_start = batch["pixel_values"]
+    size = x_start.shape[0]
+    timesteps = torch.randint(0, len(alphas_cumprod), (size,), generator=generator)
+    noise = torch.randn(x_start.shape, generator=generator).to(x_start)
+    x_t = q_sample(x_start, timesteps, noise, alphas_cumprod)
+    output = unet(x_t, timesteps.to(x_start.device), batch["segmentation_map"], batch["low_res_image"]).sample
+    return hybrid_loss(output, x_start, x_t, timesteps, noise, alphas_cumprod)
+
+
+# --------------------------------------------------------------------- checkpoints
+
+
+def list_checkpoints(folder: str) -> list[tuple[int, str]]:
+    """Finished checkpoints in `folder`, oldest first, as (step, path)."""
+    if not os.path.isdir(folder):
+        return []
+    found = []
+    for name in os.listdir(folder):
+        match = CHECKPOINT_PATTERN.match(name)
+        if match and os.path.isdir(os.path.join(folder, name)):
+            found.append((int(match.group(1)), os.path.join(folder, name)))
+    return sorted(found)
+
+
+def check_output_dir(output_dir: str, overwrite: bool, resuming: bool) -> None:
+    """Refuse a non-empty output folder that is not a previous run of this script (unless told to)."""
+    if not os.path.exists(output_dir):
+        return
+    if not os.path.isdir(output_dir):
+        raise TrainingInputError(f"--output_dir {output_dir!r} exists and is not a folder")
+    entries = os.listdir(output_dir)
+    if not entries or overwrite or os.path.isfile(os.path.join(output_dir, RUN_MARKER)):
+        return
+    raise TrainingInputError(
+        f"--output_dir {output_dir!r} is not empty and is not a previous run of this script "
+        f"(no {RUN_MARKER}); choose another folder or pass --overwrite_output_dir"
+        + (" (resuming needs the folder of the run to resume)" if resuming else "")
+    )
+
+
+class TrainingProgress:
+    """Step counters saved with every checkpoint (`register_for_checkpointing`)."""
+
+    def __init__(self) -> None:
+        self.global_step = 0
+        self.samples_seen = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"global_step": self.global_step, "samples_seen": self.samples_seen}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.global_step = int(state["global_step"])
+        self.samples_seen = int(state.get("samples_seen", 0))
+
+
+def save_checkpoint(accelerator, output_dir: str, step: int, total_limit: int | None) -> str:
+    """`save_state` into `checkpoint-N.tmp`, then rename: a checkpoint folder is either whole or absent."""
+    final = os.path.join(output_dir, f"checkpoint-{step}")
+    tmp = final + ".tmp"
+    if accelerator.is_main_process:
+        if total_limit is not None:
+            existing = [c for c in list_checkpoints(output_dir) if c[0] != step]
+            for _, old in existing[: max(len(existing) - (total_limit - 1), 0)]:
+                logger.info("removing old checkpoint %s", old)
+                shutil.rmtree(old)
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(tmp)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+# ----------------------------------------------------------------------- validation
+
+
+def validation_grid(
+    labels: torch.Tensor, low_res: torch.Tensor, samples: np.ndarray, truth: torch.Tensor
+) -> np.ndarray:
+    """uint8 HxWx3 grid, one row per example: colour map | coarse (nearest upsampled) | sample | truth."""
+    from ..data import train_ids_to_color
+
+    rows = []
+    height, width = labels.shape[-2:]
+    for i in range(labels.shape[0]):
+        colour = np.asarray(train_ids_to_color(labels[i].cpu().numpy().astype(np.uint8)))[..., :3]
+        coarse = torch.nn.functional.interpolate(low_res[i : i + 1].float(), size=(height, width), mode="nearest")
+        coarse = ((coarse[0].permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+        sample = (samples[i] * 255).round().clip(0, 255).astype(np.uint8)
+        real = ((truth[i].permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
+        rows.append(np.concatenate([colour, coarse, sample, real], axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def run_validation(accelerator, unet, ema, batch: dict[str, Any], args: argparse.Namespace, step: int) -> str:
+    """Sample the validation batch with the EMA weights; log the grid to the trackers and save it as PNG."""
+    from PIL import Image
+
+    from ..pipelines.pipeline_spic import SPICPipeline, default_scheduler
+
+    model = accelerator.unwrap_model(unet)
+    if ema is not None:
+        ema.store(model.parameters())
+        ema.copy_to(model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        pipe = SPICPipeline(unet=model, scheduler=default_scheduler(args.num_train_timesteps))
+        pipe.set_progress_bar_config(disable=True)
+        generator = torch.Generator(device="cpu").manual_seed(args.seed)
+        with accelerator.autocast():
+            samples = pipe(
+                batch["segmentation_map"].to(accelerator.device), batch["low_res_image"].to(accelerator.device),
+                guidance_scale=args.validation_guidance_scale, num_inference_steps=args.validation_inference_steps,
+                max_timestep=args.validation_max_timestep, generator=generator, output_type="np",
+            ).images
+    finally:
+        if ema is not None:
+            ema.restore(model.parameters())
+        model.train(was_training)
+    grid = validation_grid(batch["labels"], batch["low_res_image"], samples, batch["pixel_values"])
+    folder = os.path.join(args.output_dir, "validation")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"step-{step:07d}.png")
+    Image.fromarray(grid).save(path)
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image("validation", grid, step, dataformats="HWC")
+        elif hasattr(tracker, "log_images"):
+            tracker.log_images({"validation": [grid]}, step=step)
+    return path
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def prepare_data(args: argparse.Namespace, accelerator, num_semantic_channels: int):
+    """Load and check the training split; returns (rows, processor, validation batch or None)."""
+    from ..data.transforms import SPICTransform, collate_examples
+    from .dataset import ExampleProcessor, check_columns, load_split, validate_rows
+
+    rows = load_split(args.dataset_name_or_path, args.train_split, config_name=args.dataset_config_name,
+                      streaming=args.streaming, cache_dir=args.cache_dir, files_split=args.train_split)
+    if args.max_train_samples is not None:
+        rows = rows.take(args.max_train_samples) if args.streaming else rows.select(
+            range(min(args.max_train_samples, len(rows))))
+    columns = set(rows.features) if getattr(rows, "features", None) is not None else None
+    use_column = args.coarse_source == "column" or (
+        args.coarse_source == "auto" and columns is not None and "coarse" in columns)
+    check_columns(rows, need_instances=args.use_instance_edges, need_coarse=use_column)
+    if args.num_classes + int(args.use_instance_edges) != num_semantic_channels:
+        raise TrainingInputError(
+            f"the model takes {num_semantic_channels} semantic channels, but --num_classes {args.num_classes}"
+            f"{' + instance edges' if args.use_instance_edges else ''} gives "
+            f"{args.num_classes + int(args.use_instance_edges)}"
+        )
+    try:
+        transform = SPICTransform(args.resolution, args.num_classes, random_flip=False,
+                                  use_instance_edges=args.use_instance_edges,
+                                  coarse_downsample=args.coarse_downsample)
+    except ValueError as err:
+        raise TrainingInputError(str(err)) from None
+    processor = ExampleProcessor(transform, coarse_from_column=use_column, coarse_codec=args.coarse_codec,
+                                 coarse_quality=args.coarse_quality)
+    checked = validate_rows(rows, processor, args.validate_rows)
+    logger.info("checked %d training rows", checked)
+
+    validation = None
+    if args.validation_steps and args.num_validation_images and accelerator.is_main_process:
+        try:
+            source = load_split(args.dataset_name_or_path, args.validation_split, config_name=args.dataset_config_name,
+                                streaming=args.streaming, cache_dir=args.cache_dir, files_split=args.train_split)
+            picked = list(itertools.islice(iter(source), args.num_validation_images))
+        except TrainingInputError:
+            logger.info("no %r split: validation images come from the training rows", args.validation_split)
+            picked = list(itertools.islice(iter(rows), args.num_validation_images))
+        if picked:
+            has_coarse = all(r.get("coarse") is not None for r in picked)
+            val_processor = ExampleProcessor(
+                transform, coarse_from_column=has_coarse and args.coarse_source != "on_the_fly",
+                coarse_codec=args.coarse_codec, coarse_quality=args.coarse_quality)
+            try:
+                validation = collate_examples([val_processor(r) for r in picked])
+            except (ValueError, TypeError) as err:
+                raise TrainingInputError(f"validation rows: {err}") from None
+    return rows, processor, validation
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    """Run a training; returns the summary also written to `output_dir/train_summary.json`."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, gather_object, set_seed
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    check_output_dir(args.output_dir, args.overwrite_output_dir, args.resume_from_checkpoint is not None)
+    use_cpu = args.cpu or not (torch.cuda.is_available() or (
+        hasattr(torch.backends, "mps") and torch.backends.mps.is_available()))
+    report_to = None if args.report_to in (None, "", "none") else args.report_to
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        log_with=report_to,
+        cpu=use_cpu,
+        project_config=ProjectConfiguration(project_dir=args.output_dir,
+                                            logging_dir=os.path.join(args.output_dir, args.logging_dir)),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if not accelerator.is_main_process:
+        logger.setLevel(logging.WARNING)
+    set_seed(args.seed)
+    world, rank = accelerator.num_processes, accelerator.process_index
+
+    unet = build_unet(args)
+    rows, processor, validation = prepare_data(args, accelerator, unet.config.num_semantic_channels)
+    if args.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+    unet.train()
+
+    ema = None
+    if args.use_ema:
+        ema = EMAModel(unet.parameters(), decay=args.ema_decay, model_cls=SPICUNet2DModel, model_config=unet.config)
+
+    per_step = args.train_batch_size * args.gradient_accumulation_steps * world
+    learning_rate = args.learning_rate * per_step if args.scale_lr else args.learning_rate
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                                  weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
+
+    from .dataset import ShardedEpochSampler, make_dataloader
+
+    if args.streaming:
+        from datasets.distributed import split_dataset_by_node
+
+        stream = split_dataset_by_node(rows, rank=rank, world_size=world)
+        stream = stream.shuffle(seed=args.seed, buffer_size=args.shuffle_buffer_size)
+        steps_per_epoch = None
+        max_train_steps = args.max_train_steps
+    else:
+        sampler = ShardedEpochSampler(len(rows), world, rank, args.seed)
+        micro_per_epoch = sampler.share // args.train_batch_size
+        steps_per_epoch = micro_per_epoch // args.gradient_accumulation_steps
+        if steps_per_epoch == 0:
+            raise TrainingInputError(
+                f"{len(rows)} training rows give no full step of {args.train_batch_size} x "
+                f"{args.gradient_accumulation_steps} (accumulation) x {world} (processes) samples"
+            )
+        max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+
+    try:
+        lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer,
+                                     num_warmup_steps=args.lr_warmup_steps * world,
+                                     num_training_steps=max_train_steps * world)
+    except ValueError as err:
+        raise TrainingInputError(f"--lr_scheduler: {err}") from None
+    unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    if ema is not None:
+        ema.to(accelerator.device)
+    progress = TrainingProgress()
+    accelerator.register_for_checkpointing(progress)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+    alphas_cumprod = linear_alphas_cumprod(args.num_train_timesteps, args.beta_start, args.beta_end)
+
+    # Resume.
+    resume_path = None
+    if args.resume_from_checkpoint == "latest":
+        found = list_checkpoints(args.output_dir)
+        resume_path = found[-1][1] if found else None
+        if resume_path is None:
+            logger.warning("no checkpoint in %s: starting a new training", args.output_dir)
+    elif args.resume_from_checkpoint:
+        resume_path = args.resume_from_checkpoint
+    if resume_path is not None:
+        logger.info("resuming from %s", resume_path)
+        accelerator.load_state(resume_path)
+        if ema is not None:
+            ema.to(accelerator.device)
+    global_step = progress.global_step
+    if global_step >= max_train_steps:
+        logger.warning("the checkpoint is at step %d >= max_train_steps %d: nothing to train", global_step,
+                       max_train_steps)
+
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        for name in os.listdir(args.output_dir):  # checkpoints a killed run left half-written
+            if name.startswith("checkpoint-") and name.endswith(".tmp"):
+                shutil.rmtree(os.path.join(args.output_dir, name), ignore_errors=True)
+        with open(os.path.join(args.output_dir, RUN_MARKER), "w") as f:
+            json.dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
+                       if k != "hub_token"}, f, indent=2)
+        if report_to:
+            tracker_config = {k: (str(v) if isinstance(v, (tuple, list)) or v is None else v)
+                              for k, v in vars(args).items() if k != "hub_token"}
+            accelerator.init_trackers("spic", config=tracker_config)
+    accelerator.wait_for_everyone()
+    logger.info("training: %d processes, %d per device, %d accumulation, %d steps from step %d",
+                world, args.train_batch_size, args.gradient_accumulation_steps, max_train_steps, global_step)
+
+    bar = tqdm(total=max_train_steps, initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
+    first_ids: list[str] | None = None
+    last_logs: dict[str, float] = {}
+    ga = args.gradient_accumulation_steps
+    started = time.perf_counter()
+    steps_this_run = 0
+    epoch = global_step // steps_per_epoch if steps_per_epoch else 0
+    skip_micro = (global_step - epoch * steps_per_epoch) * ga if steps_per_epoch else 0
+    if args.streaming:
+        # A stream restarts at its beginning and skips what was consumed (exact within the first pass).
+        skip_micro = global_step * ga
+    while global_step < max_train_steps:
+        if args.streaming:
+            stream.set_epoch(epoch)
+            loader = make_dataloader(stream, processor, batch_size=args.train_batch_size,
+                                     num_workers=args.dataloader_num_workers,
+                                     skip_samples=skip_micro * args.train_batch_size)
+        else:
+            sampler.set_epoch(epoch, start=skip_micro * args.train_batch_size)
+            loader = make_dataloader(rows, processor, batch_size=args.train_batch_size,
+                                     num_workers=args.dataloader_num_workers, sampler=sampler)
+        micro_in_step, sums, produced = 0, {"loss": 0.0, "mse": 0.0, "vb": 0.0}, 0
+        for batch in loader:
+            produced += 1
+            if first_ids is None:
+                first_ids = [str(i) for i in batch.get("id", [])]
+            micro_step = global_step * ga + micro_in_step
+            generator = step_generator(args.seed, micro_step, rank)
+            batch = {k: (v.to(accelerator.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+            batch = augment_batch(batch, generator, random_flip=args.random_flip, cfg_drop_rate=args.cfg_drop_rate)
+            last_micro = micro_in_step == ga - 1
+            context = accelerator.no_sync(unet) if not last_micro else contextlib.nullcontext()
+            with context:
+                terms = training_loss(unet, batch, alphas_cumprod, generator)
+                loss = terms["loss"].mean()
+                accelerator.backward(loss / ga)
+            for key in sums:
+                sums[key] += terms[key].detach().mean().item() / ga
+            micro_in_step += 1
+            if not last_micro:
+                continue
+            if args.max_grad_norm:
+                accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.step(accelerator.unwrap_model(unet).parameters())
+            global_step += 1
+            steps_this_run += 1
+            progress.global_step = global_step
+            progress.samples_seen += per_step
+            micro_in_step = 0
+            last_logs = {k: v for k, v in sums.items()}
+            last_logs["lr"] = lr_scheduler.get_last_lr()[0]
+            if ema is not None:
+                last_logs["ema_decay"] = ema.cur_decay_value
+            sums = {k: 0.0 for k in sums}
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_logs['loss']:.4f}")
+            if global_step % args.logging_steps == 0 or global_step == max_train_steps:
+                accelerator.log(last_logs, step=global_step)
+            if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
+                path = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+                logger.info("saved %s", path)
+            if (validation is not None and args.validation_steps and accelerator.is_main_process
+                    and (global_step % args.validation_steps == 0 or global_step == max_train_steps)):
+                run_validation(accelerator, unet, ema, validation, args, global_step)
+            if global_step >= max_train_steps:
+                break
+        if produced == 0 and skip_micro == 0:
+            raise TrainingInputError("the training data produced no batch")
+        epoch += 1
+        skip_micro = 0
+    bar.close()
+    elapsed = time.perf_counter() - started
+    accelerator.wait_for_everyone()
+
+    model = accelerator.unwrap_model(unet)
+    checksum = float(sum(p.detach().double().abs().sum().item() for p in model.parameters()))
+    per_rank = gather_object([{"rank": rank, "pid": os.getpid(), "first_batch_ids": first_ids or [],
+                               "param_abs_sum": checksum, "steps_this_run": steps_this_run}])
+    summary = {
+        "world_size": world,
+        "global_step": global_step,
+        "samples_seen": progress.samples_seen,
+        "max_train_steps": max_train_steps,
+        "device": str(accelerator.device),
+        "mixed_precision": accelerator.mixed_precision,
+        "last": last_logs,
+        "steps_per_second": steps_this_run / elapsed if elapsed > 0 else None,
+        "ranks": per_rank,
+    }
+    if accelerator.is_main_process:
+        pipeline = save_final_pipeline(model, ema, args)
+        with open(os.path.join(args.output_dir, SUMMARY_FILE), "w") as f:
+            json.dump(summary, f, indent=2)
+        if args.push_to_hub:
+            push_pipeline(pipeline, args)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+def save_final_pipeline(model: SPICUNet2DModel, ema, args: argparse.Namespace):
+    """Save `SPICPipeline(unet=EMA weights, scheduler=the paper's DDPM)` to output_dir (training is over: the
+    model's own weights are replaced by the EMA weights, no copy is made)."""
+    from ..pipelines.pipeline_spic import SPICPipeline, default_scheduler
+
+    if ema is not None:
+        ema.copy_to(model.parameters())
+    if getattr(model, "is_gradient_checkpointing", False):
+        model.disable_gradient_checkpointing()
+    model.eval()
+    pipeline = SPICPipeline(unet=model, scheduler=default_scheduler(args.num_train_timesteps))
+    pipeline.save_pretrained(args.output_dir)
+    return pipeline
+
+
+def push_pipeline(pipeline, args: argparse.Namespace) -> None:
+    try:
+        from ..hub import push_to_hub
+    except ImportError:
+        pipeline.push_to_hub(args.hub_model_id, private=args.hub_private_repo, token=args.hub_token)
+        return
+    push_to_hub(pipeline, args.hub_model_id, eval_results=None, private=args.hub_private_repo, token=args.hub_token)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse options and train (the body of `training/train_spic.py`)."""
+    return train(parse_args(argv))
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry: input problems print one clear line and exit with status 2."""
+    import sys
+
+    try:
+        main(argv)
+    except TrainingInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
