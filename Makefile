@@ -26,6 +26,8 @@ $(STAMP): pyproject.toml
 		$(PIP) install -q torch==$(TORCH_CPU_VERSION) $(TORCH_PIP_ARGS); \
 	fi
 	$(PIP) install -q -e ".[all]"
+	# torch-fidelity's Inception (for FID/KID) is pure torch, but its metadata asks for torchvision.
+	$(PIP) install -q --no-deps "torch-fidelity>=0.3"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -13,16 +13,7 @@ import sys
 from pathlib import Path
 
 from .codec.bitstream import BitstreamError, CodecUnavailableError
-
-# Short scheduler names for `spic decode --scheduler`; any diffusers `*Scheduler` class name works too.
-SCHEDULER_ALIASES = {
-    "ddpm": "DDPMScheduler",
-    "ddim": "DDIMScheduler",
-    "dpmsolver": "DPMSolverMultistepScheduler",
-    "dpmsolver-singlestep": "DPMSolverSinglestepScheduler",
-    "sasolver": "SASolverScheduler",
-}
-
+from .pipelines.schedulers import SCHEDULER_CLASSES
 
 class CLIError(Exception):
     """A user error: printed as one line, exit status 1."""
@@ -162,8 +153,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _load_pipeline(model: str, scheduler_name: str | None, device: str | None):
-    import diffusers
-
     from .pipelines.pipeline_spic import SPICPipeline
 
     try:
@@ -171,14 +160,12 @@ def _load_pipeline(model: str, scheduler_name: str | None, device: str | None):
     except (OSError, ValueError, EnvironmentError) as err:
         raise CLIError(f"cannot load a SPIC pipeline from {model!r}: {err}") from None
     if scheduler_name:
-        class_name = SCHEDULER_ALIASES.get(scheduler_name.lower(), scheduler_name)
-        scheduler_class = getattr(diffusers, class_name, None)
-        if scheduler_class is None or not class_name.endswith("Scheduler"):
-            choices = ", ".join(sorted(SCHEDULER_ALIASES))
-            raise CLIError(
-                f"unknown scheduler {scheduler_name!r}; use one of {choices} or a diffusers *Scheduler class"
-            )
-        pipeline.scheduler = scheduler_class.from_config(pipeline.scheduler.config)
+        from .pipelines.schedulers import scheduler_from_name
+
+        try:
+            pipeline.scheduler = scheduler_from_name(scheduler_name, pipeline.scheduler.config)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
     if device:
         pipeline.to(device)
     return pipeline
@@ -243,7 +230,7 @@ def _add_decode(subparsers) -> None:
     p.add_argument("stream", help="input .spic stream")
     p.add_argument("--model", required=True, metavar="PATH_OR_ID", help="SPICPipeline folder or Hub id")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="output image")
-    p.add_argument("--scheduler", default=None, help=f"sampler: {', '.join(SCHEDULER_ALIASES)} or a diffusers class")
+    p.add_argument("--scheduler", default=None, help=f"sampler: {', '.join(SCHEDULER_CLASSES)} or a diffusers class")
     p.add_argument("--steps", type=int, default=100, help="schedule spacing (the paper: 100)")
     p.add_argument("--guidance", type=float, default=1.5, help="classifier-free guidance scale (the paper: 1.5)")
     p.add_argument("--max_timestep", type=int, default=None, help="start timestep (the pipeline's default: 200)")

@@ -1,0 +1,34 @@
+"""Short names for the diffusers schedulers SPIC is tested with (`--scheduler ddim`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# short name -> (diffusers class name, config overrides)
+SCHEDULER_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddpm": ("DDPMScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
+    "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "dpmsolver": ("DPMSolverMultistepScheduler", {}),
+    "dpmsolver-singlestep": ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver++"}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+}
+
+
+def scheduler_from_name(name: str, base_config: Any):
+    """A scheduler by short name (see `SCHEDULER_CLASSES`) or diffusers class name, built from `base_config`.
+
+    Building from the pipeline's own scheduler config keeps the training schedule (betas, 1000 steps,
+    linspace spacing) whatever the sampler.
+    """
+    import diffusers
+
+    class_name, overrides = SCHEDULER_CLASSES.get(name.lower(), (name, {}))
+    cls = getattr(diffusers, class_name, None) if class_name.endswith("Scheduler") else None
+    if cls is None:
+        raise ValueError(
+            f"unknown scheduler {name!r}; use one of {', '.join(SCHEDULER_CLASSES)} or a diffusers *Scheduler class name"
+        )
+    return cls.from_config(base_config, **overrides)

@@ -1,0 +1,266 @@
+"""The evaluation script end to end on synthetic data, a tiny random SPIC pipeline and a tiny segmenter."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spic_diffusers import evaluation, metrics
+from spic_diffusers.evaluation import EvaluationError
+
+
+ROOT = Path(__file__).resolve().parents[1]
+HEIGHT, WIDTH = 32, 64
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    """A saved tiny pipeline, a saved tiny SegFormer (19 labels) and a 2-image synthetic validation split."""
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    from spic_diffusers import SPICPipeline, SPICUNet2DModel
+    from spic_diffusers.data.synthetic import make_synthetic_dataset
+    from spic_diffusers.pipelines.pipeline_spic import default_scheduler
+
+    root = tmp_path_factory.mktemp("eval_assets")
+    torch.manual_seed(0)
+    unet = SPICUNet2DModel(
+        sample_size=(HEIGHT, WIDTH),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        attention_downsample_factors=(2,),
+        attention_head_dim=16,
+    )
+    SPICPipeline(unet=unet, scheduler=default_scheduler()).save_pretrained(root / "pipe")
+
+    from spic_diffusers.data.cityscapes import ID2LABEL
+
+    config = SegformerConfig(
+        num_labels=19,
+        id2label={int(k): v for k, v in ID2LABEL.items()},
+        label2id={v: int(k) for k, v in ID2LABEL.items()},
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[8, 16],
+        patch_sizes=[7, 3],
+        strides=[4, 2],
+        num_attention_heads=[1, 1],
+        mlp_ratios=[2, 2],
+        decoder_hidden_size=16,
+    )
+    SegformerForSemanticSegmentation(config).save_pretrained(root / "segmenter")
+    SegformerImageProcessor(size={"height": HEIGHT, "width": WIDTH}).save_pretrained(root / "segmenter")
+
+    make_synthetic_dataset(2, HEIGHT, WIDTH, seed=0, splits=("validation",)).save_to_disk(root / "data")
+    return root
+
+
+def test_scheduler_names_map_to_diffusers_classes():
+    import diffusers
+
+    from spic_diffusers.pipelines.pipeline_spic import default_scheduler
+
+    base = default_scheduler().config
+    for name, (class_name, _) in evaluation.SCHEDULER_CLASSES.items():
+        scheduler = evaluation.make_scheduler(name, base)
+        assert type(scheduler) is getattr(diffusers, class_name)
+        assert scheduler.config.num_train_timesteps == 1000
+    assert evaluation.make_scheduler("dpmsolver++", base).config.algorithm_type == "dpmsolver++"
+    with pytest.raises(EvaluationError, match="unknown scheduler"):
+        evaluation.make_scheduler("plms", base)
+
+
+def test_sweep_parsing():
+    sweep = evaluation.parse_sampler_sweep("ddpm:20, ddim:10,dpmsolver++:5", 1.5, 200, 0)
+    assert [(s.scheduler, s.steps) for s in sweep] == [("ddpm", 20), ("ddim", 10), ("dpmsolver++", 5)]
+    for bad in ("ddpm", "ddpm:0", "ddpm:x", "nope:3", ""):
+        with pytest.raises(EvaluationError):
+            evaluation.parse_sampler_sweep(bad, 1.5, 200, 0)
+    with pytest.raises(EvaluationError, match="--sweep_qualities"):
+        evaluation.parse_number_list("30,abc", float, "--sweep_qualities")
+
+
+@pytest.mark.parametrize("codec_name", ["jpeg", "webp"])
+def test_match_rate_is_closest_from_below(codec_name):
+    from spic_diffusers.codec import get_coarse_codec
+
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(128, 40, (HEIGHT, WIDTH, 3)), 0, 255).astype(np.uint8)
+    target = 900
+    matched = evaluation.match_rate(codec_name, image, target)
+    assert matched["bytes"] <= target and not matched["above_target"]
+    assert matched["decoded"].shape == image.shape
+    candidates = evaluation.quality_candidates(type(get_coarse_codec(codec_name)))
+    position = candidates.index(matched["quality"])
+    if position + 1 < len(candidates):  # the next larger setting overshoots the target
+        assert len(get_coarse_codec(codec_name, candidates[position + 1]).encode(image)) > target
+    tiny = evaluation.match_rate(codec_name, image, 1)
+    assert tiny["above_target"] and tiny["quality"] == candidates[0]
+
+
+def test_refuses_foreign_non_empty_output_folder(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    config = evaluation.EvalConfig(model="m", dataset="d", output_dir=str(tmp_path))
+    with pytest.raises(EvaluationError, match="--force"):
+        evaluation.prepare_output_dir(config)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--sweep_schedulers", "ddpm:0"], "STEPS >= 1"),
+        (["--coarse_codec", "gif"], "unknown coarse codec"),
+        (["--coarse_codec", "jpeg", "--sweep_qualities", "20,500"], "quality must be in"),
+        (["--map_coder", "zip"], "unknown map coder"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--coarse_codec", "jpeg"], "cannot load split"),
+    ],
+)
+def test_bad_arguments_exit_with_a_message(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit):
+        evaluation.main(["--model", str(tmp_path / "no-model"), "--dataset", str(tmp_path / "no-data"),
+                         "--output_dir", str(tmp_path / "o"), *extra])
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing written for a refused command line
+
+
+def _args(assets, out, *extra):
+    return [
+        "--model", str(assets / "pipe"), "--dataset", str(assets / "data"), "--split", "validation",
+        "--output_dir", str(out), "--segmenter", str(assets / "segmenter"),
+        "--coarse_codec", "jpeg", "--coarse_quality", "20", "--steps", "5", "--max_timestep", "200",
+        "--baseline_codecs", "jpeg,webp", "--quiet", *extra,
+    ]
+
+
+def test_end_to_end_with_sweeps_and_resume(assets, tmp_path):
+    out = tmp_path / "eval"
+    weights = tmp_path / "inception.pth"
+    if _has_torch_fidelity():
+        from test_metrics import _random_inception_weights
+
+        _random_inception_weights(weights)
+    extra = ["--sweep_qualities", "10", "--sweep_downsample", "4,8", "--sweep_schedulers", "ddim:5,dpmsolver++:5",
+             "--fid_feature_dim", "64"]
+    if weights.exists():
+        extra += ["--inception_weights", str(weights)]
+    results = evaluation.main(_args(assets, out, *extra))
+
+    rows = results["rows"]
+    spic = [r for r in rows if r["method"] == evaluation.SPIC]
+    # base + 2 rate-sweep qualities + 2 sampler-sweep entries
+    assert len(spic) == 5
+    assert {(r["sampler"]["scheduler"], r["sampler"]["steps"]) for r in spic} == {
+        ("ddpm", 5), ("ddim", 5), ("dpmsolver++", 5)}
+    for row in spic:
+        assert row["n"] == 2 and row["errors"] == 0
+        assert row["bpp"] == pytest.approx(row["bpp_map"] + row["bpp_coarse"] + row["bpp_header"])
+        assert 0.0 <= row["miou"] <= 1.0 and 0.0 <= row["pixel_accuracy"] <= 1.0
+        assert np.isfinite(row["psnr"])
+        assert row["denoising_steps"] == 1  # 5 linspace steps over 1000: only t=0 is <= 200
+    # rate sweep: a higher JPEG quality or a smaller downsample factor costs more bits
+    by_rate = {(r["rate"]["coarse_quality"], r["rate"]["downsample"]): r["bpp"] for r in spic}
+    assert set(by_rate) == {(20, 4), (10, 4), (10, 8)}
+    assert by_rate[10, 8] < by_rate[10, 4] < by_rate[20, 4]
+    methods = {r["method"] for r in rows}
+    assert {evaluation.ORIGINAL, evaluation.COARSE_BASELINE, "jpeg (same rate)", "webp (same rate)"} <= methods
+    for row in rows:
+        if row["method"] == "webp (same rate)":
+            spic_bpp = next(r["bpp"] for r in spic if r["rate"] == row["rate"])
+            if row["above_target"] == 0:
+                assert row["bpp"] <= spic_bpp + 1e-9
+    if weights.exists():
+        assert all(np.isfinite(r["fid"]) and "kid" in r for r in spic)
+    else:
+        assert "fid" in results["skipped"]
+    assert "lpips" in results["skipped"]
+
+    # per-image BPP equals the stream size exactly
+    first = json.loads((out / "per_image.jsonl").read_text().splitlines()[0])
+    assert first["kind"] == "spic"
+    assert first["bpp"] == pytest.approx(metrics.bpp_from_bytes(
+        _stream_size(first["setting"]["rate"], assets, first["id"]), HEIGHT, WIDTH))
+
+    def reject(token):
+        raise AssertionError(f"non-standard JSON token {token}")
+
+    stored = json.loads((out / "results.json").read_text(), parse_constant=reject)
+    assert len(stored["rows"]) == len(rows) and stored["plots"]
+    table = (out / "results.md").read_text()
+    assert "| SPIC |" in table and "| jpeg (same rate) |" in table and "mIoU" in table
+    for name in ("rate_vs_miou.png", "rate_vs_psnr.png", "sampler_sweep.png"):
+        assert (out / "plots" / name).stat().st_size > 1000
+    assert (out / "sample_grid.png").is_file()
+    from PIL import Image
+
+    grid = Image.open(out / "sample_grid.png")
+    scale = 128 // HEIGHT
+    assert grid.size == (5 * WIDTH * scale + 4 * 2, 14 + 2 * HEIGHT * scale + 2)
+
+    # resume: every per-image record is reused, nothing is recomputed
+    records = sorted((out / "records").rglob("*.json"))
+    stamps = {p: p.stat().st_mtime_ns for p in records}
+    again = evaluation.main(_args(assets, out, *extra))
+    assert {p: p.stat().st_mtime_ns for p in records} == stamps
+    assert [r.get("miou") for r in again["rows"]] == [r.get("miou") for r in rows]
+
+
+def _has_torch_fidelity() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("torch_fidelity") is not None
+
+
+def _stream_size(rate: dict, assets: Path, image_id: str) -> int:
+    from spic_diffusers import codec
+
+    dataset = evaluation.load_eval_dataset(str(assets / "data"), "validation")
+    index = list(dataset["id"]).index(image_id)
+    _, image, semantic = evaluation.example_arrays(dataset[index], index)
+    return len(codec.encode(image, semantic, coarse_codec=rate["coarse_codec"],
+                            coarse_quality=rate["coarse_quality"], downsample=rate["downsample"],
+                            map_coder=rate["map_coder"]))
+
+
+def test_missing_model_is_refused(assets, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        evaluation.main(["--model", str(tmp_path / "no-model"), "--dataset", str(assets / "data"),
+                         "--output_dir", str(tmp_path / "o"), "--coarse_codec", "jpeg"])
+    assert "cannot load the SPIC pipeline" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_segmenter_with_unknown_labels_is_refused(tmp_path):
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    config = SegformerConfig(num_labels=19, num_encoder_blocks=1, depths=[1], sr_ratios=[1], hidden_sizes=[8],
+                             patch_sizes=[3], strides=[2], num_attention_heads=[1], mlp_ratios=[1],
+                             decoder_hidden_size=8)  # id2label stays LABEL_0..LABEL_18
+    SegformerForSemanticSegmentation(config).save_pretrained(tmp_path / "seg")
+    SegformerImageProcessor().save_pretrained(tmp_path / "seg")
+    with pytest.raises(EvaluationError, match="id2label"):
+        evaluation.load_segmenter(str(tmp_path / "seg"))
+    with pytest.raises(EvaluationError, match="cannot load"):
+        evaluation.load_segmenter(str(tmp_path / "missing"))
+
+
+def test_script_runs_without_segmenter(assets, tmp_path, monkeypatch, capsys):
+    import runpy
+
+    out = tmp_path / "plain"
+    monkeypatch.setattr(sys, "argv", [
+        "evaluate_spic.py", "--model", str(assets / "pipe"), "--dataset", str(assets / "data"),
+        "--output_dir", str(out), "--num_samples", "1", "--steps", "5", "--coarse_codec", "jpeg",
+        "--no_baselines", "--quiet",
+    ])
+    runpy.run_path(str(ROOT / "scripts" / "evaluate_spic.py"), run_name="__main__")
+    assert "| SPIC |" in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert results["skipped"]["miou"].startswith("no segmenter")
+    assert [r["method"] for r in results["rows"]] == [evaluation.SPIC]
+    assert results["rows"][0].get("miou") is None and results["num_images"] == 1
