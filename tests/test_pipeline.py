@@ -101,11 +101,15 @@ def test_ddim_fixture_whole_loop(fixture_pipe):
         assert torch.allclose(x, d["intermediates"][i], atol=1e-4), i
 
 
-def test_ddim_paper_schedule_uses_exact_predecessors(fixture_pipe):
-    fw, d = load_fixture("forward.pt"), load_fixture("ddim_sample.pt")
-    fixture_pipe.scheduler = DDIMScheduler.from_config(fixture_pipe.scheduler.config)
-    out = fixture_pipe(fw["labels"], fw["low_res"], output_type="pt").images  # spacing, not explicit steps
-    assert torch.allclose(out, ((d["sample"] + 1) / 2).clamp(0, 1), atol=1e-4)
+def test_ddim_paper_schedule_uses_exact_predecessors(pipe):
+    """DDIM on the truncated linspace spacing steps 61 -> 50 (not 61 -> 51), as with the explicit list."""
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    labels, low = _inputs()
+    seen, callback = _record_timesteps()
+    spaced = pipe(labels, low, output_type="pt", callback_on_step_end=callback).images
+    explicit = pipe(labels, low, timesteps=PAPER_VISITS, output_type="pt").images
+    assert seen == PAPER_VISITS
+    assert torch.equal(spaced, explicit)
 
 
 @pytest.mark.parametrize("scheduler_cls", SCHEDULERS, ids=lambda c: c.__name__)
