@@ -2,8 +2,14 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-import torch
+# Tiny models run fastest on one thread, and two threads per process stall badly when the cores are shared
+# (subprocesses such as `accelerate launch` inherit this too).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "spic_reference" / "tiny"
 if not FIXTURES.exists():  # CI lays shared/ beside the clone; allow an override
