@@ -323,3 +323,55 @@ def test_dataset_sources_saved_folder_parquet_folder_and_files(dataset_dir, tmp_
         load_split(dataset_dir, "test")
     streamed = load_split(dataset_dir, "train", streaming=True)
     assert [row["id"] for row in streamed] == saved["train"]["id"]
+
+
+def test_random_crops_cover_the_same_pixels_in_every_input():
+    from spic_diffusers.training.trainer import augment_batch, step_generator
+
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 19, (16, 32, 64), generator=g)
+    image = torch.rand(16, 3, 32, 64, generator=g)
+    batch = {
+        "pixel_values": image,
+        "segmentation_map": torch.nn.functional.one_hot(labels, 19).permute(0, 3, 1, 2).float(),
+        "low_res_image": torch.nn.functional.avg_pool2d(image, 4),  # the coarse grid of the image
+        "labels": labels,
+    }
+    out = augment_batch(batch, step_generator(0, 1, 0), random_flip=False, cfg_drop_rate=0.0, crop=(16, 32),
+                        coarse_downsample=4)
+    assert out["pixel_values"].shape == (16, 3, 16, 32) and out["low_res_image"].shape == (16, 3, 4, 8)
+    assert out["segmentation_map"].shape == (16, 19, 16, 32) and out["labels"].shape == (16, 16, 32)
+    assert torch.equal(out["segmentation_map"].argmax(1), out["labels"])
+    torch.testing.assert_close(torch.nn.functional.avg_pool2d(out["pixel_values"], 4), out["low_res_image"])
+    # Crops differ between samples (not always the top-left corner).
+    assert not all(torch.equal(out["pixel_values"][i], image[i, :, :16, :32]) for i in range(16))
+
+
+def test_timestep_bias_focuses_on_small_timesteps():
+    from spic_diffusers.training.loss import linear_alphas_cumprod
+    from spic_diffusers.training.trainer import training_loss
+
+    from spic_diffusers import SPICUNet2DModel
+
+    unet = SPICUNet2DModel(sample_size=(4, 4), block_out_channels=(32,), layers_per_block=1,
+                           attention_downsample_factors=(), attention_head_dim=16, spade_hidden_channels=8)
+    seen = []
+    unet.register_forward_pre_hook(lambda module, args: seen.append(args[1].clone()))
+    batch = {"pixel_values": torch.zeros(200, 3, 4, 4), "segmentation_map": torch.zeros(200, 19, 4, 4),
+             "low_res_image": torch.zeros(200, 3, 1, 1)}
+    alphas = linear_alphas_cumprod(1000)
+    with torch.no_grad():
+        training_loss(unet, batch, alphas, torch.Generator().manual_seed(0), timestep_bias=(250, 0.9))
+        training_loss(unet, batch, alphas, torch.Generator().manual_seed(0))
+    biased, uniform = seen
+    assert 0.85 < (biased < 250).float().mean() < 0.99
+    assert 0.12 < (uniform < 250).float().mean() < 0.38
+
+
+def test_crop_and_bias_options_are_checked(tmp_path):
+    with pytest.raises(TrainingInputError, match="random_crop"):
+        from spic_diffusers.training.arguments import check_args
+
+        check_args(parse_args(["--dataset_name_or_path", "x", "--resolution", "32,64", "--random_crop", "64,64"]))
+    with pytest.raises(TrainingInputError, match="timestep_bias_max"):
+        check_args(parse_args(["--dataset_name_or_path", "x", "--timestep_bias_max", "5000"]))

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Add the instance-edge channel (needs an `instance_map` column).")
     g.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True,
                    help="Horizontal flips (image, map and coarse image together).")
+    g.add_argument("--random_crop", type=_resolution, default=None,
+                   help="HEIGHT,WIDTH random crops of each training image (aligned with the coarse grid; the "
+                        "model is convolutional, so it still samples at full size).")
     g.add_argument("--coarse_source", choices=("auto", "column", "on_the_fly"), default="auto",
                    help="Coarse images from the dataset's `coarse` column, made on the fly, or the column if present.")
     g.add_argument("--coarse_downsample", type=int, default=4, help="Down-sampling factor of the coarse image.")
@@ -97,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num_train_timesteps", type=int, default=1000)
     g.add_argument("--beta_start", type=float, default=0.0001)
     g.add_argument("--beta_end", type=float, default=0.02)
+    g.add_argument("--timestep_bias_max", type=int, default=None,
+                   help="Draw --timestep_bias_fraction of the timesteps from [0, T) instead of uniformly over all: "
+                        "SPIC's sampler only visits t <= 200, so small budgets are best spent there. Off by default "
+                        "(the paper trains uniformly).")
+    g.add_argument("--timestep_bias_fraction", type=float, default=0.9,
+                   help="Share of timesteps drawn below --timestep_bias_max.")
     g.add_argument("--cfg_drop_rate", type=float, default=0.2,
                    help="Fraction of samples trained with an all-zero semantic map (classifier-free guidance; "
                         "the paper's script used 0).")
@@ -193,6 +202,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise TrainingInputError("--streaming needs --max_train_steps (a stream has no known length)")
     if not 0.0 <= args.cfg_drop_rate <= 1.0:
         raise TrainingInputError(f"--cfg_drop_rate must be in [0, 1], got {args.cfg_drop_rate}")
+    if args.timestep_bias_max is not None and not 1 <= args.timestep_bias_max <= args.num_train_timesteps:
+        raise TrainingInputError(
+            f"--timestep_bias_max must be in 1..{args.num_train_timesteps}, got {args.timestep_bias_max}"
+        )
+    if not 0.0 <= args.timestep_bias_fraction <= 1.0:
+        raise TrainingInputError(f"--timestep_bias_fraction must be in [0, 1], got {args.timestep_bias_fraction}")
     if not 0.0 <= args.ema_decay <= 1.0:
         raise TrainingInputError(f"--ema_decay must be in [0, 1], got {args.ema_decay}")
     if args.learning_rate <= 0:
@@ -210,6 +225,14 @@ def check_args(args: argparse.Namespace) -> None:
         raise TrainingInputError(
             f"--resolution {height}x{width} must be divisible by --coarse_downsample {args.coarse_downsample}"
         )
+    if args.random_crop is not None:
+        crop_h, crop_w = args.random_crop
+        if crop_h > height or crop_w > width:
+            raise TrainingInputError(f"--random_crop {crop_h}x{crop_w} is larger than --resolution {height}x{width}")
+        if crop_h % args.coarse_downsample or crop_w % args.coarse_downsample:
+            raise TrainingInputError(
+                f"--random_crop {crop_h}x{crop_w} must be divisible by --coarse_downsample {args.coarse_downsample}"
+            )
     if args.init_from is not None and args.model_config is not None:
         raise TrainingInputError("pass either --init_from or --model_config, not both")
     if args.resume_from_checkpoint not in (None, "latest") and not os.path.isdir(args.resume_from_checkpoint):

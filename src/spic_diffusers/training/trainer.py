@@ -101,12 +101,15 @@ def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
 
 
 def augment_batch(batch: dict[str, torch.Tensor], generator: torch.Generator, *, random_flip: bool,
-                  cfg_drop_rate: float) -> dict[str, torch.Tensor]:
-    """Random horizontal flips (image, map, coarse image together) and guidance drops (all-zero map)."""
+                  cfg_drop_rate: float, crop: tuple[int, int] | None = None,
+                  coarse_downsample: int = 4) -> dict[str, torch.Tensor]:
+    """Random crops and horizontal flips (image, map, coarse image together) and guidance drops (all-zero map)."""
     batch = dict(batch)
     size = batch["pixel_values"].shape[0]
     flip = torch.rand(size, generator=generator) < 0.5
     drop = torch.rand(size, generator=generator) < cfg_drop_rate
+    if crop is not None:
+        batch = _random_crop(batch, generator, crop, coarse_downsample)
     if random_flip and flip.any():
         for key in ("pixel_values", "segmentation_map", "low_res_image", "labels"):
             if key in batch:
@@ -119,12 +122,43 @@ def augment_batch(batch: dict[str, torch.Tensor], generator: torch.Generator, *,
     return batch
 
 
+def _random_crop(batch: dict[str, torch.Tensor], generator: torch.Generator, crop: tuple[int, int],
+                 down: int) -> dict[str, torch.Tensor]:
+    """One crop per sample, on the coarse image's grid so full-size and coarse crops cover the same pixels."""
+    height, width = batch["pixel_values"].shape[-2:]
+    crop_h, crop_w = crop
+    if (crop_h, crop_w) == (height, width):
+        return batch
+    size = batch["pixel_values"].shape[0]
+    top = torch.randint(0, (height - crop_h) // down + 1, (size,), generator=generator) * down
+    left = torch.randint(0, (width - crop_w) // down + 1, (size,), generator=generator) * down
+    out = dict(batch)
+    for key in ("pixel_values", "segmentation_map", "labels", "low_res_image"):
+        if key not in batch:
+            continue
+        scale = down if key == "low_res_image" else 1
+        ch, cw = crop_h // scale, crop_w // scale
+        out[key] = torch.stack([
+            batch[key][i, ..., int(top[i]) // scale:int(top[i]) // scale + ch,
+                       int(left[i]) // scale:int(left[i]) // scale + cw]
+            for i in range(size)
+        ])
+    return out
+
+
 def training_loss(unet, batch: dict[str, torch.Tensor], alphas_cumprod: torch.Tensor,
-                  generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Draw timesteps (uniform) and noise, run the model, return the per-sample hybrid loss terms."""
+                  generator: torch.Generator, timestep_bias: tuple[int, float] | None = None) -> dict[str, torch.Tensor]:
+    """Draw timesteps and noise, run the model, return the per-sample hybrid loss terms.
+
+    Timesteps are uniform; with `timestep_bias=(T, p)` a share p of them is drawn from [0, T) instead.
+    """
     x_start = batch["pixel_values"]
     size = x_start.shape[0]
     timesteps = torch.randint(0, len(alphas_cumprod), (size,), generator=generator)
+    if timestep_bias is not None:
+        bound, fraction = timestep_bias
+        low = torch.randint(0, bound, (size,), generator=generator)
+        timesteps = torch.where(torch.rand(size, generator=generator) < fraction, low, timesteps)
     noise = torch.randn(x_start.shape, generator=generator).to(x_start)
     x_t = q_sample(x_start, timesteps, noise, alphas_cumprod)
     output = unet(x_t, timesteps.to(x_start.device), batch["segmentation_map"], batch["low_res_image"]).sample
@@ -392,6 +426,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
     alphas_cumprod = linear_alphas_cumprod(args.num_train_timesteps, args.beta_start, args.beta_end)
+    timestep_bias = None if args.timestep_bias_max is None else (args.timestep_bias_max, args.timestep_bias_fraction)
 
     # Resume.
     resume_path = None
@@ -457,11 +492,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             micro_step = global_step * ga + micro_in_step
             generator = step_generator(args.seed, micro_step, rank)
             batch = {k: (v.to(accelerator.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-            batch = augment_batch(batch, generator, random_flip=args.random_flip, cfg_drop_rate=args.cfg_drop_rate)
+            batch = augment_batch(batch, generator, random_flip=args.random_flip, cfg_drop_rate=args.cfg_drop_rate,
+                                  crop=args.random_crop, coarse_downsample=args.coarse_downsample)
             last_micro = micro_in_step == ga - 1
             context = accelerator.no_sync(unet) if not last_micro else contextlib.nullcontext()
             with context:
-                terms = training_loss(unet, batch, alphas_cumprod, generator)
+                terms = training_loss(unet, batch, alphas_cumprod, generator, timestep_bias)
                 loss = terms["loss"].mean()
                 accelerator.backward(loss / ga)
             for key in sums:
