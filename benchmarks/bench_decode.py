@@ -63,6 +63,8 @@ def worker(spec: dict) -> dict:
     import torch
 
     torch.set_grad_enabled(False)
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     pipe, labels, coarse = _setup(spec["config"])
     n_params = sum(p.numel() for p in pipe.unet.parameters())
     result = {"config": spec["config"], "parameters": n_params, "threads": torch.get_num_threads()}
@@ -132,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper_full", action="store_true", help="run every sampler at paper size (slow)")
     parser.add_argument("--quick", action="store_true", help="tiny config only")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the guided-step timing (tiny config)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per measurement (default: torch's)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -142,11 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     for config in configs:
         full = config != "paper" or args.paper_full
         step = run_in_subprocess({"config": config, "mode": "step", "repeats": args.repeats if config == "tiny" else 1,
-                                  "warmup": config == "tiny"})
+                                  "warmup": config == "tiny", "threads": args.threads})
         report["results"].append(step)
         for sampler in SAMPLERS:
             if full:
-                report["results"].append(run_in_subprocess({"config": config, "mode": "sampler", "sampler": sampler}))
+                report["results"].append(run_in_subprocess({"config": config, "mode": "sampler", "sampler": sampler,
+                                                            "threads": args.threads}))
             elif "guided_step_batched_s" in step:
                 visited = SAMPLERS[sampler][1] // 5
                 report["results"].append({
