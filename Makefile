@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m spic_diffusers.cli demo --output_dir demo_output
+	$(PY) -m spic_diffusers.cli demo --output_dir demo_output --force  # demo_output is make's own folder
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

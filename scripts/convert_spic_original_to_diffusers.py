@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         from spic_diffusers.hub import push_to_hub
 
         url = push_to_hub(pipe, args.push_to_hub, private=args.private, token=args.token, revision=args.revision,
-                          commit_message=args.commit_message, source="converted from the original SPIC checkpoint")
+                          commit_message=args.commit_message, source="converted from the original SPIC checkpoint",
+                          license="other")  # the authors' repository states no licence
         print(f"published to {url}")
     return 0
 

@@ -192,6 +192,73 @@ def cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Synthetic scene (or --image + --segmentation) -> stream -> reconstruction with the shipped model."""
+    from . import demo
+
+    if args.steps < 1:
+        raise CLIError(f"--steps must be >= 1, got {args.steps}")
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise CLIError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    size = args.size
+    if size not in ("model", "native"):
+        try:
+            height, width = (int(v) for v in size.replace("x", ",").split(","))
+        except ValueError:
+            raise CLIError(f"--size must be 'model', 'native' or HEIGHT,WIDTH, got {size!r}") from None
+        size = (height, width)
+    segmenter = None
+    if args.segmenter:
+        from .codec import Segmenter
+
+        segmenter = Segmenter.from_pretrained(args.segmenter)
+    demo.check_demo_inputs(args.output_dir, args.image, args.segmentation, args.label_ids, args.force)
+    held_out = Path(args.output_dir) / "held_out.json"
+    if args.eval_scenes and held_out.exists() and not args.force:
+        raise CLIError(f"{held_out} already exists; pass --force to overwrite it")
+    if args.model is not None or args.scheduler or args.device:
+        pipeline = _load_pipeline(args.model or str(demo.shipped_model_path()), args.scheduler, args.device)
+    else:
+        pipeline = demo.load_pipeline()
+    result = demo.run_demo(
+        args.output_dir,
+        pipeline=pipeline,
+        image=args.image,
+        segmentation=args.segmentation,
+        label_ids=args.label_ids,
+        size=size,
+        scene_seed=args.scene_seed,
+        coarse_codec=args.coarse_codec,
+        coarse_quality=args.coarse_quality,
+        downsample=args.downsample,
+        num_inference_steps=args.steps,
+        max_timestep=args.max_timestep,
+        guidance_scale=args.guidance,
+        seed=args.seed,
+        segmenter=segmenter,
+        force=args.force,
+    )
+    if args.eval_scenes:
+        print(f"held-out check: {args.eval_scenes} synthetic test scenes at {result.height}x{result.width} ...")
+        summary = demo.evaluate_held_out(
+            pipeline, args.eval_scenes, coarse_codec=args.coarse_codec, coarse_quality=args.coarse_quality,
+            downsample=args.downsample, num_inference_steps=args.steps, max_timestep=args.max_timestep,
+            guidance_scale=args.guidance, seed=args.seed,
+        )  # fmt: skip
+        for key, title in (("psnr", "PSNR [dB]"), ("boundary_psnr", "boundary PSNR [dB]"),
+                           ("region_colour_error", "region colour error")):
+            spic, coarse = summary["spic"][key], summary["coarse"][key]
+            print(f"  {title:<22} SPIC {spic:7.2f}   coarse {coarse:7.2f}   difference {spic - coarse:+.2f}")
+        print(f"  SPIC PSNR higher on {summary['scenes_where_spic_psnr_is_higher']}/{args.eval_scenes} scenes, "
+              f"mean rate {summary['bpp']:.4f} bpp")
+        held_out.write_text(json.dumps(demo._finite(summary), indent=2))
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # Parser
 # --------------------------------------------------------------------------------------------
@@ -247,6 +314,45 @@ def _add_info(subparsers) -> None:
     p.set_defaults(func=cmd_info)
 
 
+def _add_demo(subparsers) -> None:
+    from .codec.coarse import COARSE_CODECS
+
+    p = subparsers.add_parser(
+        "demo",
+        help="code and decode a scene with the model shipped in the package (offline, CPU)",
+        description="Code a synthetic street scene (or your --image + --segmentation) into one SPIC stream, "
+        "decode it with the shipped model and compare with the upsampled coarse image.",
+    )
+    p.add_argument("--output_dir", default="demo_output", help="folder for the outputs (default: demo_output)")
+    p.add_argument("--image", default=None, help="your own image (needs --segmentation)")
+    p.add_argument("--segmentation", metavar="MAP", default=None, help="its train-id map PNG (mode L, 255 = ignore)")
+    p.add_argument("--label_ids", action="store_true", help="--segmentation holds official Cityscapes label ids")
+    p.add_argument("--size", default="model",
+                   help="'model' (the model's training size, default), 'native' (own size rounded to a multiple "
+                        "the model accepts) or HEIGHT,WIDTH")
+    p.add_argument("--scene_seed", type=int, default=2024, help="seed of the synthetic scene (default 2024)")
+    p.add_argument("--model", default=None, metavar="PATH_OR_ID", help="another SPIC pipeline (default: shipped)")
+    p.add_argument("--scheduler", default=None, help=f"sampler: {', '.join(SCHEDULER_CLASSES)} or a diffusers class")
+    p.add_argument("--coarse_codec", default="hevc", choices=sorted(COARSE_CODECS),
+                   help="coarse codec (default: hevc; falls back to heif, then webp, without ffmpeg)")
+    p.add_argument("--coarse_quality", type=float, default=None,
+                   help="coarse codec quality (default: QP 35 for hevc/bpg, as in training; else the codec's own)")
+    p.add_argument("--downsample", type=int, default=4, help="coarse image downsampling factor (default 4)")
+    p.add_argument("--steps", type=int, default=100, help="schedule spacing (the paper: 100)")
+    p.add_argument("--max_timestep", type=int, default=200, help="start timestep (the paper: 200)")
+    p.add_argument("--guidance", type=float, default=1.5, help="classifier-free guidance scale (the paper: 1.5)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--segmenter", default=None, metavar="MODEL",
+                   help="transformers segmentation model (folder) to add mIoU figures")
+    p.add_argument("--eval_scenes", type=int, default=0, metavar="N",
+                   help="also compare SPIC with the coarse image on N held-out synthetic scenes")
+    p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    p.set_defaults(func=cmd_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``spic`` parser; add a subcommand with a ``_add_<name>(subparsers)`` function."""
     parser = argparse.ArgumentParser(
@@ -254,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for add in (_add_encode, _add_decode, _add_info):
+    for add in (_add_encode, _add_decode, _add_info, _add_demo):
         add(subparsers)
     return parser
 

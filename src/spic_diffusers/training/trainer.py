@@ -584,12 +584,18 @@ def save_final_pipeline(model: SPICUNet2DModel, ema, args: argparse.Namespace):
 
 
 def push_pipeline(pipeline, args: argparse.Namespace) -> None:
-    try:
-        from ..hub import push_to_hub
-    except ImportError:
-        pipeline.push_to_hub(args.hub_model_id, private=args.hub_private_repo, token=args.hub_token)
-        return
-    push_to_hub(pipeline, args.hub_model_id, eval_results=None, private=args.hub_private_repo, token=args.hub_token)
+    from ..hub import push_to_hub
+
+    recipe = {
+        "Data": f"`{args.dataset_name_or_path}` ({args.train_split} split), {args.resolution[0]}x{args.resolution[1]}",
+        "Coarse images": f"downsample {args.coarse_downsample}, {args.coarse_codec} ({args.coarse_source})",
+        "Objective": "hybrid loss (noise MSE + variational bound on the learned variance)",
+        "Guidance drop": f"{args.cfg_drop_rate:.0%}",
+        "Optimiser": f"AdamW, lr {args.learning_rate:g}, batch {args.train_batch_size} per device",
+        "EMA": f"decay {args.ema_decay}" if args.use_ema else "none",
+    }
+    push_to_hub(pipeline, args.hub_model_id, private=args.hub_private_repo, token=args.hub_token,
+                source="trained with training/train_spic.py", training=recipe)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

@@ -1,0 +1,549 @@
+"""The end-to-end demo: scene -> SPIC stream -> reconstruction with the model shipped in the package.
+
+Runs offline on a CPU in seconds to minutes: a seeded synthetic street scene (never one of the training
+scenes) or the user's own image + train-id map is coded into one stream (lossless map + coarse image at a
+low rate), decoded with the paper's sampler, and compared with the upsampled coarse image the receiver
+would have without the diffusion model.
+
+Without a segmentation network (none ships offline) mIoU cannot be measured; the demo reports instead
+what the transmitted map itself lets us measure:
+
+- **PSNR** against the original image;
+- **boundary PSNR**: PSNR over pixels within 2 px of a class boundary of the map, where the coarse image is
+  blurred and the map carries the information;
+- **region colour error**: per class of the map, the distance between the mean colour of that region in
+  the candidate and in the original (RGB, 0-255), averaged over the classes present.
+
+With ``segmenter=`` (a ``transformers`` segmentation model folder) it also reports mIoU of the
+segmenter's output on each candidate against the transmitted map.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SHIPPED_MODEL = "spic-synthetic-tiny"
+# Demo scenes come from the synthetic generator's "test" stream, which the shipped model never saw
+# (it was trained on the "train" stream of seed 0).
+DEMO_SEED = 2024
+HELD_OUT_SEED = 1
+FALLBACK_CODECS = ("heif", "webp")
+MAX_DEMO_PIXELS = 1024 * 2048  # Cityscapes' full resolution
+# The shipped model's coarse images: QP 35 (the paper's BPG setting) for the HEVC coders.
+DEFAULT_QUALITY = {"hevc": 35, "bpg": 35}
+OUTPUT_FILES = {
+    "stream": "scene.spic",
+    "original": "original.png",
+    "semantic_map": "semantic_map.png",
+    "semantic_map_color": "semantic_map_color.png",
+    "coarse": "coarse_upsampled.png",
+    "reconstruction": "reconstruction.png",
+    "side_by_side": "side_by_side.png",
+    "metrics": "metrics.json",
+}
+
+
+class DemoError(ValueError):
+    """A demo input or output problem (missing/unreadable file, existing outputs, unusable size)."""
+
+
+def shipped_model_path() -> Path:
+    """The folder of the small SPIC pipeline shipped inside the package."""
+    path = Path(str(resources.files("spic_diffusers").joinpath("assets", SHIPPED_MODEL)))
+    if not (path / "model_index.json").is_file():
+        raise DemoError(
+            f"the shipped model is missing from {path}; reinstall spic-diffusers or pass --model PATH"
+        )
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _open_image(path: str | os.PathLike, what: str):
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DemoError(f"no such {what}: {path}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise DemoError(f"cannot read {what} {path}: {err}") from None
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """An RGB uint8 image from any file Pillow reads."""
+    return np.asarray(_open_image(path, "image").convert("RGB"))
+
+
+def read_segmentation(path: str | os.PathLike, label_ids: bool = False) -> np.ndarray:
+    """A uint8 train-id map (255 = ignore) from a single-channel PNG; ``label_ids`` maps official ids."""
+    image = _open_image(path, "segmentation map")
+    if image.mode not in ("L", "P", "I", "I;16"):
+        raise DemoError(
+            f"segmentation map {path} has mode {image.mode}; expected a single-channel train-id PNG (mode L)"
+        )
+    labels = np.asarray(image)
+    if labels.min() < 0 or labels.max() > 255:
+        raise DemoError(f"segmentation map {path} has labels outside 0..255")
+    labels = labels.astype(np.uint8)
+    if label_ids:
+        from .data.cityscapes import label_ids_to_train_ids
+
+        labels = label_ids_to_train_ids(labels)
+    bad = np.setdiff1d(np.unique(labels), np.r_[np.arange(19), 255])
+    if bad.size:
+        raise DemoError(
+            f"segmentation map {path} holds values {bad[:8].tolist()} that are not train ids 0..18 or 255 "
+            "(pass --label_ids for official Cityscapes label ids)"
+        )
+    return labels
+
+
+def size_multiple(pipeline, downsample: int) -> int:
+    """Sides must divide by this: the UNet's down-sampling and the coarse image's factor."""
+    levels = len(pipeline.unet.config.block_out_channels)
+    return math.lcm(2 ** (levels - 1), downsample)
+
+
+def model_size(pipeline) -> tuple[int, int]:
+    size = pipeline.unet.config.sample_size
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def target_size(
+    image_hw: tuple[int, int], pipeline, downsample: int, size: str | tuple[int, int] = "model"
+) -> tuple[int, int]:
+    """The size the demo codes an image at.
+
+    ``"model"``: the shipped model's training size; ``"native"``: the image's own size rounded to the nearest
+    multiple of :func:`size_multiple`; or an explicit ``(height, width)`` (which must be such multiples).
+    """
+    multiple = size_multiple(pipeline, downsample)
+    if size == "model":
+        return model_size(pipeline)
+    if size == "native":
+        height, width = (max(multiple, int(round(s / multiple)) * multiple) for s in image_hw)
+    elif isinstance(size, str):
+        raise DemoError(f"size must be 'model', 'native' or (height, width), got {size!r}")
+    else:
+        height, width = (int(s) for s in size)
+        if height < multiple or width < multiple or height % multiple or width % multiple:
+            raise DemoError(f"size {height}x{width} must be positive multiples of {multiple}")
+    if height * width > MAX_DEMO_PIXELS:
+        raise DemoError(
+            f"{height}x{width} is too large for a CPU demo (at most {MAX_DEMO_PIXELS} pixels); pass a smaller --size"
+        )
+    return height, width
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Measurements
+# ----------------------------------------------------------------------------------------------------------
+
+
+def boundary_mask(labels: np.ndarray, width: int = 2) -> np.ndarray:
+    """Pixels within ``width`` px of a change of class in the map."""
+    edge = np.zeros(labels.shape, dtype=bool)
+    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    edge[:, :-1] |= labels[:, 1:] != labels[:, :-1]
+    edge[1:, :] |= labels[1:, :] != labels[:-1, :]
+    edge[:-1, :] |= labels[1:, :] != labels[:-1, :]
+    grown = edge.copy()
+    for _ in range(max(0, width - 1)):
+        step = grown.copy()
+        step[1:, :] |= grown[:-1, :]
+        step[:-1, :] |= grown[1:, :]
+        step[:, 1:] |= grown[:, :-1]
+        step[:, :-1] |= grown[:, 1:]
+        grown = step
+    return grown
+
+
+def masked_psnr(truth: np.ndarray, candidate: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR (dB, uint8 range) over the pixels where ``mask`` is true; NaN on an empty mask."""
+    if not mask.any():
+        return float("nan")
+    diff = truth[mask].astype(np.float64) - candidate[mask].astype(np.float64)
+    mse = float(np.mean(diff**2))
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def region_colour_errors(truth: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Per class of the map: |mean colour in candidate - mean colour in truth| (RGB distance, 0-255 scale)."""
+    from .data.cityscapes import ID2LABEL
+
+    errors = {}
+    for class_id in np.unique(labels):
+        if class_id == 255:
+            continue
+        mask = labels == class_id
+        delta = truth[mask].astype(np.float64).mean(0) - candidate[mask].astype(np.float64).mean(0)
+        errors[ID2LABEL.get(int(class_id), str(int(class_id)))] = float(np.linalg.norm(delta))
+    return errors
+
+
+def measure(truth: np.ndarray, candidate: np.ndarray, labels: np.ndarray, segmenter=None) -> dict[str, Any]:
+    """The demo's figures for one candidate reconstruction (see the module docstring)."""
+    from . import metrics
+
+    per_class = region_colour_errors(truth, candidate, labels)
+    result = {
+        "psnr": metrics.psnr(truth, candidate),
+        "boundary_psnr": masked_psnr(truth, candidate, boundary_mask(labels)),
+        "region_colour_error": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
+        "region_colour_error_per_class": per_class,
+    }
+    if segmenter is not None:
+        result["miou"] = metrics.miou(segmenter(candidate), labels)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Coding
+# ----------------------------------------------------------------------------------------------------------
+
+
+def encode_with_fallback(
+    image: np.ndarray,
+    labels: np.ndarray,
+    coarse_codec: str = "hevc",
+    coarse_quality: float | None = None,
+    downsample: int = 4,
+    log: Callable[[str], None] = print,
+) -> tuple[bytes, str]:
+    """Encode with ``coarse_codec``; if its tool is missing (e.g. no ffmpeg), say so and try HEIF, then WebP.
+
+    ``coarse_quality=None`` uses :data:`DEFAULT_QUALITY` for the codec, else the codec's own default.
+    """
+    from .codec import CodecUnavailableError, encode
+
+    tried = []
+    for name in (coarse_codec, *[c for c in FALLBACK_CODECS if c != coarse_codec]):
+        quality = coarse_quality if name == coarse_codec and coarse_quality is not None else DEFAULT_QUALITY.get(name)
+        try:
+            stream = encode(image, labels, coarse_codec=name, coarse_quality=quality, downsample=downsample)
+        except CodecUnavailableError as err:
+            tried.append(name)
+            log(f"coarse codec {name!r} is not available here ({err}); trying the next one")
+            continue
+        if tried:
+            log(
+                f"NOTE: coded the coarse image with {name!r} at its default quality instead of {coarse_codec!r}; "
+                "the shipped model was trained on HEVC coarse images, so expect a weaker reconstruction"
+            )
+        return stream, name
+    raise DemoError(f"no coarse codec is available (tried {', '.join(tried)}); install ffmpeg with libx265")
+
+
+def upsample(coarse: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bicubic upsampling of the decoded coarse image: the receiver's output without a diffusion model."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pictures
+# ----------------------------------------------------------------------------------------------------------
+
+
+def side_by_side(panels: list[tuple[str, np.ndarray]], min_height: int = 192):
+    """A labelled row of equally sized panels, enlarged (nearest neighbour) when small."""
+    from PIL import Image, ImageDraw
+
+    height, width = panels[0][1].shape[:2]
+    scale = max(1, -(-min_height // height))
+    tile_h, tile_w = height * scale, width * scale
+    pad, header = 4, 16
+    canvas = Image.new("RGB", (len(panels) * (tile_w + pad) - pad, header + tile_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    for index, (title, array) in enumerate(panels):
+        x = index * (tile_w + pad)
+        draw.text((x + 2, 2), title, fill=(0, 0, 0))
+        canvas.paste(Image.fromarray(array).resize((tile_w, tile_h), Image.NEAREST), (x, header))
+    return canvas
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The demo
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DemoResult:
+    """What one demo run measured and wrote."""
+
+    height: int
+    width: int
+    source: str
+    coarse_codec: str
+    bytes: dict[str, int]
+    bpp: dict[str, float]
+    spic: dict[str, Any]
+    coarse: dict[str, Any]
+    sampler: dict[str, Any]
+    seconds: dict[str, float]
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def load_pipeline(model: str | os.PathLike | None = None, device: str | None = None):
+    """The shipped pipeline (default) or a local folder / Hub id."""
+    from .pipelines.pipeline_spic import SPICPipeline
+
+    path = shipped_model_path() if model is None else model
+    try:
+        pipeline = SPICPipeline.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise DemoError(f"cannot load a SPIC pipeline from {str(path)!r}: {err}") from None
+    if device:
+        pipeline.to(device)
+    return pipeline
+
+
+def _check_outputs(output_dir: Path, force: bool) -> dict[str, Path]:
+    paths = {key: output_dir / name for key, name in OUTPUT_FILES.items()}
+    if output_dir.exists() and not output_dir.is_dir():
+        raise DemoError(f"{output_dir} exists and is not a folder")
+    existing = [p.name for p in paths.values() if p.exists()]
+    if existing and not force:
+        raise DemoError(f"{output_dir} already holds {', '.join(existing)}; pass --force to overwrite")
+    return paths
+
+
+def check_demo_inputs(
+    output_dir: str | os.PathLike,
+    image: str | os.PathLike | None = None,
+    segmentation: str | os.PathLike | None = None,
+    label_ids: bool = False,
+    force: bool = False,
+):
+    """Fail fast (before loading a model) on missing/unreadable inputs or outputs that would be overwritten.
+
+    Returns ``(output paths, image array or None, label map or None)``.
+    """
+    if (image is None) != (segmentation is None):
+        raise DemoError("pass both --image and --segmentation (or neither, for a synthetic scene)")
+    paths = _check_outputs(Path(output_dir), force)
+    if image is None:
+        return paths, None, None
+    truth, labels = read_image(image), read_segmentation(segmentation, label_ids)
+    if truth.shape[:2] != labels.shape:
+        raise DemoError(
+            f"image {image} is {truth.shape[0]}x{truth.shape[1]} but segmentation map {segmentation} is "
+            f"{labels.shape[0]}x{labels.shape[1]}; they must have the same size"
+        )
+    return paths, truth, labels
+
+
+def run_demo(
+    output_dir: str | os.PathLike,
+    *,
+    pipeline=None,
+    model: str | os.PathLike | None = None,
+    image: str | os.PathLike | None = None,
+    segmentation: str | os.PathLike | None = None,
+    label_ids: bool = False,
+    size: str | tuple[int, int] = "model",
+    scene_seed: int = DEMO_SEED,
+    coarse_codec: str = "hevc",
+    coarse_quality: float | None = None,
+    downsample: int = 4,
+    num_inference_steps: int = 100,
+    max_timestep: int = 200,
+    guidance_scale: float = 1.5,
+    seed: int = 0,
+    segmenter=None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+) -> DemoResult:
+    """Code a scene (synthetic by default, or ``image`` + ``segmentation``), decode it, write and report.
+
+    Writes the files of :data:`OUTPUT_FILES` into ``output_dir`` (created if missing); refuses to replace
+    any of them unless ``force``. Returns the figures (also written to ``metrics.json``).
+    """
+    import torch
+
+    from .codec import bpp_breakdown, decode, decode_parts
+    from .data import make_scene, resize_image, resize_map, train_ids_to_color
+    from .data.synthetic import scene_seed as split_seed
+
+    output_dir = Path(output_dir)
+    paths, truth, labels = check_demo_inputs(output_dir, image, segmentation, label_ids, force)
+    if image is not None:
+        source = f"{image} + {segmentation}"
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    if pipeline is None:
+        pipeline = load_pipeline(model)
+    timings["load_model"] = time.perf_counter() - start
+    if image is None:
+        height, width = target_size(model_size(pipeline), pipeline, downsample, size)
+        scene = make_scene(height, width, split_seed(scene_seed, "test", 0))
+        truth, labels = scene.image, scene.semantic_map
+        source = f"synthetic street scene (seed {scene_seed}, test stream: not a training scene)"
+    else:
+        height, width = target_size(truth.shape[:2], pipeline, downsample, size)
+        if (height, width) != truth.shape[:2]:
+            log(f"resizing {truth.shape[0]}x{truth.shape[1]} -> {height}x{width} (--size)")
+            truth, labels = resize_image(truth, (height, width)), resize_map(labels, (height, width))
+    log(f"scene: {source}, {height}x{width}")
+
+    start = time.perf_counter()
+    stream, codec_used = encode_with_fallback(truth, labels, coarse_codec, coarse_quality, downsample, log)
+    timings["encode"] = time.perf_counter() - start
+    info = bpp_breakdown(stream)
+    log(
+        f"bitstream: {len(stream)} bytes = {info['bpp']['total']:.4f} bpp "
+        f"(map {info['bytes']['map']} B / {info['bpp']['map']:.4f} bpp, "
+        f"coarse {info['bytes']['coarse']} B / {info['bpp']['coarse']:.4f} bpp [{codec_used}], "
+        f"header {info['bytes']['header']} B)"
+    )
+
+    parts = decode_parts(stream)
+    coarse_up = upsample(parts.coarse_image, height, width)
+    sampler = {
+        "scheduler": type(pipeline.scheduler).__name__,
+        "num_inference_steps": num_inference_steps,
+        "max_timestep": max_timestep,
+        "guidance_scale": guidance_scale,
+        "seed": seed,
+    }
+    log(f"decoding with {sampler['scheduler']}: {num_inference_steps}-step spacing, t <= {max_timestep}, "
+        f"guidance {guidance_scale}")
+    start = time.perf_counter()
+    generator = torch.Generator(device=pipeline.device).manual_seed(seed)
+    reconstruction = np.asarray(
+        decode(stream, pipeline, num_inference_steps=num_inference_steps, max_timestep=max_timestep,
+               guidance_scale=guidance_scale, generator=generator).convert("RGB")
+    )
+    timings["decode"] = time.perf_counter() - start
+
+    spic_scores = measure(truth, reconstruction, labels, segmenter)
+    coarse_scores = measure(truth, coarse_up, labels, segmenter)
+    result = DemoResult(
+        height=height, width=width, source=source, coarse_codec=codec_used,
+        bytes=dict(info["bytes"]), bpp=dict(info["bpp"]), spic=spic_scores, coarse=coarse_scores,
+        sampler=sampler, seconds={k: round(v, 3) for k, v in timings.items()},
+    )  # fmt: skip
+
+    from PIL import Image
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    colour_map = train_ids_to_color(labels)
+    paths["stream"].write_bytes(stream)
+    Image.fromarray(truth).save(paths["original"])
+    Image.fromarray(labels, mode="L").save(paths["semantic_map"])
+    Image.fromarray(colour_map).save(paths["semantic_map_color"])
+    Image.fromarray(coarse_up).save(paths["coarse"])
+    Image.fromarray(reconstruction).save(paths["reconstruction"])
+    side_by_side(
+        [("original", truth), ("semantic map", colour_map), ("coarse (bicubic)", coarse_up), ("SPIC", reconstruction)]
+    ).save(paths["side_by_side"])
+    result.files = {k: str(p) for k, p in paths.items()}
+    paths["metrics"].write_text(json.dumps(_finite(asdict(result)), indent=2))
+    for line in format_report(result):
+        log(line)
+    return result
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def format_report(result: DemoResult) -> list[str]:
+    """The demo's printed summary: one line per figure, SPIC next to the upsampled coarse image."""
+    rows = [
+        ("PSNR [dB] (higher is better)", "psnr", "{:.2f}"),
+        ("boundary PSNR [dB], <=2 px from a class edge", "boundary_psnr", "{:.2f}"),
+        ("region colour error (mean over classes, 0-255, lower is better)", "region_colour_error", "{:.2f}"),
+    ]
+    if "miou" in result.spic:
+        rows.append(("mIoU of the segmenter vs the transmitted map", "miou", "{:.3f}"))
+    lines = [f"{'':<66}{'SPIC':>9}{'coarse':>9}"]
+    for title, key, fmt in rows:
+        lines.append(f"{title:<66}{fmt.format(result.spic[key]):>9}{fmt.format(result.coarse[key]):>9}")
+    if "miou" not in result.spic:
+        lines.append("(mIoU needs a segmentation model, none ships offline: pass --segmenter MODEL to add it)")
+    lines.append(f"wrote {result.files.get('side_by_side', '')} and the other files in the same folder")
+    return lines
+
+
+def evaluate_held_out(
+    pipeline,
+    num_scenes: int = 8,
+    *,
+    scene_seed: int = HELD_OUT_SEED,
+    coarse_codec: str = "hevc",
+    coarse_quality: float | None = None,
+    downsample: int = 4,
+    num_inference_steps: int = 100,
+    max_timestep: int = 200,
+    guidance_scale: float = 1.5,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """SPIC vs the upsampled coarse image on ``num_scenes`` synthetic test-stream scenes at the model's size.
+
+    Returns the per-scene figures and their means (``{"spic": {...}, "coarse": {...}, "bpp": ...}``).
+    """
+    import torch
+
+    from .codec import bpp_breakdown, decode, decode_parts
+    from .data import make_scene
+    from .data.synthetic import scene_seed as split_seed
+
+    if num_scenes < 1:
+        raise DemoError(f"num_scenes must be >= 1, got {num_scenes}")
+    height, width = model_size(pipeline)
+    per_scene = []
+    for index in range(num_scenes):
+        scene = make_scene(height, width, split_seed(scene_seed, "test", index))
+        stream, _ = encode_with_fallback(scene.image, scene.semantic_map, coarse_codec, coarse_quality,
+                                         downsample, log=lambda _: None)
+        parts = decode_parts(stream)
+        generator = torch.Generator(device=pipeline.device).manual_seed(seed + index)
+        recon = np.asarray(decode(stream, pipeline, num_inference_steps=num_inference_steps,
+                                  max_timestep=max_timestep, guidance_scale=guidance_scale,
+                                  generator=generator).convert("RGB"))
+        coarse_up = upsample(parts.coarse_image, height, width)
+        per_scene.append({
+            "bpp": bpp_breakdown(stream)["bpp"]["total"],
+            "spic": measure(scene.image, recon, scene.semantic_map),
+            "coarse": measure(scene.image, coarse_up, scene.semantic_map),
+        })  # fmt: skip
+    keys = ("psnr", "boundary_psnr", "region_colour_error")
+
+    def mean(kind: str, key: str) -> float:
+        values = [s[kind][key] for s in per_scene if math.isfinite(s[kind][key])]
+        return float(np.mean(values)) if values else float("nan")
+
+    return {
+        "num_scenes": num_scenes,
+        "size": [height, width],
+        "bpp": float(np.mean([s["bpp"] for s in per_scene])),
+        "spic": {k: mean("spic", k) for k in keys},
+        "coarse": {k: mean("coarse", k) for k in keys},
+        "scenes_where_spic_psnr_is_higher": sum(s["spic"]["psnr"] > s["coarse"]["psnr"] for s in per_scene),
+        "per_scene": per_scene,
+    }

@@ -1,0 +1,204 @@
+"""The demo: shipped model, end to end through the real codec, and its input/output checks."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import pytest
+import yaml
+from PIL import Image
+
+from spic_diffusers import SPICPipeline
+from spic_diffusers.cli import main
+from spic_diffusers.codec import decode_parts
+from spic_diffusers.data import make_scene
+from spic_diffusers.demo import (
+    OUTPUT_FILES,
+    DemoError,
+    boundary_mask,
+    evaluate_held_out,
+    load_pipeline,
+    masked_psnr,
+    region_colour_errors,
+    run_demo,
+    shipped_model_path,
+    target_size,
+)
+
+# A small, fast setting: 4 denoising steps (20-step spacing, t <= 200) on 32x64 images.
+FAST = ["--steps", "20", "--max_timestep", "200", "--size", "32,64"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Two OpenMP threads on a machine shared with other jobs run many times slower than one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    pipe = load_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_shipped_model_is_small_safetensors_with_a_card():
+    folder = shipped_model_path()
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    assert weights.is_file() and weights.stat().st_size < 8 * 2**20
+    assert not list(folder.rglob("*.bin"))
+    card = (folder / "README.md").read_text()
+    assert "{{" not in card and "}}" not in card
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["library_name"] == "diffusers" and "spic" in meta["tags"]
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    assert config["sample_size"] == [64, 128]
+
+
+def test_demo_end_to_end(pipeline, tmp_path):
+    out = tmp_path / "demo"
+    logged = []
+    result = run_demo(out, pipeline=pipeline, size=(32, 64), num_inference_steps=20, log=logged.append)
+    for name in OUTPUT_FILES.values():
+        assert (out / name).is_file(), name
+    stream = (out / "scene.spic").read_bytes()
+    parts = decode_parts(stream)
+    assert (parts.height, parts.width) == (32, 64) and parts.coarse_codec == "hevc"
+    assert result.bytes["total"] == len(stream) and 0 < result.bpp["total"] < 24
+    recon = np.asarray(Image.open(out / "reconstruction.png"))
+    assert recon.shape == (32, 64, 3)
+    assert recon.std() > 10  # an image, not a flat field
+    grid = Image.open(out / "side_by_side.png")
+    assert grid.width > 4 * 64 and grid.height > 32
+    saved = json.loads((out / "metrics.json").read_text())
+    for kind in ("spic", "coarse"):
+        assert 5 < saved[kind]["psnr"] < 60
+        assert saved[kind]["region_colour_error"] >= 0
+    assert saved["spic"]["psnr"] == pytest.approx(result.spic["psnr"])
+    text = "\n".join(logged)
+    assert f"{len(stream)} bytes" in text and "bpp" in text and "PSNR" in text and "mIoU needs a segmentation" in text
+
+
+def test_demo_cli_refuses_to_overwrite_without_force(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["demo", "--output_dir", str(out), *FAST]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["demo", "--output_dir", str(out), *FAST, "--scene_seed", "5"]) == 1
+    assert "--force" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["demo", "--output_dir", str(out), *FAST, "--scene_seed", "5", "--force"]) == 0
+    assert (out / "original.png").read_bytes() != before["original.png"]
+
+
+def _write_inputs(folder: Path, height: int, width: int) -> tuple[Path, Path]:
+    scene = make_scene(height, width, seed=11)
+    image, seg = folder / "photo.png", folder / "map.png"
+    Image.fromarray(scene.image).save(image)
+    Image.fromarray(scene.semantic_map, mode="L").save(seg)
+    return image, seg
+
+
+def test_demo_on_user_files_resizes_to_a_size_the_model_accepts(pipeline, tmp_path):
+    image, seg = _write_inputs(tmp_path, 50, 98)
+    result = run_demo(tmp_path / "out", pipeline=pipeline, image=image, segmentation=seg, size="native",
+                      num_inference_steps=20, log=lambda _: None)
+    assert (result.height, result.width) == (48, 96)
+    assert Image.open(tmp_path / "out" / "reconstruction.png").size == (96, 48)
+    assert target_size((50, 98), pipeline, 4, "model") == (64, 128)
+    with pytest.raises(DemoError, match="multiples of 4"):
+        target_size((50, 98), pipeline, 4, (30, 64))
+    with pytest.raises(DemoError, match="too large"):
+        target_size((3000, 4000), pipeline, 4, "native")
+
+
+@pytest.mark.parametrize("problem", ["missing_image", "missing_map", "garbage_image", "rgb_map", "bad_ids",
+                                     "size_mismatch", "image_only"])
+def test_demo_cli_reports_bad_inputs_clearly(tmp_path, capsys, problem):
+    image, seg = _write_inputs(tmp_path, 32, 64)
+    args = ["--image", str(image), "--segmentation", str(seg)]
+    expected = {
+        "missing_image": "no such image", "missing_map": "no such segmentation map",
+        "garbage_image": "cannot read image", "rgb_map": "mode RGB", "bad_ids": "not train ids",
+        "size_mismatch": "same size", "image_only": "pass both",
+    }[problem]  # fmt: skip
+    if problem == "missing_image":
+        args[1] = str(tmp_path / "nope.png")
+    elif problem == "missing_map":
+        args[3] = str(tmp_path / "nope.png")
+    elif problem == "garbage_image":
+        image.write_bytes(b"\x89PNG not really")
+    elif problem == "rgb_map":
+        Image.new("RGB", (64, 32)).save(seg)
+    elif problem == "bad_ids":
+        Image.fromarray(np.full((32, 64), 40, np.uint8), mode="L").save(seg)
+    elif problem == "size_mismatch":
+        Image.fromarray(np.zeros((16, 64), np.uint8), mode="L").save(seg)
+    elif problem == "image_only":
+        args = args[:2]
+    assert main(["demo", "--output_dir", str(tmp_path / "out"), *args, *FAST]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("spic demo: error:") and expected in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_falls_back_to_heif_without_ffmpeg(pipeline, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg on PATH
+    logged = []
+    result = run_demo(tmp_path / "out", pipeline=pipeline, size=(32, 64), num_inference_steps=20,
+                      log=logged.append)
+    assert result.coarse_codec == "heif"
+    assert any("NOTE" in line and "heif" in line for line in logged)
+    assert decode_parts((tmp_path / "out" / "scene.spic").read_bytes()).coarse_codec == "heif"
+
+
+def test_semantic_consistency_figures():
+    labels = np.zeros((8, 8), np.uint8)
+    labels[:, 4:] = 13
+    edge = boundary_mask(labels, width=2)
+    assert edge[:, 2:6].all() and not edge[:, :2].any() and not edge[:, 6:].any()
+    truth = np.zeros((8, 8, 3), np.uint8)
+    truth[:, 4:] = 200
+    shifted = truth.copy()
+    shifted[:, 4:] += np.array([3, 4, 0], np.uint8)
+    errors = region_colour_errors(truth, shifted, labels)
+    assert errors == {"road": 0.0, "car": pytest.approx(5.0)}
+    assert masked_psnr(truth, truth, edge) == float("inf")
+    assert np.isnan(masked_psnr(truth, shifted, np.zeros((8, 8), bool)))
+
+
+def test_held_out_check_runs(pipeline):
+    small = SPICPipeline(unet=pipeline.unet, scheduler=pipeline.scheduler)
+    small.set_progress_bar_config(disable=True)
+    summary = evaluate_held_out(small, 1, num_inference_steps=20)
+    assert summary["num_scenes"] == 1 and summary["size"] == [64, 128]
+    assert set(summary["spic"]) == {"psnr", "boundary_psnr", "region_colour_error"}
+    assert summary["scenes_where_spic_psnr_is_higher"] in (0, 1)
+
+
+def test_demo_adds_miou_with_a_segmenter(tmp_path, capsys):
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    from spic_diffusers.data import ID2LABEL
+
+    names = [ID2LABEL[i] for i in range(19)]
+    torch.manual_seed(0)
+    config = SegformerConfig(
+        num_encoder_blocks=1, depths=[1], sr_ratios=[1], hidden_sizes=[8], patch_sizes=[3], strides=[2],
+        num_attention_heads=[1], mlp_ratios=[2], decoder_hidden_size=8, num_labels=19,
+        id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
+    )  # fmt: skip
+    SegformerForSemanticSegmentation(config).save_pretrained(tmp_path / "seg")
+    SegformerImageProcessor(size={"height": 32, "width": 64}).save_pretrained(tmp_path / "seg")
+    out = tmp_path / "out"
+    assert main(["demo", "--output_dir", str(out), *FAST, "--segmenter", str(tmp_path / "seg")]) == 0
+    assert "mIoU of the segmenter" in capsys.readouterr().out
+    saved = json.loads((out / "metrics.json").read_text())
+    for kind in ("spic", "coarse"):
+        assert 0 <= saved[kind]["miou"] <= 1
