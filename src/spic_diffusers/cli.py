@@ -38,35 +38,21 @@ def _read_stream(path: str) -> bytes:
 
 
 def _open_image(path: str, what: str):
-    from PIL import Image
+    from .image_processing import InputFileError, open_image_file
 
-    if not Path(path).is_file():
-        raise CLIError(f"no such {what}: {path}")
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except OSError as err:
-        raise CLIError(f"cannot read {what} {path}: {err}") from None
+        return open_image_file(path, what)
+    except InputFileError as err:
+        raise CLIError(str(err)) from None
 
 
 def _load_segmentation(path: str, label_ids: bool):
-    import numpy as np
+    from .image_processing import InputFileError, read_segmentation_file
 
-    image = _open_image(path, "segmentation map")
-    if image.mode not in ("L", "P", "I", "I;16"):
-        raise CLIError(
-            f"segmentation map {path} has mode {image.mode}; expected a single-channel train-id PNG (mode L)"
-        )
-    labels = np.asarray(image)
-    if labels.min() < 0 or labels.max() > 255:
-        raise CLIError(f"segmentation map {path} has labels outside 0..255")
-    labels = labels.astype(np.uint8)
-    if label_ids:
-        from .data.cityscapes import label_ids_to_train_ids
-
-        labels = label_ids_to_train_ids(labels)
-    return labels
+    try:
+        return read_segmentation_file(path, label_ids)
+    except InputFileError as err:
+        raise CLIError(str(err)) from None
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from .image_processing import InputFileError, open_image_file, read_segmentation_file
+
 SHIPPED_MODEL = "spic-synthetic-tiny"
 # Demo scenes come from the synthetic generator's "test" stream, which the shipped model never saw
 # (it was trained on the "train" stream of seed 0).
@@ -73,17 +75,10 @@ def shipped_model_path() -> Path:
 
 
 def _open_image(path: str | os.PathLike, what: str):
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise DemoError(f"no such {what}: {path}")
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise DemoError(f"cannot read {what} {path}: {err}") from None
+        return open_image_file(path, what)
+    except InputFileError as err:
+        raise DemoError(str(err)) from None
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -93,19 +88,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 def read_segmentation(path: str | os.PathLike, label_ids: bool = False) -> np.ndarray:
     """A uint8 train-id map (255 = ignore) from a single-channel PNG; ``label_ids`` maps official ids."""
-    image = _open_image(path, "segmentation map")
-    if image.mode not in ("L", "P", "I", "I;16"):
-        raise DemoError(
-            f"segmentation map {path} has mode {image.mode}; expected a single-channel train-id PNG (mode L)"
-        )
-    labels = np.asarray(image)
-    if labels.min() < 0 or labels.max() > 255:
-        raise DemoError(f"segmentation map {path} has labels outside 0..255")
-    labels = labels.astype(np.uint8)
-    if label_ids:
-        from .data.cityscapes import label_ids_to_train_ids
-
-        labels = label_ids_to_train_ids(labels)
+    try:
+        labels = read_segmentation_file(path, label_ids)
+    except InputFileError as err:
+        raise DemoError(str(err)) from None
     bad = np.setdiff1d(np.unique(labels), np.r_[np.arange(19), 255])
     if bad.size:
         raise DemoError(

@@ -12,6 +12,43 @@ import torch.nn.functional as F
 IGNORE_INDEX = 255
 
 
+class InputFileError(ValueError):
+    """A user's image or map file is missing, unreadable or of the wrong kind."""
+
+
+def open_image_file(path, what: str = "image") -> PIL.Image.Image:
+    """Open and fully read an image file, with one clear error for a missing or unreadable file."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"no such {what}: {path}")
+    try:
+        with PIL.Image.open(path) as image:
+            image.load()
+            return image.copy()
+    except (OSError, PIL.UnidentifiedImageError, ValueError) as err:
+        raise InputFileError(f"cannot read {what} {path}: {err}") from None
+
+
+def read_segmentation_file(path, label_ids: bool = False) -> np.ndarray:
+    """A uint8 label map from a single-channel PNG; `label_ids=True` maps official Cityscapes ids to train ids."""
+    image = open_image_file(path, "segmentation map")
+    if image.mode not in ("L", "P", "I", "I;16"):
+        raise InputFileError(
+            f"segmentation map {path} has mode {image.mode}; expected a single-channel train-id PNG (mode L)"
+        )
+    labels = np.asarray(image)
+    if labels.min() < 0 or labels.max() > 255:
+        raise InputFileError(f"segmentation map {path} has labels outside 0..255")
+    labels = labels.astype(np.uint8)
+    if label_ids:
+        from .data.cityscapes import label_ids_to_train_ids
+
+        labels = label_ids_to_train_ids(labels)
+    return labels
+
+
 def _stack(items: Sequence, name: str) -> np.ndarray:
     arrays = [np.asarray(x) for x in items]
     if len({a.shape for a in arrays}) > 1:
