@@ -222,3 +222,27 @@ def bpp(stream: bytes, height: int | None = None, width: int | None = None) -> f
     if height <= 0 or width <= 0:
         raise ValueError(f"height and width must be positive, got {height}x{width}")
     return 8.0 * len(stream) / (height * width)
+
+
+def open_payload_image(data: bytes, label: str, height: int, width: int):
+    """Open a payload with Pillow, checking the size the header implies *before* decoding any pixels.
+
+    `label` names the payload in errors (e.g. "HEIF coarse", "PNG map"); every failure is a `BitstreamError`.
+    """
+    import io
+
+    from PIL import Image
+
+    try:
+        image = Image.open(io.BytesIO(bytes(data)))
+    except Exception as err:
+        raise BitstreamError(f"{label} payload cannot be decoded ({err})") from None
+    if image.size != (width, height):
+        raise BitstreamError(
+            f"{label} payload holds a {image.size[1]}x{image.size[0]} image, the header implies {height}x{width}"
+        )
+    try:
+        image.load()
+    except Exception as err:
+        raise BitstreamError(f"{label} payload cannot be decoded ({err})") from None
+    return image

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .bitstream import BitstreamError, CodecUnavailableError
+from .bitstream import BitstreamError, CodecUnavailableError, open_payload_image
 from .semantic import riff_strip, riff_wrap
 
 _TOOL_TIMEOUT_S = 120
@@ -194,25 +194,8 @@ class BPGCodec(CoarseCodec):
             _run_tool([decoder, "-o", str(dst), str(src)], "bpgdec", decoding=True)
             if not dst.exists():
                 raise BitstreamError("BPG coarse payload cannot be decoded")
-            image = _pil_open(dst.read_bytes(), "BPG", height, width)
+            image = open_payload_image(dst.read_bytes(), "BPG coarse", height, width)
         return _check_shape(np.asarray(image.convert("RGB")), height, width, "BPG")
-
-
-def _pil_open(data: bytes, name: str, height: int, width: int) -> Image.Image:
-    """Open with Pillow, checking the declared size *before* decoding pixels."""
-    try:
-        image = Image.open(io.BytesIO(bytes(data)))
-    except Exception as err:
-        raise BitstreamError(f"{name} coarse payload cannot be decoded ({err})") from None
-    if image.size != (width, height):
-        raise BitstreamError(
-            f"{name} coarse payload holds a {image.size[1]}x{image.size[0]} image, the header implies {height}x{width}"
-        )
-    try:
-        image.load()
-    except Exception as err:
-        raise BitstreamError(f"{name} coarse payload cannot be decoded ({err})") from None
-    return image
 
 
 class _PillowCodec(CoarseCodec):
@@ -238,7 +221,7 @@ class _PillowCodec(CoarseCodec):
         if not data:
             raise BitstreamError(f"{self.display_name} coarse payload is empty")
         self._register()
-        image = _pil_open(data, self.display_name, height, width)
+        image = open_payload_image(data, f"{self.display_name} coarse", height, width)
         try:
             array = np.asarray(image.convert("RGB"))
         except Exception as err:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .bitstream import BitstreamError, CodecUnavailableError
+from .bitstream import BitstreamError, CodecUnavailableError, open_payload_image
 
 
 def _check_map(semantic_map: np.ndarray) -> np.ndarray:
@@ -374,23 +374,6 @@ class ContextMapCoder(MapCoder):
 # --------------------------------------------------------------------------------------------
 
 
-def _pil_decode(data: bytes, name: str, height: int, width: int) -> Image.Image:
-    """Open with Pillow, checking the stated size *before* decoding any pixels."""
-    try:
-        image = Image.open(io.BytesIO(bytes(data)))
-    except Exception as err:
-        raise BitstreamError(f"{name} map payload cannot be decoded ({err})") from None
-    if image.size != (width, height):
-        raise BitstreamError(
-            f"{name} map payload holds a {image.size[1]}x{image.size[0]} image, the header says {height}x{width}"
-        )
-    try:
-        image.load()
-    except Exception as err:
-        raise BitstreamError(f"{name} map payload cannot be decoded ({err})") from None
-    return image
-
-
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -443,7 +426,7 @@ class PNGMapCoder(MapCoder):
         return png_to_zlib(buffer.getvalue())
 
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
-        image = _pil_decode(zlib_to_png(bytes(data), height, width), "PNG", height, width)
+        image = open_payload_image(zlib_to_png(bytes(data), height, width), "PNG map", height, width)
         return _check_decoded(np.asarray(image), height, width, "PNG")
 
 
@@ -462,7 +445,7 @@ class WebPMapCoder(MapCoder):
         return riff_strip(buffer.getvalue())
 
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
-        array = np.asarray(_pil_decode(riff_wrap(bytes(data)), "WebP", height, width).convert("RGB"))
+        array = np.asarray(open_payload_image(riff_wrap(bytes(data)), "WebP map", height, width).convert("RGB"))
         if not (np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2])):
             raise BitstreamError("WebP map payload is not a grey label map")
         return _check_decoded(array[..., 0], height, width, "WebP")
@@ -497,7 +480,7 @@ class JXLMapCoder(MapCoder):
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
         import pillow_jxl  # noqa: F401
 
-        image = _pil_decode(data, "JPEG XL", height, width)
+        image = open_payload_image(data, "JPEG XL map", height, width)
         if image.mode != "L":
             raise BitstreamError(f"JPEG XL map payload has mode {image.mode}, expected L")
         return _check_decoded(np.asarray(image), height, width, "JPEG XL")
@@ -536,7 +519,7 @@ class FLIFMapCoder(MapCoder):
             result = subprocess.run([binary, "-d", str(src), str(dst)], capture_output=True, timeout=60)
             if result.returncode != 0 or not dst.exists():
                 raise BitstreamError("FLIF map payload cannot be decoded")
-            image = _pil_decode(dst.read_bytes(), "FLIF", height, width).convert("L")
+            image = open_payload_image(dst.read_bytes(), "FLIF map", height, width).convert("L")
         return _check_decoded(np.asarray(image), height, width, "FLIF")
 
 
