@@ -50,3 +50,21 @@ def tiny_unet():
 
     torch.manual_seed(0)
     return SPICUNet2DModel(**TINY_UNET).eval()
+
+
+def save_tiny_segformer(path, height: int = 32, width: int = 64, id2label: dict | None = None):
+    """A randomly initialised two-stage SegFormer over the 19 Cityscapes train classes, saved to `path`."""
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+
+    from spic_diffusers.data import ID2LABEL
+
+    id2label = id2label or {i: ID2LABEL[i] for i in range(19)}
+    torch.manual_seed(0)
+    config = SegformerConfig(
+        num_channels=3, num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[8, 16],
+        patch_sizes=[7, 3], strides=[4, 2], num_attention_heads=[1, 1], mlp_ratios=[2, 2], decoder_hidden_size=16,
+        num_labels=len(id2label), id2label=dict(id2label), label2id={v: k for k, v in id2label.items()},
+    )  # fmt: skip
+    SegformerForSemanticSegmentation(config).save_pretrained(path)
+    SegformerImageProcessor(size={"height": height, "width": width}).save_pretrained(path)
+    return path

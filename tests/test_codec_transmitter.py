@@ -73,28 +73,9 @@ TRAIN_NAMES = [
 
 @pytest.fixture(scope="module")
 def tiny_segformer(tmp_path_factory):
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+    from conftest import save_tiny_segformer
 
-    torch.manual_seed(0)
-    config = SegformerConfig(
-        num_channels=3,
-        num_encoder_blocks=2,
-        depths=[1, 1],
-        sr_ratios=[2, 1],
-        hidden_sizes=[8, 16],
-        patch_sizes=[7, 3],
-        strides=[4, 2],
-        num_attention_heads=[1, 1],
-        mlp_ratios=[2, 2],
-        decoder_hidden_size=16,
-        num_labels=19,
-        id2label=dict(enumerate(TRAIN_NAMES)),
-        label2id={name: i for i, name in enumerate(TRAIN_NAMES)},
-    )
-    path = tmp_path_factory.mktemp("segformer")
-    SegformerForSemanticSegmentation(config).save_pretrained(path)
-    SegformerImageProcessor(size={"height": 32, "width": 64}).save_pretrained(path)
-    return path
+    return save_tiny_segformer(tmp_path_factory.mktemp("segformer"), 32, 64, dict(enumerate(TRAIN_NAMES)))
 
 
 def test_segmenter_path_end_to_end(tiny_segformer):

@@ -183,19 +183,9 @@ def test_held_out_check_runs(pipeline):
 
 
 def test_demo_adds_miou_with_a_segmenter(tmp_path, capsys):
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+    from conftest import save_tiny_segformer
 
-    from spic_diffusers.data import ID2LABEL
-
-    names = [ID2LABEL[i] for i in range(19)]
-    torch.manual_seed(0)
-    config = SegformerConfig(
-        num_encoder_blocks=1, depths=[1], sr_ratios=[1], hidden_sizes=[8], patch_sizes=[3], strides=[2],
-        num_attention_heads=[1], mlp_ratios=[2], decoder_hidden_size=8, num_labels=19,
-        id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)},
-    )  # fmt: skip
-    SegformerForSemanticSegmentation(config).save_pretrained(tmp_path / "seg")
-    SegformerImageProcessor(size={"height": 32, "width": 64}).save_pretrained(tmp_path / "seg")
+    save_tiny_segformer(tmp_path / "seg", 32, 64)
     out = tmp_path / "out"
     assert main(["demo", "--output_dir", str(out), *FAST, "--segmenter", str(tmp_path / "seg")]) == 0
     assert "mIoU of the segmenter" in capsys.readouterr().out

@@ -19,7 +19,7 @@ HEIGHT, WIDTH = 32, 64
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     """A saved tiny pipeline, a saved tiny SegFormer (19 labels) and a 2-image synthetic validation split."""
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+    from conftest import save_tiny_segformer
 
     from spic_diffusers import SPICPipeline, SPICUNet2DModel
     from spic_diffusers.data.synthetic import make_synthetic_dataset
@@ -38,22 +38,7 @@ def assets(tmp_path_factory):
 
     from spic_diffusers.data.cityscapes import ID2LABEL
 
-    config = SegformerConfig(
-        num_labels=19,
-        id2label={int(k): v for k, v in ID2LABEL.items()},
-        label2id={v: int(k) for k, v in ID2LABEL.items()},
-        num_encoder_blocks=2,
-        depths=[1, 1],
-        sr_ratios=[2, 1],
-        hidden_sizes=[8, 16],
-        patch_sizes=[7, 3],
-        strides=[4, 2],
-        num_attention_heads=[1, 1],
-        mlp_ratios=[2, 2],
-        decoder_hidden_size=16,
-    )
-    SegformerForSemanticSegmentation(config).save_pretrained(root / "segmenter")
-    SegformerImageProcessor(size={"height": HEIGHT, "width": WIDTH}).save_pretrained(root / "segmenter")
+    save_tiny_segformer(root / "segmenter", HEIGHT, WIDTH, {int(k): v for k, v in ID2LABEL.items()})
 
     make_synthetic_dataset(2, HEIGHT, WIDTH, seed=0, splits=("validation",)).save_to_disk(root / "data")
     return root
