@@ -4,8 +4,8 @@ and every lossy coarse codec (rate vs PSNR across qualities) on coarse images.
     python benchmarks/bench_codecs.py --output_dir bench_out          # JSON + plot
     python benchmarks/bench_codecs.py --quick                         # fewer maps/qualities
 
-Maps come from ``spic_diffusers.data.synthetic.make_scene`` (with a simple built-in street
-generator as a second set); rates are bits over the pixel count of the full-size image.
+Maps come from ``spic_diffusers.data.synthetic``: ``make_scene`` and, as a second family of layouts,
+``make_street_map``; rates are bits over the pixel count of the full-size image.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spic_diffusers.data.synthetic import make_scene, make_street_map
 from spic_diffusers.codec import (
     COARSE_CODECS,
     MAP_CODERS,
@@ -39,54 +40,14 @@ QUALITIES = {
 }
 
 
-def street_map(height: int, width: int, seed: int) -> np.ndarray:
-    """Sky, rooflines, trees, a perspective road with sidewalks, cars, poles, people, ego-vehicle ignore."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    yy = (yy + 0.5) / height
-    xx = (xx + 0.5) / width
-    out = np.full((height, width), 10, dtype=np.uint8)
-    horizon, vx = rng.uniform(0.35, 0.5), rng.uniform(0.35, 0.65)
-    edges = np.sort(rng.uniform(0, 1, rng.integers(4, 10)))
-    out[yy > rng.uniform(0.05, horizon - 0.05, len(edges) + 1)[np.searchsorted(edges, xx)]] = 2
-    for _ in range(rng.integers(2, 5)):
-        cx, cy, r = rng.uniform(0, 1), rng.uniform(0.2, horizon), rng.uniform(0.04, 0.12)
-        out[((xx - cx) / r) ** 2 + ((yy - cy) / (r * 1.6)) ** 2 < 1] = 8
-    t = np.clip((yy - horizon) / (1 - horizon), 0, 1)
-    below = yy > horizon
-    out[below & (np.abs(xx - vx) < t * 0.8)] = 1
-    out[below & (np.abs(xx - vx) < t * 0.55)] = 0
-    for _ in range(rng.integers(2, 8)):
-        px, top = rng.uniform(0, 1), rng.uniform(0.1, 0.3)
-        out[(np.abs(xx - px) < rng.uniform(0.003, 0.01)) & (yy > top) & (yy < horizon + 0.1)] = 5
-        out[(np.abs(xx - px) < 0.02) & (np.abs(yy - top) < 0.02)] = 7
-    for _ in range(rng.integers(2, 7)):
-        cy = rng.uniform(horizon + 0.05, 0.95)
-        s = (cy - horizon) / (1 - horizon)
-        cx, w, h = vx + rng.uniform(-0.6, 0.6) * s, 0.25 * s + 0.02, 0.15 * s + 0.015
-        body = (np.abs(xx - cx) < w / 2) & (yy < cy) & (yy > cy - h * 0.6)
-        cabin = ((xx - cx) / (w * 0.35)) ** 2 + ((yy - (cy - h * 0.6)) / (h * 0.4)) ** 2 < 1
-        out[body | cabin] = 13
-    for _ in range(rng.integers(0, 6)):
-        cx, cy = rng.uniform(0, 1), rng.uniform(horizon, 0.9)
-        out[(np.abs(xx - cx) < 0.01) & (yy < cy) & (yy > cy - 0.1)] = 11
-    out[((xx - 0.5) / 0.7) ** 2 + ((yy - 1.08) / 0.15) ** 2 < 1] = 255
-    return out
-
-
 def load_scenes(count: int, height: int, width: int):
-    """(name, map, image or None) triples: the project's synthetic scenes, then built-in maps."""
+    """(name, map, image or None) triples: synthetic scenes, then map-only street layouts."""
     scenes = []
-    try:
-        from spic_diffusers.data.synthetic import make_scene
-
-        for seed in range(count):
-            scene = make_scene(height, width, seed)
-            scenes.append((f"synthetic-{seed}", scene.semantic_map, scene.image))
-    except ImportError:
-        print("spic_diffusers.data.synthetic not importable: built-in maps only", file=sys.stderr)
     for seed in range(count):
-        scenes.append((f"street-{seed}", street_map(height, width, seed), None))
+        scene = make_scene(height, width, seed)
+        scenes.append((f"synthetic-{seed}", scene.semantic_map, scene.image))
+    for seed in range(count):
+        scenes.append((f"street-{seed}", make_street_map(height, width, seed), None))
     return scenes
 
 

@@ -10,41 +10,11 @@ from hypothesis import strategies as st
 
 from spic_diffusers.codec import BitstreamError, CodecUnavailableError, get_map_coder
 from spic_diffusers.codec.semantic import MAP_CODERS, FLIFMapCoder
-
-
-def street_map(height: int, width: int, seed: int) -> np.ndarray:
-    """A simple street-like train-id map: sky, rooflines, a perspective road, cars, poles, ignore."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    yy = (yy + 0.5) / height
-    xx = (xx + 0.5) / width
-    out = np.full((height, width), 10, dtype=np.uint8)
-    horizon, vx = rng.uniform(0.35, 0.5), rng.uniform(0.35, 0.65)
-    edges = np.sort(rng.uniform(0, 1, rng.integers(4, 10)))
-    roof = rng.uniform(0.05, horizon - 0.05, len(edges) + 1)[np.searchsorted(edges, xx)]
-    out[yy > roof] = 2
-    t = np.clip((yy - horizon) / (1 - horizon), 0, 1)
-    below = yy > horizon
-    out[below & (np.abs(xx - vx) < t * 0.7)] = 1
-    out[below & (np.abs(xx - vx) < t * 0.5)] = 0
-    for _ in range(rng.integers(2, 6)):
-        cy = rng.uniform(horizon + 0.05, 0.95)
-        s = (cy - horizon) / (1 - horizon)
-        cx, w, h = vx + rng.uniform(-0.5, 0.5) * s, 0.25 * s + 0.02, 0.15 * s + 0.02
-        out[(np.abs(xx - cx) < w / 2) & (yy < cy) & (yy > cy - h)] = 13
-    for _ in range(rng.integers(1, 5)):
-        px = rng.uniform(0, 1)
-        out[(np.abs(xx - px) < 0.006) & (yy > 0.15) & (yy < horizon + 0.1)] = 5
-    out[((xx - 0.5) / 0.7) ** 2 + ((yy - 1.08) / 0.15) ** 2 < 1] = 255
-    return out
+from spic_diffusers.data.synthetic import make_scene, make_street_map
 
 
 def scene_maps(count: int, height: int, width: int) -> list[np.ndarray]:
-    """Cityscapes-like maps from the project's synthetic street generator when present, else ours."""
-    try:
-        from spic_diffusers.data.synthetic import make_scene
-    except ImportError:
-        return [street_map(height, width, seed) for seed in range(count)]
+    """Cityscapes-like maps from the project's synthetic scene generator."""
     return [make_scene(height, width, seed).semantic_map for seed in range(count)]
 
 
@@ -76,7 +46,7 @@ def test_round_trip_edge_cases(name, case):
 @pytest.mark.parametrize("name", AVAILABLE)
 def test_round_trip_street_maps(name):
     coder = get_map_coder(name, **({"effort": 7} if name == "jxl" else {}))
-    for semantic_map in [street_map(64, 128, 1), scene_maps(1, 96, 160)[0]]:
+    for semantic_map in [make_street_map(64, 128, 1), scene_maps(1, 96, 160)[0]]:
         np.testing.assert_array_equal(coder.decode(coder.encode(semantic_map), *semantic_map.shape), semantic_map)
 
 
@@ -119,7 +89,7 @@ def test_png_and_webp_round_trip_property(semantic_map):
 
 def test_context_coder_beats_jpeg_xl_by_a_quarter():
     """The project's goal: at least 25 % fewer bits than lossless JPEG XL at effort 10."""
-    maps = scene_maps(3, 256, 512) + [street_map(256, 512, seed) for seed in range(3)]
+    maps = scene_maps(3, 256, 512) + [make_street_map(256, 512, seed) for seed in range(3)]
     context, jxl = get_map_coder("context"), get_map_coder("jxl", effort=10)
     ours = sum(len(context.encode(m)) for m in maps)
     theirs = sum(len(jxl.encode(m)) for m in maps)
@@ -146,7 +116,7 @@ def test_context_coder_single_class_map_is_tiny():
 @pytest.mark.parametrize("name", AVAILABLE)
 def test_wrong_size_is_a_bitstream_error(name):
     coder = get_map_coder(name, **({"effort": 3} if name == "jxl" else {}))
-    semantic_map = street_map(16, 24, 3)
+    semantic_map = make_street_map(16, 24, 3)
     data = coder.encode(semantic_map)
     if name == "context":
         # The context payload holds no size: a wrong size yields a wrong map, which the container's
@@ -193,13 +163,13 @@ def test_flif_missing_binary_is_a_clear_error(monkeypatch):
 
 @pytest.mark.skipif(shutil.which("flif") is None, reason="no flif binary on PATH")
 def test_flif_round_trip():
-    semantic_map = street_map(32, 48, 0)
+    semantic_map = make_street_map(32, 48, 0)
     coder = FLIFMapCoder()
     np.testing.assert_array_equal(coder.decode(coder.encode(semantic_map), 32, 48), semantic_map)
 
 
 def test_payloads_drop_file_wrappers():
-    semantic_map = street_map(32, 64, 5)
+    semantic_map = make_street_map(32, 64, 5)
     png = get_map_coder("png").encode(semantic_map)
     webp = get_map_coder("webp").encode(semantic_map)
     jxl = get_map_coder("jxl", effort=3).encode(semantic_map)

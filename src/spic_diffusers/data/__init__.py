@@ -23,7 +23,7 @@ from .cityscapes import (
     train_ids_to_label_ids,
     validate_train_ids,
 )
-from .synthetic import SyntheticScene, make_scene, make_synthetic_dataset, write_fake_cityscapes
+from .synthetic import SyntheticScene, make_scene, make_street_map, make_synthetic_dataset, write_fake_cityscapes
 from .transforms import SPICTransform, collate_examples, instance_edges, one_hot, resize_image, resize_map
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "instance_edges",
     "label_ids_to_train_ids",
     "make_scene",
+    "make_street_map",
     "make_synthetic_dataset",
     "one_hot",
     "push_dataset_to_hub",

@@ -658,3 +658,42 @@ def write_fake_cityscapes(
                 if with_color:
                     Image.fromarray(palette[label_ids]).save(gt_dir / f"{fid}{COLOR_SUFFIX}")
     return written
+
+
+def make_street_map(height: int, width: int, seed: int) -> np.ndarray:
+    """A map-only street layout (train ids, 255 = ignore): sky, rooflines, trees, a perspective road with
+    sidewalks, cars, poles, people and the ego-vehicle hood.
+
+    Geometry differs from `make_scene`, so map coders are measured and tested on two families of layouts.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    yy = (yy + 0.5) / height
+    xx = (xx + 0.5) / width
+    out = np.full((height, width), 10, dtype=np.uint8)
+    horizon, vx = rng.uniform(0.35, 0.5), rng.uniform(0.35, 0.65)
+    edges = np.sort(rng.uniform(0, 1, rng.integers(4, 10)))
+    out[yy > rng.uniform(0.05, horizon - 0.05, len(edges) + 1)[np.searchsorted(edges, xx)]] = 2
+    for _ in range(rng.integers(2, 5)):
+        cx, cy, r = rng.uniform(0, 1), rng.uniform(0.2, horizon), rng.uniform(0.04, 0.12)
+        out[((xx - cx) / r) ** 2 + ((yy - cy) / (r * 1.6)) ** 2 < 1] = 8
+    t = np.clip((yy - horizon) / (1 - horizon), 0, 1)
+    below = yy > horizon
+    out[below & (np.abs(xx - vx) < t * 0.8)] = 1
+    out[below & (np.abs(xx - vx) < t * 0.55)] = 0
+    for _ in range(rng.integers(2, 8)):
+        px, top = rng.uniform(0, 1), rng.uniform(0.1, 0.3)
+        out[(np.abs(xx - px) < rng.uniform(0.003, 0.01)) & (yy > top) & (yy < horizon + 0.1)] = 5
+        out[(np.abs(xx - px) < 0.02) & (np.abs(yy - top) < 0.02)] = 7
+    for _ in range(rng.integers(2, 7)):
+        cy = rng.uniform(horizon + 0.05, 0.95)
+        s = (cy - horizon) / (1 - horizon)
+        cx, w, h = vx + rng.uniform(-0.6, 0.6) * s, 0.25 * s + 0.02, 0.15 * s + 0.015
+        body = (np.abs(xx - cx) < w / 2) & (yy < cy) & (yy > cy - h * 0.6)
+        cabin = ((xx - cx) / (w * 0.35)) ** 2 + ((yy - (cy - h * 0.6)) / (h * 0.4)) ** 2 < 1
+        out[body | cabin] = 13
+    for _ in range(rng.integers(0, 6)):
+        cx, cy = rng.uniform(0, 1), rng.uniform(horizon, 0.9)
+        out[(np.abs(xx - cx) < 0.01) & (yy < cy) & (yy > cy - 0.1)] = 11
+    out[((xx - 0.5) / 0.7) ** 2 + ((yy - 1.08) / 0.15) ** 2 < 1] = 255
+    return out
