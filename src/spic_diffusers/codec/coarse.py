@@ -101,6 +101,43 @@ def _require(binary: str, codec: str, how: str) -> str:
     return path
 
 
+_FFMPEG_PATH: str | None = None
+
+
+def _has_libx265(binary: str) -> bool:
+    try:
+        result = subprocess.run([binary, "-hide_banner", "-encoders"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and b"libx265" in result.stdout
+
+
+def find_ffmpeg() -> str:
+    """An ``ffmpeg`` with libx265: the one on PATH if it has it, else the binary of ``imageio-ffmpeg``.
+
+    ``imageio-ffmpeg`` is a dependency, so a fresh install codes HEVC without system packages; a
+    system ffmpeg is preferred when it can (distribution builds are usually newer).
+    """
+    global _FFMPEG_PATH
+    if _FFMPEG_PATH is not None:
+        return _FFMPEG_PATH
+    candidates = [shutil.which("ffmpeg")]
+    try:
+        import imageio_ffmpeg  # noqa: PLC0415
+
+        candidates.append(imageio_ffmpeg.get_ffmpeg_exe())
+    except (ImportError, RuntimeError):
+        pass
+    for binary in candidates:
+        if binary and _has_libx265(binary):
+            _FFMPEG_PATH = binary
+            return binary
+    raise CodecUnavailableError(
+        "the hevc coarse codec needs ffmpeg with libx265: `pip install imageio-ffmpeg` (a dependency of "
+        "spic-diffusers) or a system ffmpeg built with libx265"
+    )
+
+
 class HEVCCodec(CoarseCodec):
     """Raw HEVC intra (BPG's core) via ``ffmpeg``/libx265, 4:4:4, as an Annex-B stream.
 
@@ -121,7 +158,7 @@ class HEVCCodec(CoarseCodec):
         return max(16, height + height % 2), max(16, width + width % 2)
 
     def _ffmpeg(self) -> str:
-        return _require("ffmpeg", self.name, "install ffmpeg with libx265 (e.g. `apt install ffmpeg`)")
+        return find_ffmpeg()
 
     def encode(self, image: np.ndarray) -> bytes:
         image = _check_rgb(image)
