@@ -179,7 +179,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Synthetic scene (or --image + --segmentation) -> stream -> reconstruction with the shipped model."""
+    """A shipped CamVid photograph (or --synthetic, or --image + --segmentation) -> stream -> reconstruction."""
     from . import demo
 
     if args.steps < 1:
@@ -202,6 +202,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from .codec import Segmenter
 
         segmenter = Segmenter.from_pretrained(args.segmenter)
+    elif not args.no_segmenter and not args.synthetic:
+        segmenter = demo.load_shipped_segmenter()
     demo.check_demo_inputs(args.output_dir, args.image, args.segmentation, args.label_ids, args.force)
     held_out = Path(args.output_dir) / "held_out.json"
     if args.eval_scenes and held_out.exists() and not args.force:
@@ -217,6 +219,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         segmentation=args.segmentation,
         label_ids=args.label_ids,
         size=size,
+        synthetic=args.synthetic,
+        frame=args.frame,
         scene_seed=args.scene_seed,
         coarse_codec=args.coarse_codec,
         coarse_quality=args.coarse_quality,
@@ -306,8 +310,9 @@ def _add_demo(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
         help="code and decode a scene with the model shipped in the package (offline, CPU)",
-        description="Code a synthetic street scene (or your --image + --segmentation) into one SPIC stream, "
-        "decode it with the shipped model and compare with the upsampled coarse image.",
+        description="Code a real street photograph (a CamVid test frame shipped in the package; or --synthetic, "
+        "or your --image + --segmentation) into one SPIC stream, decode it with the shipped model and compare "
+        "with the upsampled coarse image, with mIoU from the shipped segmenter.",
     )
     p.add_argument("--output_dir", default="demo_output", help="folder for the outputs (default: demo_output)")
     p.add_argument("--image", default=None, help="your own image (needs --segmentation)")
@@ -316,6 +321,8 @@ def _add_demo(subparsers) -> None:
     p.add_argument("--size", default="model",
                    help="'model' (the model's training size, default), 'native' (own size rounded to a multiple "
                         "the model accepts) or HEIGHT,WIDTH")
+    p.add_argument("--frame", type=int, default=0, help="which shipped CamVid test frame (0 or 1; default 0)")
+    p.add_argument("--synthetic", action="store_true", help="code a generated synthetic street scene instead")
     p.add_argument("--scene_seed", type=int, default=2024, help="seed of the synthetic scene (default 2024)")
     p.add_argument("--model", default=None, metavar="PATH_OR_ID", help="another SPIC pipeline (default: shipped)")
     p.add_argument("--scheduler", default=None, help=f"sampler: {', '.join(SCHEDULER_CLASSES)} or a diffusers class")
@@ -329,7 +336,9 @@ def _add_demo(subparsers) -> None:
     p.add_argument("--guidance", type=float, default=1.5, help="classifier-free guidance scale (the paper: 1.5)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--segmenter", default=None, metavar="MODEL",
-                   help="transformers segmentation model (folder) to add mIoU figures")
+                   help="transformers segmentation model (folder or Hub id) for the mIoU figures "
+                        "(default: the shipped CamVid SegFormer)")
+    p.add_argument("--no_segmenter", action="store_true", help="skip the mIoU figures")
     p.add_argument("--eval_scenes", type=int, default=0, metavar="N",
                    help="also compare SPIC with the coarse image on N held-out synthetic scenes")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu")

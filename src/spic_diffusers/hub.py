@@ -399,3 +399,25 @@ def push_to_hub(
         )
     pr_url = getattr(commit, "pr_url", None)
     return str(pr_url or repo_url)
+
+
+def push_folder_to_hub(
+    folder: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    commit_message: str | None = None,
+    ignore_patterns: list[str] | None = None,
+) -> str:
+    """Upload a finished model folder (e.g. a segmenter with its card) to the Hub repo ``repo_id``."""
+    from huggingface_hub import HfApi
+
+    if not isinstance(repo_id, str) or repo_id.count("/") > 1 or not repo_id.strip("/"):
+        raise ValueError(f"repo_id must look like 'name' or 'namespace/name', got {repo_id!r}")
+    api = HfApi(token=token)
+    repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    api.upload_folder(repo_id=getattr(repo_url, "repo_id", None) or repo_id, folder_path=str(folder),
+                      repo_type="model", commit_message=commit_message or "Upload model",
+                      ignore_patterns=ignore_patterns)
+    return str(repo_url)

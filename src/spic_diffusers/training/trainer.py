@@ -180,18 +180,20 @@ def list_checkpoints(folder: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def check_output_dir(output_dir: str, overwrite: bool, resuming: bool) -> None:
-    """Refuse a non-empty output folder that is not a previous run of this script (unless told to)."""
+def check_output_dir(output_dir: str, overwrite: bool, resuming: bool, marker: str = RUN_MARKER) -> None:
+    """Refuse a non-empty output folder that is not a previous run of this script (unless told to).
+
+    A previous run is recognised by its `marker` file (the run's arguments, written at start)."""
     if not os.path.exists(output_dir):
         return
     if not os.path.isdir(output_dir):
         raise TrainingInputError(f"--output_dir {output_dir!r} exists and is not a folder")
     entries = os.listdir(output_dir)
-    if not entries or overwrite or os.path.isfile(os.path.join(output_dir, RUN_MARKER)):
+    if not entries or overwrite or os.path.isfile(os.path.join(output_dir, marker)):
         return
     raise TrainingInputError(
         f"--output_dir {output_dir!r} is not empty and is not a previous run of this script "
-        f"(no {RUN_MARKER}); choose another folder or pass --overwrite_output_dir"
+        f"(no {marker}); choose another folder or pass --overwrite_output_dir"
         + (" (resuming needs the folder of the run to resume)" if resuming else "")
     )
 
