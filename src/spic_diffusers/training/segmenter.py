@@ -98,6 +98,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise TrainingInputError("--low_res_fraction must be in [0, 1] and --min_crop in (0, 1]")
     if args.push_to_hub and not args.hub_model_id:
         raise TrainingInputError("--push_to_hub needs --hub_model_id")
+    if args.classes not in ("auto", "all"):
+        _classes(args.classes, rows=())  # a malformed list fails here, before anything is loaded
     return args
 
 
@@ -248,6 +250,8 @@ class _Progress:
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Train; returns the summary written to ``output_dir/segmenter_results.json``."""
+    check_output_dir(args.output_dir, args.overwrite_output_dir, args.resume_from_checkpoint is not None,
+                     marker=RUN_MARKER)
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -255,8 +259,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     from .dataset import load_split
 
-    check_output_dir(args.output_dir, args.overwrite_output_dir, args.resume_from_checkpoint is not None,
-                     marker=RUN_MARKER)
     use_cpu = args.cpu or not torch.cuda.is_available()
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=use_cpu)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)

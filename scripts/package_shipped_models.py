@@ -1,0 +1,250 @@
+#!/usr/bin/env python
+"""Package trained CamVid models into the folders that ship inside spic-diffusers, with their model cards.
+
+    python scripts/package_shipped_models.py --receiver_run RUN --segmenter_run SEG_RUN \
+        --camvid_dataset DATA [--receiver_results eval.json] [--assets_dir src/spic_diffusers/assets] [--overwrite]
+
+RUN is the output of scripts/train_camvid_receiver.sh (WORK_DIR/run), SEG_RUN that of
+scripts/train_camvid_segmenter.sh, DATA the CamVid dataset (scripts/convert_camvid_to_datasets.py). The
+segmenter's test mIoU is measured here, on DATA's test split, at 96x128 (the receiver's size) and at the
+frames' own size. --receiver_results is a JSON list of evaluation entries for the receiver's card
+(`spic_diffusers.hub.normalize_eval_results` format). Existing asset folders are replaced only with --overwrite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RECEIVER_NAME = "spic-camvid-small"
+SEGMENTER_NAME = "segformer-camvid-tiny"
+CAMVID_CREDIT = (
+    "CamVid (G. J. Brostow, J. Fauqueur, R. Cipolla, *Semantic object classes in video: a high-definition ground "
+    "truth database*, Pattern Recognition Letters 2009), in the SegNet tutorial's 11-class release "
+    "(train 367 / val 101 / test 233 frames, 360x480), whose terms allow research and personal use only "
+    "(CC BY-NC 4.0); weights trained on it inherit that restriction"
+)
+
+
+def segmenter_test_miou(segmenter, test_rows, size: tuple[int, int] | None) -> dict:
+    """Set-level mIoU (and per class) of the segmenter on the test split, frames resized to `size` if given."""
+    from spic_diffusers.data import ID2LABEL, resize_image, resize_map
+    from spic_diffusers.metrics import ConfusionMatrix
+
+    confusion = ConfusionMatrix()
+    for row in test_rows:
+        image, labels = np.asarray(row["image"].convert("RGB")), np.asarray(row["semantic_map"])
+        if size is not None:
+            image, labels = resize_image(image, size), resize_map(labels, size)
+        confusion.update(segmenter(image), labels)
+    ious = confusion.iou_per_class()
+    known = segmenter.known_train_ids
+    return {
+        "miou": float(np.nanmean([ious[c] for c in known])),
+        "pixel_accuracy": confusion.pixel_accuracy(),
+        "iou": {ID2LABEL[c]: (None if not np.isfinite(ious[c]) else round(float(ious[c]), 4)) for c in known},
+        "frames": len(test_rows),
+        "size": list(size) if size else "native (360x480)",
+    }
+
+
+def segmenter_card(results: dict, training: dict, summary: dict) -> str:
+    """The segmenter's README: Hub metadata (transformers, image-segmentation, model-index) + Markdown."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    evals = [
+        EvalResult(task_type="image-segmentation", dataset_type="camvid", dataset_name="CamVid test",
+                   dataset_split="test", metric_type="mean_iou", metric_value=round(result["miou"], 4),
+                   metric_name=f"mIoU, 11 CamVid classes, {name} input")
+        for name, result in results.items()
+    ]  # fmt: skip
+    data = ModelCardData(library_name="transformers", pipeline_tag="image-segmentation", license="cc-by-nc-4.0",
+                         tags=["segformer", "spic", "semantic-segmentation", "camvid", "cityscapes-train-ids"],
+                         metrics=["mean_iou"], model_name=SEGMENTER_NAME, eval_results=evals)
+    rows = "\n".join(
+        f"| {name} | {r['frames']} | {r['miou']:.3f} | {r['pixel_accuracy']:.3f} | "
+        + " | ".join("-" if v is None else f"{v:.2f}" for v in r["iou"].values()) + " |"
+        for name, r in results.items()
+    )
+    classes = list(next(iter(results.values()))["iou"])
+    recipe = "\n".join(f"| {k} | {v} |" for k, v in training.items())
+    return f"""---
+{data.to_yaml()}
+---
+
+# {SEGMENTER_NAME}
+
+A small SegFormer that labels street photographs in **Cityscapes train ids**, trained from random weights on
+CamVid. It is the segmentation network spic-diffusers measures SPIC's semantic fidelity with (the paper's mIoU
+protocol: segment the reconstruction, compare with the transmitted map), offline. It ships inside the package:
+
+```python
+from spic_diffusers.codec import Segmenter
+from spic_diffusers.demo import shipped_segmenter_path
+
+segmenter = Segmenter.from_pretrained(shipped_segmenter_path())
+labels = segmenter(rgb_uint8_array)        # HxW train ids; 255 where nothing it knows applies
+```
+
+It knows the 11 classes CamVid labels ({", ".join(classes)}); the other 8 train ids (wall, traffic light,
+terrain, truck, bus, train, motorcycle, bicycle) never occur in its output. Its image processor resizes every
+input to 192x256, so any size works; it was trained on frames degraded by random down- and up-scaling as well,
+so that it also reads SPIC's 96x128 reconstructions.
+
+## Evaluation
+
+CamVid test split (233 frames never used in training or model selection), set-level IoU per class:
+
+| input | frames | mIoU | pixel acc. | {" | ".join(classes)} |
+|---|---:|---:|---:|{"---:|" * len(classes)}
+{rows}
+
+Measured by `scripts/package_shipped_models.py` (which writes this card).
+
+## Training
+
+| | |
+|---|---|
+{recipe}
+
+## Data and licence
+
+{CAMVID_CREDIT}.
+
+## Limitations
+
+- A small model trained from scratch on 367 frames of one city: it is a measuring instrument for comparing
+  codecs on CamVid-like scenes, not a general-purpose segmenter. Thin classes (pole, sign, fence) score low.
+- mIoU figures measured with it are comparable with each other, not with the paper's (which used a
+  Cityscapes-trained network on 256x512 Cityscapes frames).
+"""
+
+
+def package_segmenter(run: Path, dataset_dir: Path, target: Path) -> dict:
+    import datasets
+    from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
+    from spic_diffusers.codec import Segmenter
+
+    model = AutoModelForSemanticSegmentation.from_pretrained(run)
+    processor = AutoImageProcessor.from_pretrained(run)
+    segmenter = Segmenter(model, processor)
+    test = datasets.load_from_disk(str(dataset_dir))["test"]
+    started = time.perf_counter()
+    results = {"96x128": segmenter_test_miou(segmenter, test, (96, 128)),
+               "360x480": segmenter_test_miou(segmenter, test, None)}
+    print(json.dumps({k: {"miou": v["miou"]} for k, v in results.items()}), f"({time.perf_counter() - started:.0f} s)")
+    args = json.loads((run / "segmenter_training_args.json").read_text())
+    summary = json.loads((run / "segmenter_results.json").read_text())
+    params = sum(p.numel() for p in model.parameters())
+    training = {
+        "Data": "CamVid train (367 frames) in Cityscapes train ids; validation (101 frames) picks the weights",
+        "Model": f"SegFormer, MiT stages {model.config.hidden_sizes}, depths {model.config.depths}, "
+                 f"decoder {model.config.decoder_hidden_size} ({params / 1e6:.2f} M parameters), random init",
+        "Input": f"{args['input_size'][0]}x{args['input_size'][1]}; random crops ({args['min_crop']:.0%}-100 % "
+                 f"of each side), flips, brightness/contrast jitter, {args['low_res_fraction']:.0%} of samples "
+                 "down- and up-scaled by a random factor of 1-4",
+        "Optimiser": f"AdamW lr {args['learning_rate']:g}, weight decay {args['weight_decay']}, "
+                     f"{args['lr_warmup_steps']} warm-up steps then linear decay, batch {args['train_batch_size']}",
+        "Steps": f"{summary['global_step']} on one CPU thread; best validation mIoU "
+                 f"{summary['best_validation_miou']:.3f} at step {summary['best_step']}",
+        "Command": "`bash scripts/train_camvid_segmenter.sh DATA` (training/train_segmenter.py)",
+    }
+    model.save_pretrained(target)
+    processor.save_pretrained(target)
+    (target / "README.md").write_text(segmenter_card(results, training, summary), encoding="utf-8")
+    (target / "test_results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def package_receiver(run: Path, target: Path, eval_results) -> None:
+    from spic_diffusers import SPICPipeline
+    from spic_diffusers.hub import save_for_hub
+
+    pipe = SPICPipeline.from_pretrained(run)
+    args = json.loads((run / "spic_training_args.json").read_text())
+    summary = json.loads((run / "train_summary.json").read_text())
+    minutes = summary["global_step"] / summary["steps_per_second"] / 60 if summary.get("steps_per_second") else None
+    training = {
+        "Data": "CamVid train (367 real street photographs), frames resized to 96x128, maps in Cityscapes train ids",
+        "Coarse images": "area downsampling by 4 (24x32) + raw HEVC (x265) at QP 35, made once by the converter",
+        "Objective": "hybrid loss (noise MSE + variational bound on the learned variance), linear betas, 1000 steps",
+        "Timesteps": f"{args['timestep_bias_fraction']:.0%} drawn from t < {args['timestep_bias_max']}, "
+                     "the rest from 0..999",
+        "Samples": f"random {args['random_crop'][0]}x{args['random_crop'][1]} crops (on the coarse grid), flips",
+        "Guidance drop": f"{args['cfg_drop_rate']:.0%} of samples with an all-zero map",
+        "Optimiser": f"AdamW, lr {args['learning_rate']:g} ({args['lr_warmup_steps']} warm-up steps), batch "
+                     f"{args['train_batch_size']}, gradient clipping {args['max_grad_norm']}, bf16 autocast",
+        "Steps": f"{summary['global_step']}" + (f" (the last session's rate: {minutes:.0f} minutes for all steps "
+                                                 "on one CPU thread)" if minutes else ""),
+        "EMA": f"decay {args['ema_decay']} (the EMA weights ship)",
+        "Command": "`bash scripts/train_camvid_receiver.sh CAMVID_ROOT` (training/train_spic.py)",
+    }
+    pipe.unet.half()
+    save_for_hub(
+        pipe, target, overwrite=True, model_id=f"src/spic_diffusers/assets/{RECEIVER_NAME}", title=RECEIVER_NAME,
+        summary=("A small SPIC receiver trained on real street photographs (CamVid). It ships inside the "
+                 "`spic-diffusers` package as the default model of the demo and the codec: "
+                 "`SPICPipeline.from_pretrained(spic_diffusers.demo.shipped_model_path())`."),
+        source="trained from scratch by spic-diffusers on CamVid with training/train_spic.py",
+        eval_results=eval_results, training=training, datasets=["camvid"],
+        limitations=("- Trained on 367 CamVid frames at 96x128 on a CPU budget: it restores edges and colours the "
+                     "map implies, not fine texture; at other sizes or on other cities expect less.\n"
+                     f"- {CAMVID_CREDIT}."),
+    )  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--receiver_run", type=Path, default=None)
+    parser.add_argument("--segmenter_run", type=Path, default=None)
+    parser.add_argument("--camvid_dataset", type=Path, default=None, help="needed with --segmenter_run")
+    parser.add_argument("--receiver_results", type=Path, default=None, help="JSON evaluation entries for the card")
+    parser.add_argument("--assets_dir", type=Path, default=Path(__file__).resolve().parents[1] / "src" /
+                        "spic_diffusers" / "assets")  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="replace existing shipped folders")
+    args = parser.parse_args(argv)
+    targets = []
+    if args.segmenter_run:
+        if args.camvid_dataset is None:
+            parser.error("--segmenter_run needs --camvid_dataset (its test split measures the segmenter)")
+        targets.append(args.assets_dir / SEGMENTER_NAME)
+    if args.receiver_run:
+        targets.append(args.assets_dir / RECEIVER_NAME)
+    if not targets:
+        parser.error("nothing to package: pass --receiver_run and/or --segmenter_run")
+    existing = [str(t) for t in targets if t.exists() and any(t.iterdir())]
+    if existing and not args.overwrite:
+        print(f"error: {', '.join(existing)} already exist; pass --overwrite to replace them", file=sys.stderr)
+        return 1
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    staged = {}
+    try:  # build every folder beside its target, then swap them in: a failure leaves the shipped ones as they were
+        for target in targets:
+            staged[target] = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        if args.segmenter_run:
+            package_segmenter(args.segmenter_run, args.camvid_dataset, staged[args.assets_dir / SEGMENTER_NAME])
+        if args.receiver_run:
+            results = json.loads(args.receiver_results.read_text()) if args.receiver_results else None
+            package_receiver(args.receiver_run, staged[args.assets_dir / RECEIVER_NAME], results)
+        for target, folder in staged.items():
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(folder, target)
+    finally:
+        for folder in staged.values():
+            shutil.rmtree(folder, ignore_errors=True)
+    print("wrote", ", ".join(str(t) for t in targets))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
