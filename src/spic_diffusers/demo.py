@@ -172,7 +172,7 @@ def masked_psnr(truth: np.ndarray, candidate: np.ndarray, mask: np.ndarray) -> f
 
 def region_colour_errors(truth: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Per class of the map: |mean colour in candidate - mean colour in truth| (RGB distance, 0-255 scale)."""
-    from .data.cityscapes import ID2LABEL
+    from .labels import ID2LABEL
 
     errors = {}
     for class_id in np.unique(labels):

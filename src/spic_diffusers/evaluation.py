@@ -260,7 +260,7 @@ def upsample_bicubic(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def colorize(semantic_map: np.ndarray) -> np.ndarray:
-    from .data.cityscapes import train_ids_to_color
+    from .labels import train_ids_to_color
 
     return train_ids_to_color(semantic_map)
 

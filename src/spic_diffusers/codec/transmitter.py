@@ -65,7 +65,7 @@ class Segmenter:
 
     @staticmethod
     def _label_lut(id2label: dict) -> np.ndarray:
-        from ..data.cityscapes import ID2LABEL, LABELS_BY_NAME, NUM_CLASSES
+        from ..labels import ID2LABEL, LABELS_BY_NAME, NUM_CLASSES
 
         names = {int(k): str(v).strip().lower() for k, v in id2label.items()}
         train_names = {name: train_id for train_id, name in ID2LABEL.items()}
