@@ -24,6 +24,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .labels import ID2LABEL
+
 
 CITYSCAPES_NUM_CLASSES = 19
 IGNORE_INDEX = 255
@@ -254,6 +256,50 @@ def bpp_from_bytes(data: bytes | bytearray | int | str | os.PathLike, height: in
 # ----------------------------------------------------------------------------------------------------------
 # Distortion
 # ----------------------------------------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pixel fidelity where the map says it matters: near class edges, and per class region
+# ----------------------------------------------------------------------------------------------------------
+
+
+def boundary_mask(labels: np.ndarray, width: int = 2) -> np.ndarray:
+    """Pixels within ``width`` px of a change of class in the map."""
+    edge = np.zeros(labels.shape, dtype=bool)
+    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
+    edge[:, :-1] |= labels[:, 1:] != labels[:, :-1]
+    edge[1:, :] |= labels[1:, :] != labels[:-1, :]
+    edge[:-1, :] |= labels[1:, :] != labels[:-1, :]
+    grown = edge.copy()
+    for _ in range(max(0, width - 1)):
+        step = grown.copy()
+        step[1:, :] |= grown[:-1, :]
+        step[:-1, :] |= grown[1:, :]
+        step[:, 1:] |= grown[:, :-1]
+        step[:, :-1] |= grown[:, 1:]
+        grown = step
+    return grown
+
+
+def masked_psnr(truth: np.ndarray, candidate: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR (dB, uint8 range) over the pixels where ``mask`` is true; NaN on an empty mask."""
+    if not mask.any():
+        return float("nan")
+    diff = truth[mask].astype(np.float64) - candidate[mask].astype(np.float64)
+    mse = float(np.mean(diff**2))
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def region_colour_errors(truth: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Per class of the map: |mean colour in candidate - mean colour in truth| (RGB distance, 0-255 scale)."""
+    errors = {}
+    for class_id in np.unique(labels):
+        if class_id == 255:
+            continue
+        mask = labels == class_id
+        delta = truth[mask].astype(np.float64).mean(0) - candidate[mask].astype(np.float64).mean(0)
+        errors[ID2LABEL.get(int(class_id), str(int(class_id)))] = float(np.linalg.norm(delta))
+    return errors
 
 
 def _image_pair(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -42,15 +42,17 @@ class Segmenter:
     """A ``transformers`` semantic-segmentation model that outputs Cityscapes train ids.
 
     Loads ``AutoModelForSemanticSegmentation`` and its image processor from a local folder or a
-    Hub id.  Models trained on the 19 train classes are used as they are; models whose
-    ``id2label`` holds the 34/35 official Cityscapes labels are mapped through the official
-    table (classes outside the 19 become 255).
+    Hub id.  Models trained on the 19 train classes (or on some of them, e.g. CamVid's 11, named
+    as Cityscapes train classes) are used as they are; models whose ``id2label`` holds the 34/35
+    official Cityscapes labels are mapped through the official table (classes outside the 19
+    become 255). ``known_classes`` lists the train ids the model can predict.
     """
 
     def __init__(self, model, processor):
         self.model = model.eval()
         self.processor = processor
         self.lut = self._label_lut(model.config.id2label)
+        self.known_classes = sorted({int(v) for v in self.lut} - {255})
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs) -> "Segmenter":
@@ -70,7 +72,8 @@ class Segmenter:
         names = {int(k): str(v).strip().lower() for k, v in id2label.items()}
         train_names = {name: train_id for train_id, name in ID2LABEL.items()}
         lut = np.full(max(names) + 1, 255, dtype=np.uint8)
-        if len(names) == NUM_CLASSES and all(name in train_names for name in names.values()):
+        values = list(names.values())
+        if values and all(name in train_names for name in values) and len(set(values)) == len(values):
             for index, name in names.items():
                 lut[index] = train_names[name]
             return lut
@@ -78,7 +81,7 @@ class Segmenter:
         known = [name for name in names.values() if name in official]
         if len(known) < NUM_CLASSES:
             raise ValueError(
-                "the segmentation model's id2label is neither the 19 Cityscapes train classes nor the "
+                "the segmentation model's id2label is neither Cityscapes train classes (all 19 or some) nor the "
                 f"official Cityscapes label table (labels: {sorted(set(names.values()))[:8]}...)"
             )
         for index, name in names.items():
