@@ -257,6 +257,8 @@ class Evaluator:
             raise EvaluationError("no images to evaluate")
         image_ids(self.dataset, count)
         mine = self.shard.indices(count)
+        if self.shard.world > 1:
+            print(f"rank {self.shard.rank} of {self.shard.world}: {len(mine)} of {count} images", flush=True)
         local: list[dict] = []
         try:
             for index in tqdm(mine, desc="evaluating", disable=not (self.config.show_progress and self.shard.is_main)):
