@@ -5,6 +5,10 @@ Every scene is drawn from its own seeded `numpy.random.Generator` (never the glo
 are painted far to near in a one-point perspective (road, sidewalks, facades with windows,
 trees, poles with signs and lights, vehicles, people, riders), so occlusions are consistent
 between the picture and its maps.
+
+The module is longer than most (about 700 lines) because the painter is one far-to-near sequence whose
+steps share the scene's perspective geometry and its three canvases; cut into modules, that order would
+have to be followed across files. The dataset writers at the end are thin wrappers over it.
 """
 
 from __future__ import annotations
