@@ -260,6 +260,8 @@ def _scored(row: dict) -> bool:
 def test_every_candidate_is_scored_at_every_rate(assets, tmp_path):
     out = tmp_path / "scores"
     results = evaluation.main(_args(assets, out, "--sweep_qualities", "10,40", "--no_lpips"))
+    original = next(r for r in results["rows"] if r["method"] == evaluation.ORIGINAL)
+    assert original["miou"] == pytest.approx(original["miou_gt"]) and original["miou"] < 1.0
     rows = [r for r in results["rows"] if r["method"] != evaluation.ORIGINAL]
     # SPIC, coarse (bicubic), jpeg and webp at each of three rates (base 20, sweep 10 and 40)
     assert {(r["method"], r["rate"]["coarse_quality"]) for r in rows} == {

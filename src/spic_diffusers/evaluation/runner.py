@@ -226,7 +226,8 @@ class Evaluator:
                 prediction = self.segmenter(image)
                 record["prediction"] = self.store.save_png(
                     self.out / "images" / "segmenter" / f"{safe_name(image_id)}.png", prediction)
-                record.update(self._confusions(image, prediction, truth, prediction))
+                transmitted = prediction if self.config.transmit_map == "segmenter" else truth
+                record.update(self._confusions(image, transmitted, truth, prediction))
             return record
 
         return self.store.load_or_compute(self.store.path("original", None, image_id), compute)
