@@ -46,7 +46,7 @@ def segmenter_test_miou(segmenter, test_rows, size: tuple[int, int] | None) -> d
             image, labels = resize_image(image, size), resize_map(labels, size)
         confusion.update(segmenter(image), labels)
     ious = confusion.iou_per_class()
-    known = segmenter.known_train_ids
+    known = segmenter.known_classes
     return {
         "miou": float(np.nanmean([ious[c] for c in known])),
         "pixel_accuracy": confusion.pixel_accuracy(),

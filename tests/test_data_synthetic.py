@@ -127,3 +127,14 @@ def test_write_fake_cityscapes_layout(tmp_path):
     assert sorted(p.name for p in (root / "leftImg8bit/val").iterdir()) == ["frankfurt", "lindau"]
     with pytest.raises(FileExistsError):
         write_fake_cityscapes(root, cities=1, per_city=1)
+
+
+def test_make_synthetic_dataset_num_proc_gives_the_same_rows():
+    kwargs = dict(num_scenes={"train": 5, "validation": 2}, height=32, width=64, seed=5, coarse="jpeg:40")
+    one = make_synthetic_dataset(**kwargs)
+    two = make_synthetic_dataset(**kwargs, num_proc=2)
+    for split in ("train", "validation"):
+        assert one[split].features == two[split].features
+        assert one[split].with_format("arrow")[:].equals(two[split].with_format("arrow")[:])
+    with pytest.raises(ValueError, match="num_proc"):
+        make_synthetic_dataset(2, 32, 64, num_proc=0)

@@ -104,6 +104,8 @@ def test_refuses_foreign_non_empty_output_folder(tmp_path):
         (["--map_coder", "zip"], "unknown map coder"),
         (["--steps", "0"], "--steps must be >= 1"),
         (["--coarse_codec", "jpeg"], "cannot load split"),
+        (["--transmit_map", "segmenter"], "--transmit_map segmenter needs --segmenter"),
+        (["--transmit_map", "sent"], "invalid choice"),
     ],
 )
 def test_bad_arguments_exit_with_a_message(tmp_path, capsys, extra, message):
@@ -249,3 +251,136 @@ def test_script_runs_without_segmenter(assets, tmp_path, monkeypatch, capsys):
     assert results["skipped"]["miou"].startswith("no segmenter")
     assert [r["method"] for r in results["rows"]] == [evaluation.SPIC]
     assert results["rows"][0].get("miou") is None and results["num_images"] == 1
+
+
+def _scored(row: dict) -> bool:
+    return all(row.get(k) is not None for k in ("psnr", "boundary_psnr", "region_colour_error", "miou", "miou_gt"))
+
+
+def test_every_candidate_is_scored_at_every_rate(assets, tmp_path):
+    out = tmp_path / "scores"
+    results = evaluation.main(_args(assets, out, "--sweep_qualities", "10,40", "--no_lpips"))
+    original = next(r for r in results["rows"] if r["method"] == evaluation.ORIGINAL)
+    assert original["miou"] == pytest.approx(original["miou_gt"]) and original["miou"] < 1.0
+    rows = [r for r in results["rows"] if r["method"] != evaluation.ORIGINAL]
+    # SPIC, coarse (bicubic), jpeg and webp at each of three rates (base 20, sweep 10 and 40)
+    assert {(r["method"], r["rate"]["coarse_quality"]) for r in rows} == {
+        (m, q) for m in (evaluation.SPIC, evaluation.COARSE_BASELINE, "jpeg (same rate)", "webp (same rate)")
+        for q in (10, 20, 40)}
+    assert all(_scored(r) for r in rows if r["n"])
+    # with the dataset's map transmitted, both mIoUs measure against the same map
+    assert all(r["miou"] == pytest.approx(r["miou_gt"]) for r in rows if r["n"])
+    spic = {r["rate"]["coarse_quality"]: r for r in rows if r["method"] == evaluation.SPIC}
+    assert spic[10]["bpp"] < spic[20]["bpp"] < spic[40]["bpp"]
+    for line in (out / "per_image.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        candidates = [record] if record["kind"] == "spic" else list(record["methods"].values())
+        for candidate in candidates:
+            assert {"psnr", "boundary_psnr", "region_colour_error"} <= set(candidate["scores"])
+            assert candidate["confusion"] is not None and candidate["confusion_gt"] is not None
+    table = (out / "results.md").read_text()
+    assert "| mIoU GT |" in table and "| PSNR bnd. |" in table and "| Reg. col. err. |" in table
+
+
+def test_transmitting_the_segmenters_map(assets, tmp_path):
+    from spic_diffusers import codec
+
+    out = tmp_path / "segmenter_map"
+    results = evaluation.main(_args(assets, out, "--transmit_map", "segmenter", "--no_baselines", "--no_lpips",
+                                    "--grid_images", "1"))
+    original = next(r for r in results["rows"] if r["method"] == evaluation.ORIGINAL)
+    assert original["miou"] == pytest.approx(1.0)  # its own prediction is what was transmitted
+    assert original["miou_gt"] < 1.0  # a random segmenter against the dataset's map
+    spic = next(r for r in results["rows"] if r["method"] == evaluation.SPIC)
+    assert _scored(spic) and spic["miou"] != pytest.approx(spic["miou_gt"])
+    # the stream codes the segmenter's map of the original, not the dataset's map
+    segmenter = evaluation.load_segmenter(str(assets / "segmenter"))
+    dataset = evaluation.load_eval_dataset(str(assets / "data"), "validation")
+    first = json.loads((out / "per_image.jsonl").read_text().splitlines()[0])
+    index = list(dataset["id"]).index(first["id"])
+    _, image, truth = evaluation.example_arrays(dataset[index], index)
+    predicted = segmenter(image)
+    assert not np.array_equal(predicted, truth)
+    stream = codec.encode(image, predicted, coarse_codec="jpeg", coarse_quality=20)
+    assert first["bpp"] == pytest.approx(metrics.bpp_from_bytes(stream, HEIGHT, WIDTH))
+    assert np.array_equal(codec.decode_parts(stream).semantic_map, predicted)
+
+
+def test_a_segmenter_of_some_classes_is_measured_on_those(assets, tmp_path):
+    from conftest import save_tiny_segformer
+
+    from spic_diffusers.data.camvid import CAMVID_TRAIN_IDS
+    from spic_diffusers.labels import ID2LABEL
+
+    save_tiny_segformer(tmp_path / "seg11", HEIGHT, WIDTH, {i: ID2LABEL[t] for i, t in enumerate(CAMVID_TRAIN_IDS)})
+    assert evaluation.load_segmenter(str(tmp_path / "seg11")).known_classes == list(CAMVID_TRAIN_IDS)
+    args = _args(assets, tmp_path / "eval11", "--no_baselines", "--no_lpips")
+    args[args.index("--segmenter") + 1] = str(tmp_path / "seg11")
+    results = evaluation.main(args)
+    spic = next(r for r in results["rows"] if r["method"] == evaluation.SPIC)
+    unknown = set(range(19)) - set(CAMVID_TRAIN_IDS)
+    assert all(spic["iou_per_class"][c] is None for c in unknown)  # no union: not in the mean
+    known = [v for v in spic["iou_per_class"] if v is not None]
+    assert known and spic["miou"] == pytest.approx(np.mean(known))
+    record = json.loads((tmp_path / "eval11" / "per_image.jsonl").read_text().splitlines()[0])
+    matrix = np.asarray(record["confusion"]["matrix"])
+    assert matrix[sorted(unknown)].sum() == 0  # target pixels of classes it cannot predict are ignored
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _records(out: Path) -> dict[str, dict]:
+    return {p.relative_to(out).as_posix(): json.loads(p.read_text()) for p in sorted((out / "records").rglob("*.json"))}
+
+
+def test_two_processes_write_what_one_process_writes(assets, tmp_path):
+    """`accelerate launch` with 2 CPU processes: images are shared out, gathered, and reported as by 1 process."""
+    import os
+    import subprocess
+
+    from spic_diffusers.data.synthetic import make_synthetic_dataset
+
+    data = tmp_path / "data3"
+    make_synthetic_dataset(3, HEIGHT, WIDTH, seed=1, splits=("validation",)).save_to_disk(data)
+    extra = ["--sweep_qualities", "10", "--no_lpips", "--fid_feature_dim", "64"]
+    if _has_torch_fidelity():
+        from test_metrics import _random_inception_weights
+
+        _random_inception_weights(tmp_path / "inception.pth")
+        extra += ["--inception_weights", str(tmp_path / "inception.pth")]
+
+    def args(out):
+        listed = _args(assets, out, *extra)
+        listed[listed.index("--dataset") + 1] = str(data)
+        return listed
+
+    single = evaluation.main(args(tmp_path / "one"))
+    python_bin = Path(sys.executable).parent
+    env = dict(os.environ, ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", PATH=f"{python_bin}:{os.environ['PATH']}",
+               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    cmd = [str(python_bin / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           str(ROOT / "scripts" / "evaluate_spic.py"), *args(tmp_path / "two")]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # both ranks worked, on disjoint shares (2 + 1 images)
+    assert "rank 0 of 2: 2 of 3 images" in result.stdout and "rank 1 of 2: 1 of 3 images" in result.stdout
+    assert result.stdout.count("| SPIC |") == 2  # the table is printed once (two SPIC rows)
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert _records(one) == _records(two) and len(_records(one)) > 3 * 4
+    assert (one / "per_image.jsonl").read_text() == (two / "per_image.jsonl").read_text()
+    assert (one / "results.md").read_text() == (two / "results.md").read_text()
+    stored = json.loads((two / "results.json").read_text())
+    assert stored["rows"] == json.loads((one / "results.json").read_text())["rows"] and stored["num_images"] == 3
+    if _has_torch_fidelity():  # FID/KID came from features gathered from both ranks
+        assert all(r.get("fid") is not None for r in stored["rows"] if r["method"] == evaluation.SPIC)
+    assert single["num_images"] == 3
+    assert sorted(p.name for p in (two / "plots").iterdir()) == sorted(p.name for p in (one / "plots").iterdir())
+    assert (two / "sample_grid.png").is_file()

@@ -295,3 +295,43 @@ def test_from_pretrained_with_a_hub_id_offline(pipe, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="spic-test/absent"):
         SPICPipeline.from_pretrained("spic-test/absent", cache_dir=str(tmp_path / "cache"))
     shutil.rmtree(tmp_path / "cache")
+
+
+def test_callback_can_cut_classifier_free_guidance_off(pipe):
+    """Diffusers' "CFG cut-off": a callback sets `_guidance_scale` and the next steps run one pass only."""
+    batch_sizes, seen = [], []
+    hook = pipe.unet.register_forward_pre_hook(lambda module, args: batch_sizes.append(args[0].shape[0]))
+
+    def cut_off(p, i, t, kwargs):
+        seen.append((p.guidance_scale, p.do_classifier_free_guidance, p.num_timesteps))
+        if i == 4:
+            p._guidance_scale = 0.0
+        return {}
+
+    try:
+        pipe(*_inputs(), guidance_scale=1.5, output_type="pt", callback_on_step_end=cut_off)
+    finally:
+        hook.remove()
+    assert batch_sizes == [2] * 5 + [1] * 15  # conditional + unconditional, then conditional only
+    assert seen[0] == (1.5, True, 20) and seen[5] == (0.0, False, 20)
+    assert pipe.guidance_scale == 0.0 and pipe.num_timesteps == 20
+
+
+def test_callback_can_interrupt(pipe):
+    seen, _ = _record_timesteps()
+
+    def stop(p, i, t, kwargs):
+        seen.append(int(t))
+        p._interrupt = i == 2
+        return {}
+
+    pipe(*_inputs(), output_type="pt", callback_on_step_end=stop)
+    assert seen == PAPER_VISITS[:3]
+
+
+def test_no_step_below_max_timestep_says_which_step_counts_work(pipe):
+    # trailing spacing with 4 steps visits 999, 749, 499, 249: none at or below 200; 5 steps reach 199
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    with pytest.raises(ValueError, match=r"max_timestep=200 with num_inference_steps=4; .*DDIMScheduler, "
+                                         r"num_inference_steps=5 works \(also 6, 7"):
+        pipe(*_inputs(), num_inference_steps=4, max_timestep=200)

@@ -50,7 +50,7 @@ def test_train_resume_and_load_as_a_segmenter(data, tmp_path):
     assert json.loads((out / "segmenter_results.json").read_text())["global_step"] == 3
 
     segmenter = Segmenter.from_pretrained(out)  # a model that knows a subset of the train classes
-    assert segmenter.known_train_ids == tuple(sorted(classes))
+    assert segmenter.known_classes == sorted(classes)
     prediction = segmenter(np.zeros((40, 70, 3), np.uint8))
     assert prediction.shape == (40, 70) and set(np.unique(prediction)) <= set(classes)
 
@@ -66,7 +66,7 @@ def test_refuses_a_foreign_output_folder_and_bad_options(data, tmp_path):
     assert run.returncode == 2 and "--classes" in run.stderr
 
 
-def test_label_lut_maps_known_train_ids_and_ignores_the_rest():
+def test_label_lut_maps_known_classes_and_ignores_the_rest():
     lut = label_lut([0, 2, 13])
     assert lut[0] == 0 and lut[2] == 1 and lut[13] == 2
     assert lut[1] == 255 and lut[255] == 255

@@ -121,3 +121,27 @@ def test_config_errors_are_clear():
         SPICUNet2DModel(**{**TINY_UNET, "downsample_type": "fir"})
     with pytest.raises(ValueError, match="resnet_time_scale_shift"):
         SPICUNet2DModel(**{**TINY_UNET, "resnet_time_scale_shift": "spatial"})
+
+
+def test_fuse_qkv_projections_gives_the_same_outputs(tiny_unet):
+    inputs = _inputs()
+    keys = set(tiny_unet.state_dict())
+    with torch.no_grad():
+        before = tiny_unet(*inputs).sample
+        tiny_unet.fuse_qkv_projections()
+        tiny_unet.fuse_qkv_projections()  # a second call keeps the first fusion
+        layers = [m for m in tiny_unet.modules() if hasattr(m, "to_qkv")]
+        assert layers and all(m.fused_projections for m in layers)
+        fused = tiny_unet(*inputs).sample
+        for layer in layers:  # the fused matrix is the one used: spoiling it changes the output
+            layer.to_qkv.weight.mul_(2)
+        spoiled = tiny_unet(*inputs).sample
+        for layer in layers:
+            layer.to_qkv.weight.div_(2)
+        tiny_unet.unfuse_qkv_projections()
+        after = tiny_unet(*inputs).sample
+    assert torch.allclose(before, fused, atol=1e-5) and not torch.allclose(before, spoiled, atol=1e-3)
+    assert torch.equal(before, after)
+    assert set(tiny_unet.state_dict()) == keys
+    assert all(isinstance(p, AttnProcessor2_0) for p in tiny_unet.attn_processors.values())
+

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from .image_processing import InputFileError, open_image_file, read_segmentation_file
+from .metrics import boundary_mask, masked_psnr, region_colour_errors  # noqa: F401  (the demo's measures)
 
 # The SPIC pipelines shipped in the package, by name: "default" is trained on real CamVid photographs.
 SHIPPED_MODELS = {"default": "spic-camvid-small", "synthetic": "spic-synthetic-tiny"}
@@ -176,55 +177,14 @@ def target_size(
 # ----------------------------------------------------------------------------------------------------------
 
 
-def boundary_mask(labels: np.ndarray, width: int = 2) -> np.ndarray:
-    """Pixels within ``width`` px of a change of class in the map."""
-    edge = np.zeros(labels.shape, dtype=bool)
-    edge[:, 1:] |= labels[:, 1:] != labels[:, :-1]
-    edge[:, :-1] |= labels[:, 1:] != labels[:, :-1]
-    edge[1:, :] |= labels[1:, :] != labels[:-1, :]
-    edge[:-1, :] |= labels[1:, :] != labels[:-1, :]
-    grown = edge.copy()
-    for _ in range(max(0, width - 1)):
-        step = grown.copy()
-        step[1:, :] |= grown[:-1, :]
-        step[:-1, :] |= grown[1:, :]
-        step[:, 1:] |= grown[:, :-1]
-        step[:, :-1] |= grown[:, 1:]
-        grown = step
-    return grown
-
-
-def masked_psnr(truth: np.ndarray, candidate: np.ndarray, mask: np.ndarray) -> float:
-    """PSNR (dB, uint8 range) over the pixels where ``mask`` is true; NaN on an empty mask."""
-    if not mask.any():
-        return float("nan")
-    diff = truth[mask].astype(np.float64) - candidate[mask].astype(np.float64)
-    mse = float(np.mean(diff**2))
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
-
-
-def region_colour_errors(truth: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Per class of the map: |mean colour in candidate - mean colour in truth| (RGB distance, 0-255 scale)."""
-    from .data.cityscapes import ID2LABEL
-
-    errors = {}
-    for class_id in np.unique(labels):
-        if class_id == 255:
-            continue
-        mask = labels == class_id
-        delta = truth[mask].astype(np.float64).mean(0) - candidate[mask].astype(np.float64).mean(0)
-        errors[ID2LABEL.get(int(class_id), str(int(class_id)))] = float(np.linalg.norm(delta))
-    return errors
-
-
 def measure(truth: np.ndarray, candidate: np.ndarray, labels: np.ndarray, segmenter=None) -> dict[str, Any]:
     """The demo's figures for one candidate reconstruction (see the module docstring)."""
     from . import metrics
 
-    per_class = region_colour_errors(truth, candidate, labels)
+    per_class = metrics.region_colour_errors(truth, candidate, labels)
     result = {
         "psnr": metrics.psnr(truth, candidate),
-        "boundary_psnr": masked_psnr(truth, candidate, boundary_mask(labels)),
+        "boundary_psnr": metrics.masked_psnr(truth, candidate, metrics.boundary_mask(labels)),
         "region_colour_error": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
         "region_colour_error_per_class": per_class,
     }

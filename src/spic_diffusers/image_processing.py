@@ -9,7 +9,47 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from .labels import IGNORE_INDEX, label_ids_to_train_ids
+
+SizeLike = int | Sequence[int]
+
+
+def _as_hw(size: SizeLike) -> tuple[int, int]:
+    if isinstance(size, (int, np.integer)):
+        size = (int(size), int(size))
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"size must be a positive int or (height, width), got {size}")
+    return size  # type: ignore[return-value]
+
+
+def resize_image(image: np.ndarray | PIL.Image.Image, size: SizeLike) -> np.ndarray:
+    """Resize an RGB image to (H, W): halve with a box filter while >= 2x the target, then bicubic.
+
+    This is how guided-diffusion (and so the SPIC paper) resizes its training images.
+    """
+    height, width = _as_hw(size)
+    pil = image if isinstance(image, PIL.Image.Image) else PIL.Image.fromarray(np.asarray(image, dtype=np.uint8))
+    if pil.mode != "RGB":
+        pil = pil.convert("RGB")
+    while pil.width >= 2 * width and pil.height >= 2 * height:
+        pil = pil.resize((pil.width // 2, pil.height // 2), resample=PIL.Image.BOX)
+    if pil.size != (width, height):
+        pil = pil.resize((width, height), resample=PIL.Image.BICUBIC)
+    return np.asarray(pil)
+
+
+def resize_map(array: np.ndarray, size: SizeLike) -> np.ndarray:
+    """Nearest-neighbour resize of a 2-D map (any integer dtype), sampling pixel centres like PIL."""
+    height, width = _as_hw(size)
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(f"maps must be 2-D, got shape {array.shape}")
+    if array.shape == (height, width):
+        return array
+    rows = np.minimum(((np.arange(height) + 0.5) * array.shape[0] / height).astype(np.int64), array.shape[0] - 1)
+    cols = np.minimum(((np.arange(width) + 0.5) * array.shape[1] / width).astype(np.int64), array.shape[1] - 1)
+    return array[rows[:, None], cols[None, :]]
 
 
 class InputFileError(ValueError):
@@ -43,8 +83,6 @@ def read_segmentation_file(path, label_ids: bool = False) -> np.ndarray:
         raise InputFileError(f"segmentation map {path} has labels outside 0..255")
     labels = labels.astype(np.uint8)
     if label_ids:
-        from .data.cityscapes import label_ids_to_train_ids
-
         labels = label_ids_to_train_ids(labels)
     return labels
 

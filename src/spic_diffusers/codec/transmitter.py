@@ -42,17 +42,17 @@ class Segmenter:
     """A ``transformers`` semantic-segmentation model that outputs Cityscapes train ids.
 
     Loads ``AutoModelForSemanticSegmentation`` and its image processor from a local folder or a
-    Hub id.  Models whose labels are Cityscapes train-class names (all 19, or a subset such as the
-    11 CamVid knows) are mapped by name; models whose ``id2label`` holds the 34/35 official
-    Cityscapes labels are mapped through the official table (classes outside the 19 become 255).
-    ``known_train_ids`` lists the train ids the model can output.
+    Hub id.  Models trained on the 19 train classes (or on some of them, e.g. CamVid's 11, named
+    as Cityscapes train classes) are used as they are; models whose ``id2label`` holds the 34/35
+    official Cityscapes labels are mapped through the official table (classes outside the 19
+    become 255). ``known_classes`` lists the train ids the model can predict.
     """
 
     def __init__(self, model, processor):
         self.model = model.eval()
         self.processor = processor
         self.lut = self._label_lut(model.config.id2label)
-        self.known_train_ids = tuple(sorted({int(v) for v in self.lut if v != 255}))
+        self.known_classes = sorted({int(v) for v in self.lut} - {255})
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs) -> "Segmenter":
@@ -67,15 +67,15 @@ class Segmenter:
 
     @staticmethod
     def _label_lut(id2label: dict) -> np.ndarray:
-        from ..data.cityscapes import ID2LABEL, LABELS_BY_NAME, NUM_CLASSES
+        from ..labels import ID2LABEL, LABELS_BY_NAME, NUM_CLASSES
 
         names = {int(k): str(v).strip().lower() for k, v in id2label.items()}
         if not names or min(names) < 0:
             raise ValueError("the segmentation model's id2label is empty or has negative ids")
         train_names = {name: train_id for train_id, name in ID2LABEL.items()}
         lut = np.full(max(names) + 1, 255, dtype=np.uint8)
-        distinct = set(names.values())
-        if distinct <= set(train_names) and len(distinct) == len(names):
+        values = list(names.values())
+        if values and all(name in train_names for name in values) and len(set(values)) == len(values):
             for index, name in names.items():
                 lut[index] = train_names[name]
             return lut
@@ -83,8 +83,8 @@ class Segmenter:
         known = [name for name in names.values() if name in official]
         if len(known) < NUM_CLASSES:
             raise ValueError(
-                "the segmentation model's id2label is neither Cityscapes train-class names (all 19 or a subset, "
-                f"each once) nor the official Cityscapes label table (labels: {sorted(distinct)[:8]}...)"
+                "the segmentation model's id2label is neither Cityscapes train classes (all 19 or some) nor the "
+                f"official Cityscapes label table (labels: {sorted(set(names.values()))[:8]}...)"
             )
         for index, name in names.items():
             label = official.get(name)

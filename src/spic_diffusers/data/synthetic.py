@@ -5,6 +5,10 @@ Every scene is drawn from its own seeded `numpy.random.Generator` (never the glo
 are painted far to near in a one-point perspective (road, sidewalks, facades with windows,
 trees, poles with signs and lights, vehicles, people, riders), so occlusions are consistent
 between the picture and its maps.
+
+The module is longer than most (about 700 lines) because the painter is one far-to-near sequence whose
+steps share the scene's perspective geometry and its three canvases; cut into modules, that order would
+have to be followed across files. The dataset writers at the end are thin wrappers over it.
 """
 
 from __future__ import annotations
@@ -531,6 +535,34 @@ def _frames(split: str, count: int, cities: Sequence[str] | None) -> list[tuple[
     return [(names[i % len(names)], frame_id(names[i % len(names)], i // len(names))) for i in range(count)]
 
 
+def _synthetic_row(job: tuple) -> dict:
+    """One dataset row (PNG-encoded columns) of the scene with the given seed."""
+    (height, width, with_instances, coarse, coarse_downsample), scene_seed_value, city, fid = job
+    scene = make_scene(height, width, scene_seed_value)
+    row = {"image": encode_png(scene.image), "semantic_map": encode_png(scene.semantic_map), "city": city, "id": fid}
+    if with_instances:
+        row["instance_map"] = encode_png(scene.instance_map)
+    if coarse == "downsample":
+        from ..image_processing import resize_image
+
+        row["coarse"] = encode_png(resize_image(scene.image, (height // coarse_downsample, width // coarse_downsample)))
+    elif coarse is not None:
+        codec, quality = parse_coarse_spec(coarse)
+        low = require_make_coarse()(scene.image, coarse_downsample, codec, quality)
+        row["coarse"] = encode_png(np.asarray(low, dtype=np.uint8))
+    return row
+
+
+def _map_ordered(fn, jobs: list, num_proc: int) -> list:
+    """``[fn(job) for job in jobs]``, over a process pool when ``num_proc > 1`` (workers' errors re-raised)."""
+    if num_proc <= 1 or len(jobs) < 2:
+        return [fn(job) for job in jobs]
+    import multiprocessing
+
+    with multiprocessing.get_context().Pool(min(num_proc, len(jobs))) as pool:
+        return pool.map(fn, jobs, chunksize=max(1, len(jobs) // (4 * num_proc)))
+
+
 def make_synthetic_dataset(
     num_scenes: int | dict[str, int],
     height: int = 64,
@@ -542,6 +574,7 @@ def make_synthetic_dataset(
     coarse: str | None = None,
     coarse_downsample: int = 4,
     cities: Sequence[str] | None = None,
+    num_proc: int | None = None,
 ):
     """A small `DatasetDict` of synthetic scenes in exactly the converter's format.
 
@@ -551,10 +584,10 @@ def make_synthetic_dataset(
         coarse: ``None`` (no ``coarse`` column), ``"downsample"`` (the image downsampled by
             `coarse_downsample`, no lossy codec) or ``"CODEC:QUALITY"`` (via
             `spic_diffusers.codec.make_coarse`).
+        num_proc: worker processes that render the scenes (and code their coarse images); the rows do not
+            depend on it, since every scene has its own seed.
     """
     import datasets
-
-    from .transforms import resize_image
 
     if isinstance(num_scenes, dict):
         counts = dict(num_scenes)
@@ -568,32 +601,23 @@ def make_synthetic_dataset(
             raise ValueError(f"unknown split {name!r}; use one of {sorted(valid_splits)}")
         if count < 0:
             raise ValueError(f"number of scenes must be >= 0, got {count} for {name!r}")
-    make_coarse = None
     if coarse is not None and coarse != "downsample":
-        codec, quality = parse_coarse_spec(coarse)
-        make_coarse = require_make_coarse()
+        parse_coarse_spec(coarse)
+        require_make_coarse()  # fail here, not in a worker
     if coarse is not None and (height % coarse_downsample or width % coarse_downsample):
         raise ValueError(f"{height}x{width} must be divisible by coarse_downsample {coarse_downsample}")
+    if num_proc is not None and num_proc < 1:
+        raise ValueError(f"num_proc must be >= 1, got {num_proc}")
 
     features = dataset_features(with_instances=with_instances, with_coarse=coarse is not None)
     cityscapes_split = {v: k for k, v in SPLIT_NAMES.items()}
+    spec = (height, width, with_instances, coarse, coarse_downsample)
     result = {}
     for name, count in counts.items():
-        columns: dict[str, list] = {key: [] for key in features}
-        for index, (city, fid) in enumerate(_frames(cityscapes_split[name], count, cities)):
-            scene = make_scene(height, width, scene_seed(seed, name, index))
-            columns["image"].append(encode_png(scene.image))
-            columns["semantic_map"].append(encode_png(scene.semantic_map))
-            if with_instances:
-                columns["instance_map"].append(encode_png(scene.instance_map))
-            if coarse == "downsample":
-                low = resize_image(scene.image, (height // coarse_downsample, width // coarse_downsample))
-                columns["coarse"].append(encode_png(low))
-            elif make_coarse is not None:
-                low = np.asarray(make_coarse(scene.image, coarse_downsample, codec, quality), dtype=np.uint8)
-                columns["coarse"].append(encode_png(low))
-            columns["city"].append(city)
-            columns["id"].append(fid)
+        jobs = [(spec, scene_seed(seed, name, index), city, fid)
+                for index, (city, fid) in enumerate(_frames(cityscapes_split[name], count, cities))]
+        rows = _map_ordered(_synthetic_row, jobs, num_proc or 1)
+        columns = {key: [row[key] for row in rows] for key in features}
         result[name] = datasets.Dataset.from_dict(columns, features=features, split=datasets.NamedSplit(name))
     return datasets.DatasetDict(result)
 

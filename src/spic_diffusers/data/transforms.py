@@ -13,47 +13,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..image_processing import instance_edges
+from ..image_processing import SizeLike, _as_hw, instance_edges, resize_image, resize_map  # noqa: F401
 from ..image_processing import labels_to_one_hot as one_hot
-from .cityscapes import IGNORE_INDEX, NUM_CLASSES, parse_coarse_spec, require_make_coarse
-
-SizeLike = int | Sequence[int]
-
-
-def _as_hw(size: SizeLike) -> tuple[int, int]:
-    if isinstance(size, (int, np.integer)):
-        size = (int(size), int(size))
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"size must be a positive int or (height, width), got {size}")
-    return size  # type: ignore[return-value]
-
-
-def resize_image(image: np.ndarray | Image.Image, size: SizeLike) -> np.ndarray:
-    """Resize an RGB image to (H, W): halve with a box filter while >= 2x the target, then bicubic."""
-    height, width = _as_hw(size)
-    pil = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
-    if pil.mode != "RGB":
-        pil = pil.convert("RGB")
-    while pil.width >= 2 * width and pil.height >= 2 * height:
-        pil = pil.resize((pil.width // 2, pil.height // 2), resample=Image.BOX)
-    if pil.size != (width, height):
-        pil = pil.resize((width, height), resample=Image.BICUBIC)
-    return np.asarray(pil)
-
-
-def resize_map(array: np.ndarray, size: SizeLike) -> np.ndarray:
-    """Nearest-neighbour resize of a 2-D map (any integer dtype), sampling pixel centres like PIL."""
-    height, width = _as_hw(size)
-    array = np.asarray(array)
-    if array.ndim != 2:
-        raise ValueError(f"maps must be 2-D, got shape {array.shape}")
-    if array.shape == (height, width):
-        return array
-    rows = np.minimum(((np.arange(height) + 0.5) * array.shape[0] / height).astype(np.int64), array.shape[0] - 1)
-    cols = np.minimum(((np.arange(width) + 0.5) * array.shape[1] / width).astype(np.int64), array.shape[1] - 1)
-    return array[rows[:, None], cols[None, :]]
-
+from ..labels import IGNORE_INDEX, NUM_CLASSES
+from .cityscapes import parse_coarse_spec, require_make_coarse
 
 def _to_array(value: Any, name: str) -> np.ndarray:
     if isinstance(value, Image.Image):

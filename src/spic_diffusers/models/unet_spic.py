@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.attention import AttentionMixin
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0, FusedAttnProcessor2_0
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (pipeline loading looks it up here)
 from diffusers.models.unets.unet_2d import UNet2DModel, UNet2DOutput
@@ -156,6 +157,30 @@ class SPICUNet2DModel(UNet2DModel, AttentionMixin):
         self.conv_norm_out = nn.GroupNorm(norm_num_groups, channels, eps=norm_eps)
         self.conv_act = nn.SiLU()
         self.conv_out = nn.Conv2d(channels, out_channels, kernel_size=3, padding=1)
+
+    def _attention_layers(self) -> list[Attention]:
+        return [module for module in self.modules() if isinstance(module, Attention)]
+
+    def fuse_qkv_projections(self) -> None:
+        """Fuse each self-attention layer's query, key and value projections into one matrix product.
+
+        Same outputs; one `[C, 3C]` projection instead of three `[C, C]` ones (see
+        `benchmarks/bench_fuse_qkv.py`). `unfuse_qkv_projections()` goes back.
+        """
+        for layer in self._attention_layers():  # all self-attention (the middle block always has one)
+            if getattr(layer, "fused_projections", False):
+                continue
+            layer.fuse_projections(fuse=True)
+            layer.unfused_processor = layer.processor
+            layer.set_processor(FusedAttnProcessor2_0())
+
+    def unfuse_qkv_projections(self) -> None:
+        """Undo `fuse_qkv_projections()`: separate q/k/v projections and the default SDPA processor."""
+        for layer in self._attention_layers():
+            if getattr(layer, "fused_projections", False):
+                del layer.to_qkv  # the separate projections were kept; the fused copy must not be saved
+                layer.fused_projections = False
+                layer.set_processor(getattr(layer, "unfused_processor", None) or AttnProcessor2_0())
 
     @property
     def size_multiple(self) -> int:

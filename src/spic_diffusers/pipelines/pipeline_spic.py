@@ -56,6 +56,27 @@ class SPICPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
 
+    # Read by the denoising loop at every step, so a `callback_on_step_end` may change them mid-run
+    # (e.g. `pipe._guidance_scale = 0.0` after some steps: the "CFG cut-off" recipe).
+    @property
+    def guidance_scale(self) -> float:
+        return self._guidance_scale
+
+    @property
+    def do_classifier_free_guidance(self) -> bool:
+        """Whether the next step runs the unconditional pass too (guidance scale above 1)."""
+        return self._guidance_scale > 1
+
+    @property
+    def num_timesteps(self) -> int:
+        """Steps the current (or last) call visits, after truncation at `max_timestep`."""
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        """Set `pipe._interrupt = True` in a callback to stop after the current step."""
+        return self._interrupt
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "SPICPipeline":
         """Load from a local folder or a Hub id (downloaded first: diffusers refuses custom components on Hub ids)."""
@@ -194,16 +215,45 @@ class SPICPipeline(DiffusionPipeline):
             raise ValueError(f"max_timestep must be within 0..{num_train - 1} or None, got {max_timestep}")
         keep = (all_ts <= max_timestep).nonzero()
         if len(keep) == 0:
-            raise ValueError(f"no scheduled timestep is <= max_timestep={max_timestep}")
+            raise ValueError(
+                f"no scheduled timestep is <= max_timestep={max_timestep} with num_inference_steps="
+                f"{num_inference_steps if timesteps is None else len(timesteps)}; "
+                + self._working_step_counts(max_timestep)
+            )
         order = getattr(scheduler, "order", 1)
         begin = int(keep[0])
         if order > 1 and begin % order:  # second-order schedulers repeat timesteps: start on a full step
             begin += order - begin % order
         if begin >= len(all_ts):
-            raise ValueError(f"no full step of {type(scheduler).__name__} starts at or below {max_timestep}")
+            raise ValueError(
+                f"no full step of {type(scheduler).__name__} starts at or below {max_timestep}; "
+                + self._working_step_counts(max_timestep)
+            )
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(begin)
         return all_ts[begin:]
+
+    def _working_step_counts(self, max_timestep: int, shown: int = 3) -> str:
+        """Say which `num_inference_steps` put a full step at or below `max_timestep` for this scheduler."""
+        probe = type(self.scheduler).from_config(self.scheduler.config)
+        order = getattr(probe, "order", 1)
+        found = []
+        for steps in range(1, probe.config.num_train_timesteps + 1):
+            probe.set_timesteps(steps, device="cpu")
+            keep = (probe.timesteps <= max_timestep).nonzero()
+            if len(keep) == 0:
+                continue
+            begin = int(keep[0])
+            begin += (order - begin % order) % order if order > 1 else 0
+            if begin < len(probe.timesteps):
+                found.append(steps)
+                if len(found) == shown:
+                    break
+        name = type(self.scheduler).__name__
+        if not found:
+            return f"no num_inference_steps of {name} reaches t <= {max_timestep}; raise max_timestep"
+        return (f"with {name}, num_inference_steps={found[0]} works (also {', '.join(map(str, found[1:]))}, ...), "
+                f"or raise max_timestep")
 
     def _ddim_step(self, eps, t: int, prev_t: int, sample, eta: float, generator) -> torch.Tensor:
         """DDIM update towards an explicit predecessor (clipped x0, noise re-derived from it)."""
@@ -289,7 +339,7 @@ class SPICPipeline(DiffusionPipeline):
             output_type: `"pil"`, `"np"` (HWC in [0, 1]) or `"pt"` (`[B,3,H,W]` in [0, 1]).
             return_dict: Return an `ImagePipelineOutput` instead of a tuple.
             callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs) -> dict` after every step; may
-                replace `"sample"`.
+                replace `"sample"`, and may set `pipe._guidance_scale` (read at every step) or `pipe._interrupt`.
             callback_on_step_end_tensor_inputs: Tensors passed in `callback_kwargs`.
             eta: DDIM's eta (ignored by other schedulers).
             pad_to_multiple_of_model: Pad sizes the UNet cannot take and crop the result back.
@@ -304,6 +354,8 @@ class SPICPipeline(DiffusionPipeline):
             if name not in self._callback_tensor_inputs:
                 raise ValueError(f"callback tensor input {name!r} is not one of {self._callback_tensor_inputs}")
         self.check_scheduler()
+        self._guidance_scale = float(guidance_scale)
+        self._interrupt = False
 
         device, dtype = self._execution_device, self.unet.dtype
         segmap = self.prepare_segmentation_map(segmentation_map, instance_map)
@@ -330,6 +382,7 @@ class SPICPipeline(DiffusionPipeline):
         shape = (batch, self.unet.config.in_channels, *segmap.shape[-2:])
 
         ts = self.get_timesteps(num_inference_steps, max_timestep, timesteps, device)
+        self._num_timesteps = len(ts)
         if max_timestep is None:
             sample = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
             sample = sample * getattr(self.scheduler, "init_noise_sigma", 1.0)
@@ -353,8 +406,10 @@ class SPICPipeline(DiffusionPipeline):
         ts_list = [t.item() if hasattr(t, "item") else t for t in ts]
 
         for i, t in enumerate(self.progress_bar(ts)):
+            if self._interrupt:
+                break
             model_input = self.scheduler.scale_model_input(sample, t)
-            output = self.guided_model_output(model_input, t, segmap, low_res, guidance_scale)
+            output = self.guided_model_output(model_input, t, segmap, low_res, self._guidance_scale)
             if not learned_variance:
                 output = output[:, : self.unet.config.in_channels]
             if exact:
