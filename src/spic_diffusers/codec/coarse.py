@@ -23,6 +23,15 @@ import numpy as np
 from PIL import Image
 
 from .bitstream import BitstreamError, CodecUnavailableError, open_payload_image
+from .payload_headers import (
+    bpg_size,
+    check_declared_size,
+    check_isobmff_boxes,
+    check_jpeg_markers,
+    check_riff_chunks,
+    hevc_size,
+    jxl_size,
+)
 from .semantic import riff_strip, riff_wrap
 
 _TOOL_TIMEOUT_S = 120
@@ -178,6 +187,8 @@ class HEVCCodec(CoarseCodec):
         if not data:
             raise BitstreamError("HEVC coarse payload is empty")
         padded_h, padded_w = self.padded_size(height, width)
+        # The SPS states the picture size: refuse a mismatch before ffmpeg allocates anything.
+        check_declared_size(hevc_size(bytes(data), "HEVC coarse"), padded_h, padded_w, "HEVC coarse")
         # ffmpeg allocates aligned buffers: allow margin, but nothing near a hostile SPS's size.
         max_pixels = 4 * (padded_h + 64) * (padded_w + 64)
         args = [
@@ -225,6 +236,7 @@ class BPGCodec(CoarseCodec):
 
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
         decoder = self._tool("bpgdec")
+        check_declared_size(bpg_size(bytes(data), "BPG coarse"), height, width, "BPG coarse")
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = Path(tmp, "coarse.bpg"), Path(tmp, "coarse.png")
             src.write_bytes(bytes(data))
@@ -245,6 +257,9 @@ class _PillowCodec(CoarseCodec):
     def _register(self) -> None:
         """Import the plugin that teaches Pillow this format, if one is needed."""
 
+    def check_payload(self, data: bytes, height: int, width: int) -> None:
+        """Refuse trailing data and sizes Pillow cannot read lazily, before anything is decoded."""
+
     def encode(self, image: np.ndarray) -> bytes:
         image = _check_rgb(image)
         self._register()
@@ -258,6 +273,7 @@ class _PillowCodec(CoarseCodec):
         if not data:
             raise BitstreamError(f"{self.display_name} coarse payload is empty")
         self._register()
+        self.check_payload(bytes(data), height, width)
         image = open_payload_image(data, f"{self.display_name} coarse", height, width)
         try:
             array = np.asarray(image.convert("RGB"))
@@ -283,6 +299,9 @@ class HEIFCodec(_PillowCodec):
             raise CodecUnavailableError("the heif coarse codec needs `pip install pillow-heif`") from None
         pillow_heif.register_heif_opener()
 
+    def check_payload(self, data: bytes, height: int, width: int) -> None:
+        check_isobmff_boxes(data, "HEIF coarse")
+
 
 class JXLCodec(_PillowCodec):
     """JPEG XL (bare codestream) through ``pillow-jxl-plugin``."""
@@ -299,6 +318,10 @@ class JXLCodec(_PillowCodec):
             import pillow_jxl  # noqa: F401
         except ImportError:
             raise CodecUnavailableError("the jxl coarse codec needs `pip install pillow-jxl-plugin`") from None
+
+    def check_payload(self, data: bytes, height: int, width: int) -> None:
+        # pillow-jxl-plugin decodes the whole image on open: read the size from the codestream first.
+        check_declared_size(jxl_size(data, "JPEG XL coarse"), height, width, "JPEG XL coarse")
 
 
 class WebPCodec(_PillowCodec):
@@ -317,6 +340,7 @@ class WebPCodec(_PillowCodec):
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
         if not data:
             raise BitstreamError("WebP coarse payload is empty")
+        check_riff_chunks(bytes(data), "WebP coarse")
         return super().decode(riff_wrap(bytes(data)), height, width)
 
 
@@ -330,6 +354,9 @@ class AVIFCodec(_PillowCodec):
     default_quality = 20
     save_options = {"subsampling": "4:4:4", "speed": 4}
 
+    def check_payload(self, data: bytes, height: int, width: int) -> None:
+        check_isobmff_boxes(data, "AVIF coarse")
+
 
 class JPEGCodec(_PillowCodec):
     """Baseline JPEG through Pillow, 4:4:4, with optimised Huffman tables; stored whole."""
@@ -341,6 +368,9 @@ class JPEGCodec(_PillowCodec):
     quality_range = (1, 95)
     default_quality = 20
     save_options = {"subsampling": 0, "optimize": True}
+
+    def check_payload(self, data: bytes, height: int, width: int) -> None:
+        check_jpeg_markers(data, "JPEG coarse")
 
 
 COARSE_CODECS: dict[str, type[CoarseCodec]] = {
