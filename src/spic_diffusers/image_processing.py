@@ -16,8 +16,8 @@ class InputFileError(ValueError):
     """A user's image or map file is missing, unreadable or of the wrong kind."""
 
 
-def open_image_file(path, what: str = "image") -> PIL.Image.Image:
-    """Open and fully read an image file, with one clear error for a missing or unreadable file."""
+def image_file_size(path, what: str = "image") -> tuple[int, int]:
+    """(height, width) from an image file's header, without decoding its pixels."""
     from pathlib import Path
 
     path = Path(path)
@@ -25,9 +25,39 @@ def open_image_file(path, what: str = "image") -> PIL.Image.Image:
         raise InputFileError(f"no such {what}: {path}")
     try:
         with PIL.Image.open(path) as image:
+            width, height = image.size
+    except PIL.Image.DecompressionBombError as err:
+        raise InputFileError(f"{what} {path} is too large to read safely: {err}") from None
+    except (OSError, PIL.UnidentifiedImageError, ValueError) as err:
+        raise InputFileError(f"cannot read {what} {path}: {err}") from None
+    return height, width
+
+
+def open_image_file(path, what: str = "image", max_pixels: int | None = None) -> PIL.Image.Image:
+    """Open and fully read an image file, with one clear error for a missing, unreadable or too large file.
+
+    The size is read from the header and checked against ``max_pixels`` before any pixel is decoded.
+    """
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"no such {what}: {path}")
+    try:
+        with PIL.Image.open(path) as image:
+            width, height = image.size
+            if max_pixels is not None and height * width > max_pixels:
+                raise InputFileError(
+                    f"{what} {path} is {height}x{width} ({height * width} pixels), above the budget of "
+                    f"{max_pixels} pixels; raise it with --max_pixels if you mean to spend that"
+                )
             image.load()
             return image.copy()
+    except PIL.Image.DecompressionBombError as err:
+        raise InputFileError(f"{what} {path} is too large to read safely: {err}") from None
     except (OSError, PIL.UnidentifiedImageError, ValueError) as err:
+        if isinstance(err, InputFileError):
+            raise
         raise InputFileError(f"cannot read {what} {path}: {err}") from None
 
 

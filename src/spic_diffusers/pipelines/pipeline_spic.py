@@ -22,6 +22,12 @@ from ..models.unet_spic import SPICUNet2DModel
 
 START_NOISE_MODES = ("none", "forward")
 
+# Schedulers that pass the generic checks but cannot sample from a truncated schedule.
+_UNSUPPORTED_SCHEDULERS = {
+    "PNDMScheduler": "cannot start mid-schedule: its Runge-Kutta warm-up and multistep history assume the "
+    "full schedule, and from the coarse image it returns a saturated image; use ddim, dpmsolver++ or unipc",
+}
+
 
 def default_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
     """The paper's process: linear betas over 1000 steps, learned-range variance, clipped x0, linspace spacing."""
@@ -187,6 +193,8 @@ class SPICPipeline(DiffusionPipeline):
                 "variance_type='learned' expects a log-variance; the SPIC model outputs learned-range values: "
                 "use variance_type='learned_range' (or a scheduler without learned variance)"
             )
+        if type(scheduler).__name__ in _UNSUPPORTED_SCHEDULERS:
+            raise ValueError(f"{type(scheduler).__name__} {_UNSUPPORTED_SCHEDULERS[type(scheduler).__name__]}")
         if not hasattr(scheduler, "alphas_cumprod") and not hasattr(scheduler, "sigmas"):
             raise ValueError(f"{type(scheduler).__name__} has no discrete noise schedule to drive a DDPM model")
 
