@@ -210,21 +210,32 @@ def flif_size(data: bytes, label: str) -> tuple[int, int]:
 # ---------------------------------------------------------------- container layers (trailing data)
 
 
+_WEBP_IMAGE_CHUNKS = (b"VP8 ", b"VP8L")
+
+
 def check_riff_chunks(chunks: bytes, label: str) -> None:
-    """The chunks after a WebP file header must end exactly where the payload ends."""
-    offset = 0
+    """The chunks after a WebP file header: one still image, ending exactly where the payload ends.
+
+    A simple file is one ``VP8 `` or ``VP8L`` chunk; an extended one (``VP8X`` first) may add alpha and
+    metadata chunks but no animation and no second image.
+    """
+    offset, kinds = 0, []
     while offset < len(chunks):
         if offset + 8 > len(chunks):
             raise BitstreamError(f"{label} payload ends inside a chunk header")
+        kinds.append(chunks[offset : offset + 4])
         size = int.from_bytes(chunks[offset + 4 : offset + 8], "little")
         offset += 8 + size + (size & 1)
     if offset != len(chunks) or not chunks:
         raise BitstreamError(f"{label} payload's chunks do not end where the payload ends (trailing or missing bytes)")
+    images = sum(kind in _WEBP_IMAGE_CHUNKS for kind in kinds)
+    if images != 1 or (kinds[0] != b"VP8X" and len(kinds) != 1) or b"ANMF" in kinds or b"ANIM" in kinds:
+        raise BitstreamError(f"{label} payload is not one still image (chunks {[k.decode('latin-1') for k in kinds]})")
 
 
 def check_isobmff_boxes(data: bytes, label: str) -> None:
-    """Top-level ISO-BMFF boxes (HEIF, AVIF) must cover the payload exactly."""
-    offset = 0
+    """Top-level ISO-BMFF boxes (HEIF, AVIF): ``ftyp`` first, no box type twice, covering the payload exactly."""
+    offset, kinds = 0, []
     while offset < len(data):
         if offset + 8 > len(data):
             raise BitstreamError(f"{label} payload ends inside a box header")
@@ -237,9 +248,12 @@ def check_isobmff_boxes(data: bytes, label: str) -> None:
             size = len(data) - offset
         if size < 8:
             raise BitstreamError(f"{label} payload holds a box of impossible size {size}")
+        kinds.append(data[offset + 4 : offset + 8])
         offset += size
     if offset != len(data) or not data:
         raise BitstreamError(f"{label} payload's boxes do not end where the payload ends (trailing or missing bytes)")
+    if kinds[0] != b"ftyp" or len(set(kinds)) != len(kinds):
+        raise BitstreamError(f"{label} payload is not one image file (boxes {[k.decode('latin-1') for k in kinds]})")
 
 
 def check_jpeg_markers(data: bytes, label: str) -> None:
