@@ -192,10 +192,22 @@ def test_context_coder_refuses_label_counts_and_work_a_map_cannot_justify():
     coder = ContextMapCoder()
     with pytest.raises(BitstreamError, match="labels"):
         coder.decode(bytes([4, 0, 1, 2, 3, 4]), 2, 2)  # 5 labels in 4 pixels
-    stripes = np.tile(np.arange(256, dtype=np.uint8), (8, 4))  # every pixel a new run of 256 labels
+    stripes = np.tile(np.arange(256, dtype=np.uint8), (256, 4))  # 256 labels, predictable from the row above
     with pytest.raises(ValueError, match="png"):
         coder.encode(stripes)
-    assert np.array_equal(get_map_coder("png").decode(get_map_coder("png").encode(stripes), 8, 1024), stripes)
+    assert np.array_equal(get_map_coder("png").decode(get_map_coder("png").encode(stripes), 256, 1024), stripes)
+    # A stream asking for that work from a small payload (the encoder's bound lifted to write it) is refused fast.
+    import spic_diffusers.codec.semantic as semantic
+
+    limit = semantic._MAX_LABEL_WORK_PER_PIXEL
+    semantic._MAX_LABEL_WORK_PER_PIXEL = 10**6
+    try:
+        big = np.tile(np.arange(256, dtype=np.uint8), (512, 16))  # 512x4096 = 2 M pixels
+        payload = coder.encode(big)
+    finally:
+        semantic._MAX_LABEL_WORK_PER_PIXEL = limit
+    with pytest.raises(BitstreamError, match="justifies"):
+        _bounded(lambda: coder.decode(payload, 512, 4096))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

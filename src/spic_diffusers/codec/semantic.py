@@ -79,11 +79,13 @@ class MapCoder(ABC):
 _BIT_PRIOR = (4.0, 0.1)
 _BIT_PRIOR_ON_EDGE = (0.3, 0.3)
 _MAX_JOINT_LABELS = 32  # above this many distinct labels, run contexts use one label, not two
-# Work bound: label probabilities evaluated (runs x (labels + 1), summed over PPM stages) per pixel.
-# Street maps need well under 1; a 19-label noise map about 40.  Maps above it (many labels changing
-# at almost every pixel) cost seconds per megapixel: the encoder refuses them (use 'png'), and the
-# decoder refuses streams that ask for more, so decoding time is bounded by the pixel count.
-_MAX_LABEL_WORK_PER_PIXEL = 64
+# Work bound: label probabilities evaluated (runs x (labels + 1), summed over PPM stages), allowed per
+# pixel and per payload byte.  Street maps need well under 1 per pixel; noise maps with many labels pay
+# for their work with payload bytes.  Maps that need far more work than their payload (hundreds of
+# labels repeating in predictable stripes) cost seconds per megapixel: the encoder refuses them (use
+# 'png'), and the decoder refuses streams that ask for more, so decoding time is bounded by the sizes.
+_MAX_LABEL_WORK_PER_PIXEL = 32
+_MAX_LABEL_WORK_PER_BYTE = 1024
 # Slack of the payload-exhaustion test: coded information may exceed the payload's bits by this much
 # (range-coder state, trailing zero bytes the encoder drops, probability quantisation).
 _EXHAUSTION_SLACK_BITS = 256
@@ -98,8 +100,8 @@ def _information(probs: np.ndarray, symbols: np.ndarray) -> float:
     return float(-np.log2(np.maximum(chosen, _MIN_PROBABILITY)).sum())
 
 
-def _label_work_limit(height: int, width: int) -> int:
-    return _MAX_LABEL_WORK_PER_PIXEL * height * width + 4096
+def _label_work_limit(height: int, width: int, payload_bytes: int) -> int:
+    return _MAX_LABEL_WORK_PER_PIXEL * height * width + _MAX_LABEL_WORK_PER_BYTE * payload_bytes + 4096
 # Signed distance -11..11 -> bin; exact near an edge, coarser further away.
 _DISTANCE_BINS = np.array([9] + [7] * 5 + [5] * 3 + [0, 1, 2, 3, 4] + [6] * 3 + [8] * 5 + [9], dtype=np.int64)
 _NUM_DISTANCE_BINS = 10
@@ -302,7 +304,7 @@ class ContextMapCoder(MapCoder):
         model = _RowModel(n, width)
         encoder = self._stream.queue.RangeEncoder()
         family = self._family
-        work, work_limit = 0, _label_work_limit(height, width)
+        work = 0
         for y in range(height):
             row = indices[y]
             changes = (row[1:] != row[:-1]).astype(np.int64)
@@ -325,14 +327,15 @@ class ContextMapCoder(MapCoder):
                     break
             if active.size:
                 encoder.encode(labels[active].astype(np.int32), family, model.fallback_probabilities(excluded))
-            if work > work_limit:
-                raise ValueError(
-                    f"this {height}x{width} map with {n} labels changes label too often for the context coder "
-                    "(its decoding cost would be unbounded by its size); code it with map_coder='png'"
-                )
             model.update(row, changes, change_ctx, label_ctx, labels)
         words = encoder.get_compressed()
-        return out + words.astype("<u4").tobytes().rstrip(b"\x00")
+        payload = out + words.astype("<u4").tobytes().rstrip(b"\x00")
+        if work > _label_work_limit(height, width, len(payload)):
+            raise ValueError(
+                f"this {height}x{width} map with {n} labels needs more decoding work than its size justifies "
+                "for the context coder (many labels changing almost everywhere); code it with map_coder='png'"
+            )
+        return payload
 
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
         data = bytes(data)
@@ -361,13 +364,15 @@ class ContextMapCoder(MapCoder):
         coded = coded + b"\x00" * (-len(coded) % 4)
         try:
             words = np.frombuffer(coded, dtype="<u4").astype(np.uint32)
-            return self._decode_rows(words, n, values, height, width, 8 * len(coded) + _EXHAUSTION_SLACK_BITS)
+            work_limit = _label_work_limit(height, width, len(data))
+            return self._decode_rows(words, n, values, height, width, 8 * len(coded) + _EXHAUSTION_SLACK_BITS,
+                                     work_limit)
         except BitstreamError:
             raise
         except Exception as err:  # constriction reports damaged data with its own exceptions
             raise BitstreamError(f"context map payload is damaged ({err})") from None
 
-    def _decode_rows(self, words, n, values, height, width, max_bits: int) -> np.ndarray:
+    def _decode_rows(self, words, n, values, height, width, max_bits: int, work_limit: int) -> np.ndarray:
         """Decode row by row; stop as soon as the rows read need more information than the payload holds.
 
         A range decoder past its data keeps producing symbols (from zeros), so exhaustion is detected
@@ -378,7 +383,7 @@ class ContextMapCoder(MapCoder):
         model = _RowModel(n, width)
         out = np.empty((height, width), dtype=np.uint8)
         no_changes = np.zeros(0, dtype=np.int64)
-        bits, work, work_limit = 0.0, 0, _label_work_limit(height, width)
+        bits, work = 0.0, 0
         used = np.zeros(n, dtype=bool)
         for y in range(height):
             change_ctx = model.change_contexts()
@@ -397,8 +402,8 @@ class ContextMapCoder(MapCoder):
                 work += len(active) * (n + 1)
                 if work > work_limit:
                     raise BitstreamError(
-                        f"context map payload asks for more than {_MAX_LABEL_WORK_PER_PIXEL} label evaluations "
-                        f"per pixel (row {y} of {height}); no encoder writes such a payload"
+                        f"context map payload asks for more label evaluations than its size justifies (row {y} of "
+                        f"{height}); no encoder writes such a payload"
                     )
                 probs, seen = model.stage_probabilities(stage, ctx[active], excluded)
                 symbols = decoder.decode(family, probs)
