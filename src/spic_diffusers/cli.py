@@ -241,16 +241,20 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _load_pipeline(model: str, scheduler_name: str | None, device: str | None):
-    from .pipelines.pipeline_spic import SPICPipeline
+    from .pipelines.pipeline_spic import SPICPipeline, default_scheduler
+    from .pipelines.schedulers import scheduler_from_name
 
     _check_device(device)
+    if scheduler_name:  # an unknown name or a missing package is found before the model is loaded
+        try:
+            scheduler_from_name(scheduler_name, default_scheduler().config)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
     try:
         pipeline = SPICPipeline.from_pretrained(model)
     except (OSError, ValueError, EnvironmentError) as err:
         raise CLIError(f"cannot load a SPIC pipeline from {model!r}: {err}") from None
     if scheduler_name:
-        from .pipelines.schedulers import scheduler_from_name
-
         try:
             pipeline.scheduler = scheduler_from_name(scheduler_name, pipeline.scheduler.config)
             pipeline.check_scheduler()
