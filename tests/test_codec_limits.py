@@ -47,8 +47,11 @@ def _available(kind: str, name: str):
     return coder
 
 
-def _bounded(call, seconds: float = 2.0):
-    """Run ``call``; it must finish (or raise) in ``seconds`` and keep the process under 1 GiB more memory."""
+def _bounded(call, seconds: float = 10.0):
+    """Run ``call``; it must finish (or raise) in ``seconds`` and keep the process under 1 GiB more memory.
+
+    The bound catches runaway work (minutes, gigabytes); benchmarks/bench_hostile_inputs.py measures the cases.
+    """
     before, start = _peak_rss_bytes(), time.monotonic()
     try:
         return call()
@@ -164,7 +167,8 @@ def test_png_map_with_trailing_zlib_data_is_refused():
 
 @pytest.mark.parametrize(
     "kind,name",
-    [("map", "webp"), ("coarse", "webp"), ("coarse", "jpeg"), ("coarse", "heif"), ("coarse", "avif")],
+    [("map", "webp"), ("map", "jxl"), ("coarse", "webp"), ("coarse", "jpeg"), ("coarse", "heif"), ("coarse", "avif"),
+     ("coarse", "jxl")],
 )
 def test_trailing_bytes_are_refused(kind, name):
     coder = _available(kind, name)
@@ -266,7 +270,7 @@ def test_declared_size_against_payload_size(kind, name, true_size, claimed):
         assert decoded.shape[:2] == claimed
     else:
         with pytest.raises(BitstreamError):
-            _bounded(lambda: coder.decode(payload, *claimed), seconds=10 if name in ("hevc", "flif", "bpg") else 2)
+            _bounded(lambda: coder.decode(payload, *claimed), seconds=10)
 
 
 def test_whole_streams_with_swapped_sizes_are_refused():

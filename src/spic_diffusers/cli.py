@@ -51,7 +51,7 @@ def _read_stream(path: str) -> bytes:
 
 
 def _open_image(path: str, what: str, max_pixels: int | None = None):
-    from .image_processing import InputFileError, open_image_file
+    from .image_files import InputFileError, open_image_file
 
     try:
         return open_image_file(path, what, max_pixels)
@@ -60,7 +60,7 @@ def _open_image(path: str, what: str, max_pixels: int | None = None):
 
 
 def _load_segmentation(path: str, label_ids: bool):
-    from .image_processing import InputFileError, read_segmentation_file
+    from .image_files import InputFileError, read_segmentation_file
 
     try:
         return read_segmentation_file(path, label_ids)
@@ -143,14 +143,7 @@ def _check_max_pixels(value: int | None) -> int | None:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     """Image (+ map or segmenter) -> .spic stream."""
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    from .codec import bpp_breakdown, encode
-
-    from .codec.transmitter import to_rgb_image
-    from .data.cityscapes import NUM_CLASSES
-    from .image_processing import InputFileError, image_file_size
+    from .image_files import InputFileError, image_file_size
 
     output = _check_output(args.output, args.force)
     if (args.segmentation is None) == (args.segmenter is None):
@@ -160,6 +153,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise CLIError(f"--downsample must be >= 1, got {args.downsample}")
     try:  # sizes from the headers first: nothing is decoded for a mismatch or an oversized input
         size = image_file_size(args.image, "image")
+        if max_pixels is not None and size[0] * size[1] > max_pixels:
+            raise CLIError(
+                f"image {args.image} is {size[0]}x{size[1]} ({size[0] * size[1]} pixels), above the budget of "
+                f"{max_pixels} pixels; raise it with --max_pixels if you mean to spend that"
+            )
         if args.segmentation is not None:
             map_size = image_file_size(args.segmentation, "segmentation map")
             if map_size != size:
@@ -168,6 +166,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
                 )
     except InputFileError as err:
         raise CLIError(str(err)) from None
+
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from .codec import bpp_breakdown, encode
+    from .codec.transmitter import to_rgb_image
+    from .data.cityscapes import NUM_CLASSES
+
     image = _open_image(args.image, "image", max_pixels)
     try:
         image = to_rgb_image(image)

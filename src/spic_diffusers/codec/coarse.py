@@ -28,6 +28,7 @@ from .payload_headers import (
     check_declared_size,
     check_isobmff_boxes,
     check_jpeg_markers,
+    check_jxl_end,
     check_riff_chunks,
     hevc_size,
     jxl_size,
@@ -260,6 +261,9 @@ class _PillowCodec(CoarseCodec):
     def check_payload(self, data: bytes, height: int, width: int) -> None:
         """Refuse trailing data and sizes Pillow cannot read lazily, before anything is decoded."""
 
+    def check_payload_end(self, data: bytes) -> None:
+        """Refuse trailing data only a decoder can find (after the declared size has been checked)."""
+
     def encode(self, image: np.ndarray) -> bytes:
         image = _check_rgb(image)
         self._register()
@@ -275,6 +279,7 @@ class _PillowCodec(CoarseCodec):
         self._register()
         self.check_payload(bytes(data), height, width)
         image = open_payload_image(data, f"{self.display_name} coarse", height, width)
+        self.check_payload_end(bytes(data))
         try:
             array = np.asarray(image.convert("RGB"))
         except Exception as err:
@@ -322,6 +327,9 @@ class JXLCodec(_PillowCodec):
     def check_payload(self, data: bytes, height: int, width: int) -> None:
         # pillow-jxl-plugin decodes the whole image on open: read the size from the codestream first.
         check_declared_size(jxl_size(data, "JPEG XL coarse"), height, width, "JPEG XL coarse")
+
+    def check_payload_end(self, data: bytes) -> None:
+        check_jxl_end(data, "JPEG XL coarse")
 
 
 class WebPCodec(_PillowCodec):

@@ -78,6 +78,22 @@ def jxl_size(data: bytes, label: str) -> tuple[int, int]:
     return height, width
 
 
+def check_jxl_end(data: bytes, label: str) -> None:
+    """Refuse bytes after a JPEG XL codestream's last section (libjxl ignores them).
+
+    The codestream's table of contents gives every section's exact length, so a codestream without
+    trailing bytes cannot decode once its last byte is dropped; one that still decodes had a tail.
+    Call only after the declared size passed, since this decodes the payload once more.
+    """
+    from pillow_jxl import Decoder
+
+    try:
+        Decoder(num_threads=0)(bytes(data[:-1]))
+    except Exception:  # noqa: BLE001  (libjxl reports a truncated codestream as a generic error)
+        return
+    raise BitstreamError(f"{label} payload has trailing bytes after its codestream")
+
+
 # --------------------------------------------------------------------------------------- HEVC
 
 _VPS, _SPS, _PPS = 32, 33, 34

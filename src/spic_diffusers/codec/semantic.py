@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from .bitstream import BitstreamError, CodecUnavailableError, open_payload_image
-from .payload_headers import check_declared_size, check_riff_chunks, check_zlib, flif_size, jxl_size
+from .payload_headers import check_declared_size, check_jxl_end, check_riff_chunks, check_zlib, flif_size, jxl_size
 
 
 def _check_map(semantic_map: np.ndarray) -> np.ndarray:
@@ -84,7 +84,7 @@ _MAX_JOINT_LABELS = 32  # above this many distinct labels, run contexts use one 
 # for their work with payload bytes.  Maps that need far more work than their payload (hundreds of
 # labels repeating in predictable stripes) cost seconds per megapixel: the encoder refuses them (use
 # 'png'), and the decoder refuses streams that ask for more, so decoding time is bounded by the sizes.
-_MAX_LABEL_WORK_PER_PIXEL = 32
+_MAX_LABEL_WORK_PER_PIXEL = 16
 _MAX_LABEL_WORK_PER_BYTE = 1024
 # Slack of the payload-exhaustion test: coded information may exceed the payload's bits by this much
 # (range-coder state, trailing zero bytes the encoder drops, probability quantisation).
@@ -548,6 +548,7 @@ class JXLMapCoder(MapCoder):
         # The plugin decodes on open: read the size from the codestream header first.
         check_declared_size(jxl_size(bytes(data), "JPEG XL map"), height, width, "JPEG XL map")
         image = open_payload_image(data, "JPEG XL map", height, width)
+        check_jxl_end(bytes(data), "JPEG XL map")
         if image.mode != "L":
             raise BitstreamError(f"JPEG XL map payload has mode {image.mode}, expected L")
         return _check_decoded(np.asarray(image), height, width, "JPEG XL")
