@@ -286,3 +286,32 @@ def test_whole_streams_with_swapped_sizes_are_refused():
                              map_payload=map_payload, coarse_payload=coarse_payload)
         with pytest.raises(BitstreamError):
             _bounded(lambda: decode_parts(forged))
+
+
+def _declare_size(name: str, payload: bytes, height: int, width: int) -> bytes:
+    """Rewrite the size a real payload's own header declares, leaving its coded data as it was."""
+    data = bytearray(payload)
+    if name in ("heif", "avif"):
+        at = data.find(b"ispe") + 8  # version/flags, then width and height
+        data[at : at + 4], data[at + 4 : at + 8] = width.to_bytes(4, "big"), height.to_bytes(4, "big")
+    elif name == "webp":
+        assert data[12:16] == b"VP8 "  # lossy: 3-byte frame tag, 3-byte start code, then 14-bit sizes
+        data[26:28], data[28:30] = width.to_bytes(2, "little"), height.to_bytes(2, "little")
+    else:
+        at = max(data.find(b"\xff\xc0"), data.find(b"\xff\xc2"))
+        data[at + 5 : at + 7], data[at + 7 : at + 9] = height.to_bytes(2, "big"), width.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("name", ["heif", "avif", "webp", "jpeg"])
+@pytest.mark.parametrize("declared", [(4000, 4000), (16383, 16383)])
+def test_payload_headers_declaring_huge_images_are_refused_before_decoding(name, declared):
+    codec = _available("coarse", name)
+    payload = codec.encode(np.full((24, 40, 3), 90, np.uint8))
+    if name == "webp":
+        payload = b"RIFF" + (len(payload) + 4).to_bytes(4, "little") + b"WEBP" + payload
+    forged = _declare_size(name, payload, *declared)
+    if name == "webp":
+        forged = forged[12:]
+    with pytest.raises(BitstreamError):
+        _bounded(lambda: codec.decode(forged, 24, 40))

@@ -136,7 +136,9 @@ class SPICPipeline(DiffusionPipeline):
                 f"aspect ratios disagree: segmentation_map is {height}x{width}, low_res_image is {low_h}x{low_w}"
             )
 
-    def estimate_memory_bytes(self, height: int, width: int, batch_size: int = 1, guidance_scale: float = 1.5) -> int:
+    def estimate_memory_bytes(
+        self, height: int, width: int, batch_size: int = 1, guidance_scale: float = 1.5, include_parameters: bool = True
+    ) -> int:
         """A rough estimate of the memory one sampling step needs at ``height x width``.
 
         Parameters, the skip activations the UNet keeps per level, the working tensors of one block and
@@ -148,7 +150,7 @@ class SPICPipeline(DiffusionPipeline):
         element = torch.finfo(self.unet.dtype).bits // 8
         multiple = self.unet.size_multiple
         height, width = -(-height // multiple) * multiple, -(-width // multiple) * multiple
-        params = sum(p.numel() for p in self.unet.parameters()) * element
+        params = sum(p.numel() for p in self.unet.parameters()) * element if include_parameters else 0
         activations = 0
         for level, channels in enumerate(cfg.block_out_channels):
             pixels = (height >> level) * (width >> level)
@@ -159,7 +161,8 @@ class SPICPipeline(DiffusionPipeline):
 
     def check_memory(self, height: int, width: int, batch_size: int = 1, guidance_scale: float = 1.5) -> None:
         """Refuse, before any work, a size whose estimated memory exceeds what the execution device has free."""
-        needed = self.estimate_memory_bytes(height, width, batch_size, guidance_scale)
+        # The weights are already where they run: only what sampling adds must fit in the free memory.
+        needed = self.estimate_memory_bytes(height, width, batch_size, guidance_scale, include_parameters=False)
         available = _available_memory(self._execution_device)
         if available is not None and needed > available:
             raise ValueError(
