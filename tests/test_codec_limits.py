@@ -237,7 +237,9 @@ def _payload_codecs():
 
 
 @pytest.mark.parametrize("kind,name", _payload_codecs())
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(
     true_size=st.tuples(st.integers(1, 40), st.integers(1, 40)),
     claimed=st.one_of(

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bitstream import DEFAULT_MAX_PIXELS, BitstreamError, CodecUnavailableError, check_pixel_budget, read_header, unpack_stream
+from .bitstream import (
+    DEFAULT_MAX_PIXELS,
+    BitstreamError,
+    CodecUnavailableError,
+    check_pixel_budget,
+    read_header,
+    unpack_stream,
+)
 from .coarse import coarse_size, get_coarse_codec
 from .semantic import get_map_coder
 

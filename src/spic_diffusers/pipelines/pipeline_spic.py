@@ -22,10 +22,10 @@ from ..models.unet_spic import SPICUNet2DModel
 
 START_NOISE_MODES = ("none", "forward")
 
-# Schedulers that pass the generic checks but cannot sample from a truncated schedule.
+# Schedulers that pass the generic checks but do not sample this model correctly.
 _UNSUPPORTED_SCHEDULERS = {
-    "PNDMScheduler": "cannot start mid-schedule: its Runge-Kutta warm-up and multistep history assume the "
-    "full schedule, and from the coarse image it returns a saturated image; use ddim, dpmsolver++ or unipc",
+    "PNDMScheduler": "is not supported: on SPIC's truncated schedule it returns saturated images (only 0 or 1); "
+    "use ddim, dpmsolver++ or unipc",
 }
 
 

@@ -34,4 +34,5 @@ def scheduler_from_name(name: str, base_config: Any):
     try:
         return cls.from_config(base_config, **overrides)
     except ImportError as err:  # diffusers' placeholders for schedulers whose backend is not installed
-        raise ValueError(f"scheduler {name!r} needs a package that is not installed: {str(err).strip().splitlines()[0]}") from None
+        reason = str(err).strip().splitlines()[0]
+        raise ValueError(f"scheduler {name!r} needs a package that is not installed: {reason}") from None

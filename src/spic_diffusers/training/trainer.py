@@ -61,10 +61,13 @@ def unet_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_init_unet(path: str) -> SPICUNet2DModel:
     """A `SPICUNet2DModel` from a pipeline folder (`unet/` inside) or a unet folder."""
-    if os.path.isfile(os.path.join(path, "model_index.json")):
-        return SPICUNet2DModel.from_pretrained(path, subfolder="unet")
-    if os.path.isfile(os.path.join(path, "config.json")):
-        return SPICUNet2DModel.from_pretrained(path)
+    try:
+        if os.path.isfile(os.path.join(path, "model_index.json")):
+            return SPICUNet2DModel.from_pretrained(path, subfolder="unet")
+        if os.path.isfile(os.path.join(path, "config.json")):
+            return SPICUNet2DModel.from_pretrained(path)
+    except ValueError as err:  # a damaged or hostile config or weights file
+        raise TrainingInputError(f"--init_from {path!r}: {err}") from None
     raise TrainingInputError(
         f"--init_from {path!r} is neither a pipeline folder (model_index.json + unet/) nor a unet folder (config.json)"
     )
@@ -240,7 +243,7 @@ def load_training_state(folder: str, progress: TrainingProgress, ema) -> None:
     if not os.path.isfile(path):
         raise TrainingInputError(
             f"checkpoint {folder} has no {TRAINING_STATE_FILE}: it is incomplete or from an older version whose "
-            "step counters were pickled; start a new training (--init_unet can take its weights)"
+            "step counters were pickled; start a new training"
         )
     try:
         with open(path) as f:
@@ -255,7 +258,9 @@ def load_training_state(folder: str, progress: TrainingProgress, ema) -> None:
     except (OSError, KeyError, ValueError, TypeError) as err:
         if isinstance(err, TrainingInputError):
             raise
-        raise TrainingInputError(f"checkpoint {folder} has a damaged training state ({type(err).__name__}: {err})") from None
+        raise TrainingInputError(
+            f"checkpoint {folder} has a damaged training state ({type(err).__name__}: {err})"
+        ) from None
 
 
 def check_resumable(folder: str) -> None:
@@ -273,7 +278,7 @@ def check_resumable(folder: str) -> None:
     if not os.path.isfile(os.path.join(folder, TRAINING_STATE_FILE)):
         raise TrainingInputError(
             f"checkpoint {folder} has no {TRAINING_STATE_FILE}: it is incomplete or from an older version; "
-            "start a new training (--init_unet can take its weights)"
+            "start a new training"
         )
 
 
