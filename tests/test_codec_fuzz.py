@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spic_diffusers.codec import BitstreamError, coarse_size, decode_parts, encode
+from spic_diffusers.codec import BitstreamError, PixelBudgetError, coarse_size, decode_parts, encode
 
 
 def _scene(height: int, width: int, seed: int):
@@ -70,7 +70,7 @@ def _check(stream: bytes) -> None:
     start = time.monotonic()
     try:
         parts = decode_parts(stream)
-    except BitstreamError as err:
+    except (BitstreamError, PixelBudgetError) as err:
         assert str(err)
     else:
         assert parts.semantic_map.shape == (parts.height, parts.width)

@@ -94,7 +94,7 @@ def test_two_process_cpu_run_writes_a_loadable_pipeline(dataset_dir, tmp_path):
     raw = load_file(str(out / "checkpoint-3" / "model.safetensors"))
     saved = pipe.unet.state_dict()
     assert any(not torch.equal(raw[k], saved[k]) for k in raw if k in saved)
-    ema = torch.load(out / "checkpoint-3" / "custom_checkpoint_1.pkl", weights_only=False)
+    ema = _ema_state(out / "checkpoint-3")
     assert ema["optimization_step"] == 3
     for shadow, param in zip(ema["shadow_params"], pipe.unet.parameters(), strict=True):
         assert torch.equal(shadow, param.detach())
@@ -133,15 +133,22 @@ def test_loss_falls_on_a_fixed_batch():
     assert after < 0.5 * before, (before, after)
 
 
+def _ema_state(path: Path) -> dict:
+    """The EMA a checkpoint stores without pickle: scalars in training_state.json, weights in safetensors."""
+    scalars = json.loads((path / "training_state.json").read_text())["ema"]
+    weights = load_file(str(path / "ema.safetensors"))
+    return {**scalars, "shadow_params": [weights[f"shadow.{i}"] for i in range(len(weights))]}
+
+
 def _checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
     state = {f"model.{k}": v for k, v in load_file(str(path / "model.safetensors")).items()}
-    ema = torch.load(path / "custom_checkpoint_1.pkl", weights_only=False)
+    ema = _ema_state(path)
     state.update({f"ema.{i}": p for i, p in enumerate(ema["shadow_params"])})
     optimizer = torch.load(path / "optimizer.bin", weights_only=False)
     for index, entry in optimizer["state"].items():
         for name, value in entry.items():
             state[f"opt.{index}.{name}"] = torch.as_tensor(value)
-    progress = torch.load(path / "custom_checkpoint_0.pkl", weights_only=False)
+    progress = json.loads((path / "training_state.json").read_text())["progress"]
     state["step"] = torch.tensor([progress["global_step"], ema["optimization_step"]])
     return state
 

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from .codec.bitstream import BitstreamError, CodecUnavailableError
+from .codec.bitstream import DEFAULT_MAX_PIXELS, BitstreamError, CodecUnavailableError, PixelBudgetError
 from .pipelines.schedulers import SCHEDULER_CLASSES
 
 class CLIError(Exception):
@@ -21,33 +21,46 @@ class CLIError(Exception):
 
 def _check_output(path: str | os.PathLike, force: bool) -> Path:
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise CLIError(f"{path} is a symbolic link to a missing file; remove it or choose another output")
     if path.exists() and not force:
         raise CLIError(f"{path} already exists; pass --force to overwrite it")
     if path.exists() and path.is_dir():
         raise CLIError(f"{path} is a directory")
-    if not path.parent.exists():
-        raise CLIError(f"output folder {path.parent} does not exist")
+    parent = path.parent
+    if not parent.is_dir():
+        raise CLIError(f"output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CLIError(f"output folder {parent} is not writable")
     return path
 
 
 def _read_stream(path: str) -> bytes:
+    from .codec.bitstream import MAX_PIXELS
+
     path = Path(path)
     if not path.is_file():
         raise CLIError(f"no such file: {path}")
-    return path.read_bytes()
+    # No valid stream is near this size: its pixels would be over the container's limit at 8 bits each.
+    if path.stat().st_size > MAX_PIXELS:
+        raise CLIError(f"{path} is {path.stat().st_size} bytes, too large to be a SPIC stream")
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise CLIError(f"cannot read {path}: {err.strerror or err}") from None
 
 
-def _open_image(path: str, what: str):
-    from .image_processing import InputFileError, open_image_file
+def _open_image(path: str, what: str, max_pixels: int | None = None):
+    from .image_files import InputFileError, open_image_file
 
     try:
-        return open_image_file(path, what)
+        return open_image_file(path, what, max_pixels)
     except InputFileError as err:
         raise CLIError(str(err)) from None
 
 
 def _load_segmentation(path: str, label_ids: bool):
-    from .image_processing import InputFileError, read_segmentation_file
+    from .image_files import InputFileError, read_segmentation_file
 
     try:
         return read_segmentation_file(path, label_ids)
@@ -56,9 +69,71 @@ def _load_segmentation(path: str, label_ids: bool):
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Write ``data`` to a new, exclusively created file in ``path``'s folder, then rename it over ``path``.
+
+    The temporary name is random and created with ``O_EXCL`` (``tempfile.mkstemp``), so a planted file or
+    symbolic link is never written through, and a killed run leaves ``path`` either old or complete.
+    """
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as err:
+        raise CLIError(f"cannot write into {path.parent}: {err.strerror or err}") from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # what a plain open() would have given, not mkstemp's 0600
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise CLIError(f"cannot write {path}: {err.strerror or err}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _image_format(path: Path) -> str:
+    """The Pillow format for an output file name, checked before any work is done."""
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise CLIError(f"cannot tell an image format from the output name {path.name!r}; use e.g. .png")
+    return fmt
+
+
+def _check_device(device: str | None) -> None:
+    """Refuse an unknown or absent torch device before loading anything."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        raise CLIError(f"--device {device!r} is not a torch device ({str(err).splitlines()[0]})") from None
+    if parsed.type == "cpu":
+        return
+    backend = getattr(torch, parsed.type, None)
+    available = getattr(backend, "is_available", None)
+    if parsed.type == "mps":
+        available = torch.backends.mps.is_available
+    if available is None or not available():
+        raise CLIError(f"--device {device!r}: no {parsed.type} device is available here")
+    count = getattr(backend, "device_count", None)
+    if parsed.index is not None and count is not None and parsed.index >= count():
+        raise CLIError(f"--device {device!r}: this machine has {count()} {parsed.type} device(s)")
+
+
+def _check_max_pixels(value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise CLIError(f"--max_pixels must be >= 1, got {value}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,18 +143,51 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 def cmd_encode(args: argparse.Namespace) -> int:
     """Image (+ map or segmenter) -> .spic stream."""
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    from .codec import bpp_breakdown, encode
+    from .image_files import InputFileError, image_file_size
 
     output = _check_output(args.output, args.force)
     if (args.segmentation is None) == (args.segmenter is None):
         raise CLIError("pass exactly one of --segmentation MAP or --segmenter MODEL")
-    image = _open_image(args.image, "image").convert("RGB")
+    max_pixels = _check_max_pixels(args.max_pixels)
+    if args.downsample < 1:
+        raise CLIError(f"--downsample must be >= 1, got {args.downsample}")
+    try:  # sizes from the headers first: nothing is decoded for a mismatch or an oversized input
+        size = image_file_size(args.image, "image")
+        if max_pixels is not None and size[0] * size[1] > max_pixels:
+            raise CLIError(
+                f"image {args.image} is {size[0]}x{size[1]} ({size[0] * size[1]} pixels), above the budget of "
+                f"{max_pixels} pixels; raise it with --max_pixels if you mean to spend that"
+            )
+        if args.segmentation is not None:
+            map_size = image_file_size(args.segmentation, "segmentation map")
+            if map_size != size:
+                raise CLIError(
+                    f"segmentation map is {map_size[0]}x{map_size[1]} but the image is {size[0]}x{size[1]}"
+                )
+    except InputFileError as err:
+        raise CLIError(str(err)) from None
+
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from .codec import bpp_breakdown, encode
+    from .codec.transmitter import to_rgb_image
+    from .data.cityscapes import NUM_CLASSES
+
+    image = _open_image(args.image, "image", max_pixels)
+    try:
+        image = to_rgb_image(image)
+    except ValueError as err:
+        raise CLIError(f"image {args.image}: {err}") from None
     with tqdm(total=2, desc="encoding", unit="step", disable=None, file=sys.stderr) as progress:
         if args.segmentation is not None:
             labels = _load_segmentation(args.segmentation, args.label_ids)
+            bad = np.setdiff1d(np.unique(labels), np.r_[np.arange(NUM_CLASSES), 255])
+            if bad.size:
+                raise CLIError(
+                    f"segmentation map {args.segmentation} holds labels {bad[:10].tolist()} outside the train ids "
+                    f"0..{NUM_CLASSES - 1} (255 = ignore); pass --label_ids if it holds official label ids"
+                )
         else:
             from .codec import Segmenter
 
@@ -139,21 +247,30 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _load_pipeline(model: str, scheduler_name: str | None, device: str | None):
-    from .pipelines.pipeline_spic import SPICPipeline
+    from .pipelines.pipeline_spic import SPICPipeline, default_scheduler
+    from .pipelines.schedulers import scheduler_from_name
 
+    _check_device(device)
+    if scheduler_name:  # an unknown name or a missing package is found before the model is loaded
+        try:
+            scheduler_from_name(scheduler_name, default_scheduler().config)
+        except ValueError as err:
+            raise CLIError(str(err)) from None
     try:
         pipeline = SPICPipeline.from_pretrained(model)
     except (OSError, ValueError, EnvironmentError) as err:
         raise CLIError(f"cannot load a SPIC pipeline from {model!r}: {err}") from None
     if scheduler_name:
-        from .pipelines.schedulers import scheduler_from_name
-
         try:
             pipeline.scheduler = scheduler_from_name(scheduler_name, pipeline.scheduler.config)
+            pipeline.check_scheduler()
         except ValueError as err:
             raise CLIError(str(err)) from None
     if device:
-        pipeline.to(device)
+        try:
+            pipeline.to(device)
+        except (RuntimeError, AssertionError) as err:
+            raise CLIError(f"cannot move the model to {device!r}: {str(err).splitlines()[0]}") from None
     return pipeline
 
 
@@ -161,19 +278,31 @@ def cmd_decode(args: argparse.Namespace) -> int:
     """.spic stream + SPIC model -> reconstructed image."""
     import torch
 
-    from .codec import decode, decode_parts
+    import io
+
+    from .codec import decode, decode_parts, read_header
+    from .codec.bitstream import check_pixel_budget
 
     output = _check_output(args.output, args.force)
+    fmt = _image_format(output)
+    max_pixels = _check_max_pixels(args.max_pixels)
+    if args.steps < 1:
+        raise CLIError(f"--steps must be >= 1, got {args.steps}")
+    _check_device(args.device)
     stream = _read_stream(args.stream)
-    decode_parts(stream)  # fail on a bad stream before loading a model
+    header = read_header(stream)
+    check_pixel_budget(header.height, header.width, max_pixels)
+    decode_parts(stream, max_pixels=max_pixels)  # fail on a bad stream before loading a model
     pipeline = _load_pipeline(args.model, args.scheduler, args.device)
     kwargs = {"guidance_scale": args.guidance, "num_inference_steps": args.steps}
     if args.max_timestep is not None:
         kwargs["max_timestep"] = args.max_timestep
     if args.seed is not None:
         kwargs["generator"] = torch.Generator(device=pipeline.device).manual_seed(args.seed)
-    image = decode(stream, pipeline, **kwargs)
-    image.save(output)
+    image = decode(stream, pipeline, max_pixels=max_pixels, **kwargs)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    _write_atomically(output, buffer.getvalue())
     print(f"wrote {output} ({image.size[1]}x{image.size[0]})")
     return 0
 
@@ -184,6 +313,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.steps < 1:
         raise CLIError(f"--steps must be >= 1, got {args.steps}")
+    if args.eval_scenes < 0:
+        raise CLIError(f"--eval_scenes must be >= 0, got {args.eval_scenes}")
+    _check_device(args.device)
     if args.threads is not None:
         import torch
 
@@ -245,7 +377,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"  {title:<22} SPIC {spic:7.2f}   coarse {coarse:7.2f}   difference {spic - coarse:+.2f}")
         print(f"  SPIC PSNR higher on {summary['scenes_where_spic_psnr_is_higher']}/{args.eval_scenes} scenes, "
               f"mean rate {summary['bpp']:.4f} bpp")
-        held_out.write_text(json.dumps(demo._finite(summary), indent=2))
+        _write_atomically(held_out, json.dumps(demo._finite(summary), indent=2).encode())
     return 0
 
 
@@ -278,6 +410,8 @@ def _add_encode(subparsers) -> None:
     p.add_argument(
         "--map_coder", default="context", choices=sorted(MAP_CODERS), help="lossless map coder (default: context)"
     )
+    p.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse larger input images, read from their headers (default {DEFAULT_MAX_PIXELS})")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=cmd_encode)
 
@@ -293,6 +427,9 @@ def _add_decode(subparsers) -> None:
     p.add_argument("--max_timestep", type=int, default=None, help="start timestep (the pipeline's default: 200)")
     p.add_argument("--seed", type=int, default=None, help="random seed")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu")
+    p.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse streams declaring more pixels, before decoding anything "
+                        f"(default {DEFAULT_MAX_PIXELS}, Cityscapes' full resolution)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=cmd_decode)
 
@@ -365,8 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (CLIError, BitstreamError, CodecUnavailableError, ValueError) as err:
-        print(f"spic {args.command}: error: {err}", file=sys.stderr)
+    except (CLIError, BitstreamError, CodecUnavailableError, PixelBudgetError, ValueError) as err:
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        print(f"spic {args.command}: error: {message}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # e.g. `spic info x.spic | head`
         sys.stderr.close()

@@ -433,16 +433,50 @@ def load_original_config(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def check_checkpoint_tensors(state_dict: Mapping[str, torch.Tensor]) -> None:
+    """Refuse tensors that claim more elements than their storage holds (stride 0, overlapping views),
+    checkpoints above the parameter budget, and NaN or infinite weights, before anything is allocated."""
+    from .models.unet_spic import MAX_PARAMETERS
+
+    total = 0
+    for key, tensor in state_dict.items():
+        if any(stride == 0 and size > 1 for stride, size in zip(tensor.stride(), tensor.shape)):
+            raise ConversionError(f"{key} has a zero stride (shape {tuple(tensor.shape)}): not a stored weight")
+        needed = tensor.numel() * tensor.element_size()
+        if needed > tensor.untyped_storage().nbytes():
+            raise ConversionError(
+                f"{key} claims {needed} bytes (shape {tuple(tensor.shape)}) but its storage holds "
+                f"{tensor.untyped_storage().nbytes()}: not a stored weight"
+            )
+        total += tensor.numel()
+    if total > MAX_PARAMETERS:
+        raise ConversionError(f"the checkpoint holds {total / 1e9:.1f} G parameters, above the budget of "
+                              f"{MAX_PARAMETERS / 1e9:.0f} G")
+    bad = [key for key, tensor in state_dict.items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise ConversionError(
+            f"{len(bad)} checkpoint tensor(s) hold NaN or infinite values ({', '.join(bad[:5])}"
+            f"{', ...' if len(bad) > 5 else ''}): the checkpoint is damaged or comes from a diverged run"
+        )
+
+
 def unet_from_original_checkpoint(
     state_dict: Mapping[str, torch.Tensor], options: Mapping[str, Any] | None = None
 ):
-    """Build a `SPICUNet2DModel` and fill it from an original state dict; missing/extra keys are errors."""
+    """Build a `SPICUNet2DModel` and fill it from an original state dict; missing/extra keys are errors.
+
+    Tensors, keys and shapes are all checked against a model built on the meta device first, so a small
+    file cannot make the converter allocate more than the weights it really holds.
+    """
     from .models.unet_spic import SPICUNet2DModel
 
+    check_checkpoint_tensors(state_dict)
     config = resolve_unet_config(state_dict, options)
-    model = SPICUNet2DModel(**config)
-    converted = convert_original_state_dict(state_dict, model.config)
-    expected = model.state_dict()
+    with torch.device("meta"):
+        skeleton = SPICUNet2DModel(**config)
+    converted = convert_original_state_dict(state_dict, skeleton.config)
+    expected = skeleton.state_dict()
     missing = sorted(set(expected) - set(converted))
     if missing:
         raise ConversionError(f"{len(missing)} model parameter(s) not filled by the checkpoint: {', '.join(missing[:20])}")
@@ -454,5 +488,6 @@ def unet_from_original_checkpoint(
                 f"shape mismatch for {key}: checkpoint gives {tuple(tensor.shape)}, the model expects "
                 f"{tuple(expected[key].shape)}; check the model options"
             )
+    model = SPICUNet2DModel(**config)
     model.load_state_dict(converted, strict=True)
     return model

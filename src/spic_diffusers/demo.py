@@ -116,8 +116,14 @@ def _open_image(path: str | os.PathLike, what: str):
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """An RGB uint8 image from any file Pillow reads."""
-    return np.asarray(_open_image(path, "image").convert("RGB"))
+    """An RGB uint8 image from any file Pillow reads (16-bit grey scaled to 8 bits, not clipped)."""
+    from .codec.transmitter import to_rgb_image
+
+    image = _open_image(path, "image")
+    try:
+        return np.asarray(to_rgb_image(image))
+    except ValueError as err:
+        raise DemoError(f"image {path}: {err}") from None
 
 
 def read_segmentation(path: str | os.PathLike, label_ids: bool = False) -> np.ndarray:

@@ -52,39 +52,8 @@ def resize_map(array: np.ndarray, size: SizeLike) -> np.ndarray:
     return array[rows[:, None], cols[None, :]]
 
 
-class InputFileError(ValueError):
-    """A user's image or map file is missing, unreadable or of the wrong kind."""
-
-
-def open_image_file(path, what: str = "image") -> PIL.Image.Image:
-    """Open and fully read an image file, with one clear error for a missing or unreadable file."""
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"no such {what}: {path}")
-    try:
-        with PIL.Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (OSError, PIL.UnidentifiedImageError, ValueError) as err:
-        raise InputFileError(f"cannot read {what} {path}: {err}") from None
-
-
-def read_segmentation_file(path, label_ids: bool = False) -> np.ndarray:
-    """A uint8 label map from a single-channel PNG; `label_ids=True` maps official Cityscapes ids to train ids."""
-    image = open_image_file(path, "segmentation map")
-    if image.mode not in ("L", "P", "I", "I;16"):
-        raise InputFileError(
-            f"segmentation map {path} has mode {image.mode}; expected a single-channel train-id PNG (mode L)"
-        )
-    labels = np.asarray(image)
-    if labels.min() < 0 or labels.max() > 255:
-        raise InputFileError(f"segmentation map {path} has labels outside 0..255")
-    labels = labels.astype(np.uint8)
-    if label_ids:
-        labels = label_ids_to_train_ids(labels)
-    return labels
+# Reading users' files needs no torch: it lives in `image_files` (re-exported here for existing imports).
+from .image_files import InputFileError, image_file_size, open_image_file, read_segmentation_file  # noqa: E402, F401
 
 
 def _stack(items: Sequence, name: str) -> np.ndarray:

@@ -1,11 +1,13 @@
 """SPIC's codec: the transmitter (image -> stream), the container, and the receiver (stream -> image)."""
 
 from .bitstream import (
+    DEFAULT_MAX_PIXELS,
     FORMAT_VERSION,
     MAX_PIXELS,
     MAX_SIDE,
     BitstreamError,
     CodecUnavailableError,
+    PixelBudgetError,
     StreamHeader,
     bpp,
     bpp_breakdown,
@@ -33,11 +35,13 @@ __all__ = [
     "CoarseCodec",
     "ContextMapCoder",
     "DecodedParts",
+    "DEFAULT_MAX_PIXELS",
     "FORMAT_VERSION",
     "MAP_CODERS",
     "MAX_PIXELS",
     "MAX_SIDE",
     "MapCoder",
+    "PixelBudgetError",
     "Segmenter",
     "StreamHeader",
     "area_downsample",

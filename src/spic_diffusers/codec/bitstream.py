@@ -28,6 +28,9 @@ MAGIC = b"SP"
 FORMAT_VERSION = 1
 MAX_SIDE = 16384
 MAX_PIXELS = 1 << 26
+# What a receiver decodes unless told otherwise: Cityscapes' full 1024x2048 resolution.  Larger images
+# are legal streams, but their decoding cost (time, memory) must be asked for explicitly.
+DEFAULT_MAX_PIXELS = 1024 * 2048
 MAX_DOWNSAMPLE = 64
 _CRC_BYTES = 4
 
@@ -40,6 +43,10 @@ COARSE_CODEC_NAMES = {v: k for k, v in COARSE_CODEC_IDS.items()}
 
 class BitstreamError(ValueError):
     """A SPIC stream is malformed, damaged, truncated or of an unsupported version."""
+
+
+class PixelBudgetError(ValueError):
+    """A stream or input is valid but larger than the caller allows decoding or coding."""
 
 
 class CodecUnavailableError(RuntimeError):
@@ -99,6 +106,22 @@ def check_dimensions(height: int, width: int, downsample: int) -> None:
         raise BitstreamError(f"image size {height}x{width} exceeds the {MAX_PIXELS}-pixel limit")
     if not 1 <= downsample <= MAX_DOWNSAMPLE:
         raise BitstreamError(f"downsample factor {downsample} is outside 1..{MAX_DOWNSAMPLE}")
+
+
+def check_pixel_budget(height: int, width: int, max_pixels: int | None, what: str = "the stream declares") -> None:
+    """Refuse, before any payload or model work, an image above the caller's pixel budget.
+
+    ``max_pixels=None`` lifts the budget (the container's hard limits still apply).
+    """
+    if max_pixels is None:
+        return
+    if not isinstance(max_pixels, (int,)) or isinstance(max_pixels, bool) or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
+    if height * width > max_pixels:
+        raise PixelBudgetError(
+            f"{what} a {height}x{width} image ({height * width} pixels), above the budget of {max_pixels} "
+            f"pixels; raise it with max_pixels= (spic: --max_pixels) if you mean to spend that"
+        )
 
 
 def pack_stream(

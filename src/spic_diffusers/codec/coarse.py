@@ -23,6 +23,16 @@ import numpy as np
 from PIL import Image
 
 from .bitstream import BitstreamError, CodecUnavailableError, open_payload_image
+from .payload_headers import (
+    bpg_size,
+    check_declared_size,
+    check_isobmff_boxes,
+    check_jpeg_markers,
+    check_jxl_end,
+    check_riff_chunks,
+    hevc_size,
+    jxl_size,
+)
 from .semantic import riff_strip, riff_wrap
 
 _TOOL_TIMEOUT_S = 120
@@ -178,6 +188,8 @@ class HEVCCodec(CoarseCodec):
         if not data:
             raise BitstreamError("HEVC coarse payload is empty")
         padded_h, padded_w = self.padded_size(height, width)
+        # The SPS states the picture size: refuse a mismatch before ffmpeg allocates anything.
+        check_declared_size(hevc_size(bytes(data), "HEVC coarse"), padded_h, padded_w, "HEVC coarse")
         # ffmpeg allocates aligned buffers: allow margin, but nothing near a hostile SPS's size.
         max_pixels = 4 * (padded_h + 64) * (padded_w + 64)
         args = [
@@ -225,6 +237,7 @@ class BPGCodec(CoarseCodec):
 
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
         decoder = self._tool("bpgdec")
+        check_declared_size(bpg_size(bytes(data), "BPG coarse"), height, width, "BPG coarse")
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = Path(tmp, "coarse.bpg"), Path(tmp, "coarse.png")
             src.write_bytes(bytes(data))
@@ -245,6 +258,12 @@ class _PillowCodec(CoarseCodec):
     def _register(self) -> None:
         """Import the plugin that teaches Pillow this format, if one is needed."""
 
+    def check_payload(self, data: bytes, height: int, width: int) -> None:
+        """Refuse trailing data and sizes Pillow cannot read lazily, before anything is decoded."""
+
+    def check_payload_end(self, data: bytes) -> None:
+        """Refuse trailing data only a decoder can find (after the declared size has been checked)."""
+
     def encode(self, image: np.ndarray) -> bytes:
         image = _check_rgb(image)
         self._register()
@@ -258,7 +277,9 @@ class _PillowCodec(CoarseCodec):
         if not data:
             raise BitstreamError(f"{self.display_name} coarse payload is empty")
         self._register()
+        self.check_payload(bytes(data), height, width)
         image = open_payload_image(data, f"{self.display_name} coarse", height, width)
+        self.check_payload_end(bytes(data))
         try:
             array = np.asarray(image.convert("RGB"))
         except Exception as err:
@@ -283,6 +304,9 @@ class HEIFCodec(_PillowCodec):
             raise CodecUnavailableError("the heif coarse codec needs `pip install pillow-heif`") from None
         pillow_heif.register_heif_opener()
 
+    def check_payload(self, data: bytes, height: int, width: int) -> None:
+        check_isobmff_boxes(data, "HEIF coarse")
+
 
 class JXLCodec(_PillowCodec):
     """JPEG XL (bare codestream) through ``pillow-jxl-plugin``."""
@@ -299,6 +323,13 @@ class JXLCodec(_PillowCodec):
             import pillow_jxl  # noqa: F401
         except ImportError:
             raise CodecUnavailableError("the jxl coarse codec needs `pip install pillow-jxl-plugin`") from None
+
+    def check_payload(self, data: bytes, height: int, width: int) -> None:
+        # pillow-jxl-plugin decodes the whole image on open: read the size from the codestream first.
+        check_declared_size(jxl_size(data, "JPEG XL coarse"), height, width, "JPEG XL coarse")
+
+    def check_payload_end(self, data: bytes) -> None:
+        check_jxl_end(data, "JPEG XL coarse")
 
 
 class WebPCodec(_PillowCodec):
@@ -317,6 +348,7 @@ class WebPCodec(_PillowCodec):
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
         if not data:
             raise BitstreamError("WebP coarse payload is empty")
+        check_riff_chunks(bytes(data), "WebP coarse")
         return super().decode(riff_wrap(bytes(data)), height, width)
 
 
@@ -330,6 +362,9 @@ class AVIFCodec(_PillowCodec):
     default_quality = 20
     save_options = {"subsampling": "4:4:4", "speed": 4}
 
+    def check_payload(self, data: bytes, height: int, width: int) -> None:
+        check_isobmff_boxes(data, "AVIF coarse")
+
 
 class JPEGCodec(_PillowCodec):
     """Baseline JPEG through Pillow, 4:4:4, with optimised Huffman tables; stored whole."""
@@ -341,6 +376,9 @@ class JPEGCodec(_PillowCodec):
     quality_range = (1, 95)
     default_quality = 20
     save_options = {"subsampling": 0, "optimize": True}
+
+    def check_payload(self, data: bytes, height: int, width: int) -> None:
+        check_jpeg_markers(data, "JPEG coarse")
 
 
 COARSE_CODECS: dict[str, type[CoarseCodec]] = {
@@ -384,24 +422,23 @@ def area_downsample(image: np.ndarray, factor: int) -> np.ndarray:
         raise ValueError(f"downsample factor must be a positive integer, got {factor!r}")
     height, width = image.shape[:2]
     out_h, out_w = coarse_size(height, width, int(factor))
-    data = image.astype(np.float64)
-    if data.ndim == 2:
-        data = data[:, :, None]
-    if height % factor == 0 and width % factor == 0:
-        mean = data.reshape(out_h, factor, out_w, factor, -1).mean(axis=(1, 3))
-    else:
-        integral = np.zeros((height + 1, width + 1, data.shape[2]))
-        integral[1:, 1:] = data.cumsum(0).cumsum(1)
-        y0 = (np.arange(out_h) * height) // out_h
-        y1 = -((-(np.arange(out_h) + 1) * height) // out_h)
-        x0 = (np.arange(out_w) * width) // out_w
-        x1 = -((-(np.arange(out_w) + 1) * width) // out_w)
-        total = (
-            integral[y1][:, x1] - integral[y0][:, x1] - integral[y1][:, x0] + integral[y0][:, x0]
-        )
-        area = ((y1 - y0)[:, None] * (x1 - x0)[None, :])[:, :, None]
-        mean = total / area
-    out = np.clip(np.floor(mean + 0.5), 0, 255).astype(np.uint8)
+    data = image if image.ndim == 3 else image[:, :, None]
+    y0 = (np.arange(out_h) * height) // out_h
+    y1 = -((-(np.arange(out_h) + 1) * height) // out_h)
+    x0 = (np.arange(out_w) * width) // out_w
+    x1 = -((-(np.arange(out_w) + 1) * width) // out_w)
+    area = ((y1 - y0)[:, None] * (x1 - x0)[None, :]).astype(np.int64)
+    out = np.empty((out_h, out_w, data.shape[2]), dtype=np.uint8)
+    # Exact integer window sums, one channel at a time: memory stays at 4 bytes per input pixel.
+    for c in range(data.shape[2]):
+        rows = np.zeros((height + 1, width), dtype=np.int32)
+        np.cumsum(data[:, :, c], axis=0, dtype=np.int32, out=rows[1:])
+        band = (rows[y1] - rows[y0]).astype(np.int64)  # out_h x width
+        del rows
+        cols = np.zeros((out_h, width + 1), dtype=np.int64)
+        np.cumsum(band, axis=1, out=cols[:, 1:])
+        total = cols[:, x1] - cols[:, x0]
+        out[:, :, c] = (2 * total + area) // (2 * area)  # round half up, as floor(mean + 0.5)
     return out[:, :, 0] if image.ndim == 2 else out
 
 

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bitstream import BitstreamError, CodecUnavailableError, unpack_stream
+from .bitstream import (
+    DEFAULT_MAX_PIXELS,
+    BitstreamError,
+    CodecUnavailableError,
+    check_pixel_budget,
+    read_header,
+    unpack_stream,
+)
 from .coarse import coarse_size, get_coarse_codec
 from .semantic import get_map_coder
 
@@ -24,13 +31,16 @@ class DecodedParts:
     coarse_codec: str
 
 
-def decode_parts(stream: bytes) -> DecodedParts:
+def decode_parts(stream: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedParts:
     """Validate a stream and decode its map and coarse image (no diffusion model involved).
 
     Raises :class:`BitstreamError` for anything wrong with the stream, including payloads that
-    pass the CRC but do not decode to the sizes the header states.
+    pass the CRC but do not decode to the sizes the header states, and :class:`PixelBudgetError`
+    (before any payload is touched) when the stream declares more than ``max_pixels`` pixels
+    (``None``: no budget beyond the container's limits).
     """
     header, map_payload, coarse_payload = unpack_stream(stream)
+    check_pixel_budget(header.height, header.width, max_pixels)
     small_h, small_w = coarse_size(header.height, header.width, header.downsample)
     try:
         semantic_map = get_map_coder(header.map_coder).decode(map_payload, header.height, header.width)
@@ -56,16 +66,25 @@ def decode_parts(stream: bytes) -> DecodedParts:
     )
 
 
-def decode(stream: bytes, pipeline, **sampling_kwargs):
+def decode(stream: bytes, pipeline, max_pixels: int | None = DEFAULT_MAX_PIXELS, **sampling_kwargs):
     """Decode a stream and reconstruct the image with a ``SPICPipeline``.
 
     ``sampling_kwargs`` go to the pipeline call (``num_inference_steps``, ``guidance_scale``,
     ``generator``, ...).  The map and the coarse image are passed at their decoded sizes; the
-    pipeline adapts them to its model.  Returns a ``PIL.Image``.
+    pipeline adapts them to its model.  ``max_pixels`` bounds what the stream may ask for, checked
+    with the pipeline's memory estimate before any payload is decoded.  Returns a ``PIL.Image``.
     """
-    parts = decode_parts(stream)
     for key in ("segmentation_map", "low_res_image", "output_type", "return_dict"):
         if key in sampling_kwargs:
             raise ValueError(f"{key!r} comes from the stream and cannot be passed to decode()")
-    output = pipeline(parts.semantic_map, parts.coarse_image, output_type="pil", return_dict=True, **sampling_kwargs)
+    header = read_header(stream)
+    check_pixel_budget(header.height, header.width, max_pixels)
+    check_memory = getattr(pipeline, "check_memory", None)
+    if check_memory is not None:
+        check_memory(header.height, header.width, guidance_scale=sampling_kwargs.get("guidance_scale", 1.5))
+    parts = decode_parts(stream, max_pixels=max_pixels)
+    output = pipeline(
+        parts.semantic_map, parts.coarse_image, output_type="pil", return_dict=True, max_pixels=max_pixels,
+        **sampling_kwargs,
+    )  # fmt: skip
     return output.images[0]

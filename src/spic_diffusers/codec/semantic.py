@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from .bitstream import BitstreamError, CodecUnavailableError, open_payload_image
+from .payload_headers import check_declared_size, check_jxl_end, check_riff_chunks, check_zlib, flif_size, jxl_size
 
 
 def _check_map(semantic_map: np.ndarray) -> np.ndarray:
@@ -78,6 +79,29 @@ class MapCoder(ABC):
 _BIT_PRIOR = (4.0, 0.1)
 _BIT_PRIOR_ON_EDGE = (0.3, 0.3)
 _MAX_JOINT_LABELS = 32  # above this many distinct labels, run contexts use one label, not two
+# Work bound: label probabilities evaluated (runs x (labels + 1), summed over PPM stages), allowed per
+# pixel and per payload byte.  Street maps need well under 1 per pixel; noise maps with many labels pay
+# for their work with payload bytes.  Maps that need far more work than their payload (hundreds of
+# labels repeating in predictable stripes) cost seconds per megapixel: the encoder refuses them (use
+# 'png'), and the decoder refuses streams that ask for more, so decoding time is bounded by the sizes.
+_MAX_LABEL_WORK_PER_PIXEL = 16
+_MAX_LABEL_WORK_PER_BYTE = 1024
+# Slack of the payload-exhaustion test: coded information may exceed the payload's bits by this much
+# (range-coder state, trailing zero bytes the encoder drops, probability quantisation).
+_EXHAUSTION_SLACK_BITS = 256
+_MIN_PROBABILITY = 2.0**-22  # below constriction's quantisation floor; clips information per symbol
+
+
+def _information(probs: np.ndarray, symbols: np.ndarray) -> float:
+    """Bits the model spends on ``symbols``: the least a payload coding them can hold."""
+    if not len(symbols):
+        return 0.0
+    chosen = probs[np.arange(len(symbols)), symbols] / probs.sum(axis=1)
+    return float(-np.log2(np.maximum(chosen, _MIN_PROBABILITY)).sum())
+
+
+def _label_work_limit(height: int, width: int, payload_bytes: int) -> int:
+    return _MAX_LABEL_WORK_PER_PIXEL * height * width + _MAX_LABEL_WORK_PER_BYTE * payload_bytes + 4096
 # Signed distance -11..11 -> bin; exact near an edge, coarser further away.
 _DISTANCE_BINS = np.array([9] + [7] * 5 + [5] * 3 + [0, 1, 2, 3, 4] + [6] * 3 + [8] * 5 + [9], dtype=np.int64)
 _NUM_DISTANCE_BINS = 10
@@ -280,6 +304,7 @@ class ContextMapCoder(MapCoder):
         model = _RowModel(n, width)
         encoder = self._stream.queue.RangeEncoder()
         family = self._family
+        work = 0
         for y in range(height):
             row = indices[y]
             changes = (row[1:] != row[:-1]).astype(np.int64)
@@ -292,6 +317,7 @@ class ContextMapCoder(MapCoder):
             active = np.arange(len(labels))
             excluded = None
             for stage, ctx in enumerate(label_ctx):
+                work += len(active) * (n + 1)
                 probs, seen = model.stage_probabilities(stage, ctx[active], excluded)
                 hit = seen[np.arange(len(active)), labels[active]]
                 encoder.encode(np.where(hit, labels[active], n).astype(np.int32), family, probs)
@@ -303,13 +329,21 @@ class ContextMapCoder(MapCoder):
                 encoder.encode(labels[active].astype(np.int32), family, model.fallback_probabilities(excluded))
             model.update(row, changes, change_ctx, label_ctx, labels)
         words = encoder.get_compressed()
-        return out + words.astype("<u4").tobytes().rstrip(b"\x00")
+        payload = out + words.astype("<u4").tobytes().rstrip(b"\x00")
+        if work > _label_work_limit(height, width, len(payload)):
+            raise ValueError(
+                f"this {height}x{width} map with {n} labels needs more decoding work than its size justifies "
+                "for the context coder (many labels changing almost everywhere); code it with map_coder='png'"
+            )
+        return payload
 
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
         data = bytes(data)
         if not data:
             raise BitstreamError("context map payload is empty")
         n = data[0] + 1
+        if n > height * width:
+            raise BitstreamError(f"context map payload declares {n} labels for a map of {height * width} pixels")
         table_len = n if n <= _MAX_JOINT_LABELS else 32
         if len(data) < 1 + table_len:
             raise BitstreamError("context map payload truncated inside its label table")
@@ -329,22 +363,34 @@ class ContextMapCoder(MapCoder):
             return np.full((height, width), values[0], dtype=np.uint8)
         coded = coded + b"\x00" * (-len(coded) % 4)
         try:
-            return self._decode_rows(np.frombuffer(coded, dtype="<u4").astype(np.uint32), n, values, height, width)
+            words = np.frombuffer(coded, dtype="<u4").astype(np.uint32)
+            work_limit = _label_work_limit(height, width, len(data))
+            return self._decode_rows(words, n, values, height, width, 8 * len(coded) + _EXHAUSTION_SLACK_BITS,
+                                     work_limit)
         except BitstreamError:
             raise
         except Exception as err:  # constriction reports damaged data with its own exceptions
             raise BitstreamError(f"context map payload is damaged ({err})") from None
 
-    def _decode_rows(self, words, n, values, height, width) -> np.ndarray:
+    def _decode_rows(self, words, n, values, height, width, max_bits: int, work_limit: int) -> np.ndarray:
+        """Decode row by row; stop as soon as the rows read need more information than the payload holds.
+
+        A range decoder past its data keeps producing symbols (from zeros), so exhaustion is detected
+        by counting the bits the model assigns to what was decoded, and work is bounded per pixel.
+        """
         decoder = self._stream.queue.RangeDecoder(words)
         family = self._family
         model = _RowModel(n, width)
         out = np.empty((height, width), dtype=np.uint8)
         no_changes = np.zeros(0, dtype=np.int64)
+        bits, work = 0.0, 0
+        used = np.zeros(n, dtype=bool)
         for y in range(height):
             change_ctx = model.change_contexts()
             if width > 1:
-                changes = decoder.decode(family, model.change_probabilities(change_ctx)).astype(np.int64)
+                probs = model.change_probabilities(change_ctx)
+                changes = decoder.decode(family, probs).astype(np.int64)
+                bits += _information(probs, changes)
             else:
                 changes = no_changes
             starts, ends = _runs(changes, width)
@@ -353,8 +399,15 @@ class ContextMapCoder(MapCoder):
             active = np.arange(len(starts))
             excluded = None
             for stage, ctx in enumerate(label_ctx):
+                work += len(active) * (n + 1)
+                if work > work_limit:
+                    raise BitstreamError(
+                        f"context map payload asks for more label evaluations than its size justifies (row {y} of "
+                        f"{height}); no encoder writes such a payload"
+                    )
                 probs, seen = model.stage_probabilities(stage, ctx[active], excluded)
                 symbols = decoder.decode(family, probs)
+                bits += _information(probs, symbols)
                 hit = symbols != n
                 labels[active[hit]] = symbols[hit]
                 excluded = seen[~hit] if excluded is None else (excluded | seen)[~hit]
@@ -362,10 +415,20 @@ class ContextMapCoder(MapCoder):
                 if not active.size:
                     break
             if active.size:
-                labels[active] = decoder.decode(family, model.fallback_probabilities(excluded))
+                probs = model.fallback_probabilities(excluded)
+                labels[active] = decoder.decode(family, probs)
+                bits += _information(probs, labels[active])
+            if bits > max_bits:
+                raise BitstreamError(
+                    f"context map payload is exhausted at row {y} of {height}: the rows so far need "
+                    f"{bits:.0f} bits, the payload holds {max_bits - _EXHAUSTION_SLACK_BITS}"
+                )
+            used[labels] = True
             row = np.repeat(labels, ends - starts)
             out[y] = values[row]
             model.update(row, changes, change_ctx, label_ctx, labels)
+        if not used.all():
+            raise BitstreamError(f"context map payload declares {n} labels but its map uses {int(used.sum())}")
         return out
 
 
@@ -426,6 +489,7 @@ class PNGMapCoder(MapCoder):
         return png_to_zlib(buffer.getvalue())
 
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
+        check_zlib(bytes(data), height * (width + 1), "PNG map")  # one filter byte per row
         image = open_payload_image(zlib_to_png(bytes(data), height, width), "PNG map", height, width)
         return _check_decoded(np.asarray(image), height, width, "PNG")
 
@@ -445,6 +509,7 @@ class WebPMapCoder(MapCoder):
         return riff_strip(buffer.getvalue())
 
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
+        check_riff_chunks(bytes(data), "WebP map")
         array = np.asarray(open_payload_image(riff_wrap(bytes(data)), "WebP map", height, width).convert("RGB"))
         if not (np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2])):
             raise BitstreamError("WebP map payload is not a grey label map")
@@ -480,7 +545,10 @@ class JXLMapCoder(MapCoder):
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
         import pillow_jxl  # noqa: F401
 
+        # The plugin decodes on open: read the size from the codestream header first.
+        check_declared_size(jxl_size(bytes(data), "JPEG XL map"), height, width, "JPEG XL map")
         image = open_payload_image(data, "JPEG XL map", height, width)
+        check_jxl_end(bytes(data), "JPEG XL map")
         if image.mode != "L":
             raise BitstreamError(f"JPEG XL map payload has mode {image.mode}, expected L")
         return _check_decoded(np.asarray(image), height, width, "JPEG XL")
@@ -513,6 +581,7 @@ class FLIFMapCoder(MapCoder):
 
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
         binary = self._binary()
+        check_declared_size(flif_size(bytes(data), "FLIF map"), height, width, "FLIF map")
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = Path(tmp, "map.flif"), Path(tmp, "map.png")
             src.write_bytes(data)

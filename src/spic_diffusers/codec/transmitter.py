@@ -12,9 +12,31 @@ from .coarse import area_downsample, get_coarse_codec
 from .semantic import get_map_coder
 
 
+_WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def to_rgb_image(image: Image.Image) -> Image.Image:
+    """An RGB 8-bit copy of ``image``; 16-bit grey is scaled to 8 bits (Pillow's own conversion clips it).
+
+    32-bit integer or float grey has no agreed range and is refused.
+    """
+    if image.mode not in _WIDE_GREY_MODES:
+        return image.convert("RGB")
+    if image.mode in ("I", "F"):
+        array = np.asarray(image)
+        if array.size and (array.min() < 0 or array.max() > 255 or not np.all(np.isfinite(array))):
+            raise ValueError(
+                f"a {image.mode}-mode (32-bit) grey image has no agreed range; save it as 8- or 16-bit"
+            )
+        grey = array.astype(np.uint8)
+    else:
+        grey = np.round(np.asarray(image).astype(np.float64) / 257.0).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").convert("RGB")
+
+
 def _to_rgb_array(image) -> np.ndarray:
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(to_rgb_image(image))
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise ValueError(f"image must be a PIL image or a uint8 HxWx3 array, got {array.dtype} {array.shape}")

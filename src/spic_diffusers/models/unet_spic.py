@@ -18,6 +18,87 @@ from torch import nn
 from .unet_spic_blocks import SPICDownBlock2D, SPICMidBlock2D, SPICUpBlock2D
 
 
+# A config may not ask for more than this (the paper's model has about 0.7 G parameters).
+MAX_PARAMETERS = 8_000_000_000
+_MAX_CHANNELS = 16384
+_MAX_LEVELS = 10
+_MAX_LAYERS_PER_BLOCK = 16
+
+
+def _int_in(name: str, value, low: int, high: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
+
+
+def validate_unet_config(config: dict) -> None:
+    """Types and ranges of a `SPICUNet2DModel` config, checked before anything is built (configs come from files)."""
+    c = config
+    for name in ("in_channels", "low_res_channels", "out_channels"):
+        _int_in(name, c[name], 0 if name == "low_res_channels" else 1, 64)
+    _int_in("num_semantic_channels", c["num_semantic_channels"], 1, 1024)
+    _int_in("layers_per_block", c["layers_per_block"], 1, _MAX_LAYERS_PER_BLOCK)
+    _int_in("norm_num_groups", c["norm_num_groups"], 1, _MAX_CHANNELS)
+    _int_in("spade_hidden_channels", c["spade_hidden_channels"], 1, _MAX_CHANNELS)
+    _int_in("attention_head_dim", c["attention_head_dim"], 1, _MAX_CHANNELS, optional=True)
+    _int_in("num_attention_heads", c["num_attention_heads"], 1, _MAX_CHANNELS, optional=True)
+    _int_in("num_attention_heads_upsample", c["num_attention_heads_upsample"], 1, _MAX_CHANNELS, optional=True)
+    _int_in("time_embedding_channels", c["time_embedding_channels"], 2, _MAX_CHANNELS, optional=True)
+    blocks = c["block_out_channels"]
+    if not isinstance(blocks, (list, tuple)) or not 1 <= len(blocks) <= _MAX_LEVELS:
+        raise ValueError(f"block_out_channels must be a list of 1..{_MAX_LEVELS} channel counts, got {blocks!r}")
+    for value in blocks:
+        _int_in("block_out_channels", value, 1, _MAX_CHANNELS)
+    factors = c["attention_downsample_factors"]
+    if not isinstance(factors, (list, tuple)):
+        raise ValueError(f"attention_downsample_factors must be a list, got {factors!r}")
+    for value in factors:
+        _int_in("attention_downsample_factors", value, 1, 2**_MAX_LEVELS)
+    for name in ("dropout", "norm_eps"):
+        value = c[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not 0 <= c["dropout"] < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {c['dropout']}")
+    if not c["norm_eps"] > 0:
+        raise ValueError(f"norm_eps must be positive, got {c['norm_eps']}")
+    if not isinstance(c["instance_edge_channel"], bool):
+        raise ValueError(f"instance_edge_channel must be true or false, got {c['instance_edge_channel']!r}")
+    if c["downsample_type"] not in ("resnet", "conv", "pool"):
+        raise ValueError(f"downsample_type must be 'resnet', 'conv' or 'pool', got {c['downsample_type']!r}")
+    if c["upsample_type"] not in ("resnet", "conv", "nearest"):
+        raise ValueError(f"upsample_type must be 'resnet', 'conv' or 'nearest', got {c['upsample_type']!r}")
+    # The dominant weights (3x3 convs of the residual blocks), a lower bound on the parameter count.
+    convs = 0
+    previous = blocks[0]
+    for channels in blocks:
+        convs += 9 * (previous * channels + (2 * c["layers_per_block"] + 1) * channels * channels)
+        convs += 9 * (3 * c["layers_per_block"] + 3) * channels * channels  # decoder, with skip inputs
+        previous = channels
+    if convs > MAX_PARAMETERS:
+        raise ValueError(
+            f"block_out_channels {tuple(blocks)} with {c['layers_per_block']} layers per block give more than "
+            f"{convs / 1e9:.1f} G parameters, above the {MAX_PARAMETERS / 1e9:.0f} G a SPIC UNet may have"
+        )
+    available = _available_ram()
+    if available is not None and 4 * convs > available:
+        raise ValueError(
+            f"block_out_channels {tuple(blocks)} need more than {4 * convs / 2**30:.1f} GiB of float32 weights, "
+            f"but only {available / 2**30:.1f} GiB of memory is available"
+        )
+
+
+def _available_ram() -> int | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
     if isinstance(size, int):
         return (size, size)
@@ -92,6 +173,7 @@ class SPICUNet2DModel(UNet2DModel, AttentionMixin):
     ):
         # Skip UNet2DModel's constructor (a different architecture); keep its type for diffusers tooling.
         ModelMixin.__init__(self)
+        validate_unet_config(dict(self.config))
         _pair(sample_size)
         if num_semantic_channels < 1 + int(instance_edge_channel):
             raise ValueError(f"num_semantic_channels={num_semantic_channels} leaves no class channel")
@@ -181,6 +263,25 @@ class SPICUNet2DModel(UNet2DModel, AttentionMixin):
                 del layer.to_qkv  # the separate projections were kept; the fused copy must not be saved
                 layer.fused_projections = False
                 layer.set_processor(getattr(layer, "unfused_processor", None) or AttnProcessor2_0())
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """`ModelMixin.from_pretrained`, but weights missing from the checkpoint are an error, not a warning.
+
+        (diffusers leaves them uninitialised or on the meta device, which fails much later and obscurely.)
+        """
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, output_loading_info=True, **kwargs)
+        missing = sorted(info.get("missing_keys") or [])
+        mismatched = info.get("mismatched_keys") or []
+        if missing:
+            raise ValueError(
+                f"{pretrained_model_name_or_path}: the checkpoint lacks {len(missing)} of the model's weights "
+                f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})"
+            )
+        if mismatched:
+            raise ValueError(f"{pretrained_model_name_or_path}: weights of the wrong shape: {mismatched[:5]}")
+        return (model, info) if want_info else model
 
     @property
     def size_multiple(self) -> int:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import PIL.Image
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
@@ -15,10 +16,17 @@ from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineO
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..codec.bitstream import DEFAULT_MAX_PIXELS, check_pixel_budget
 from ..image_processing import image_to_tensor, instance_edges, labels_to_one_hot, labels_to_tensor, pad_to_multiple
 from ..models.unet_spic import SPICUNet2DModel
 
 START_NOISE_MODES = ("none", "forward")
+
+# Schedulers that pass the generic checks but do not sample this model correctly.
+_UNSUPPORTED_SCHEDULERS = {
+    "PNDMScheduler": "is not supported: on SPIC's truncated schedule it returns saturated images (only 0 or 1); "
+    "use ddim, dpmsolver++ or unipc",
+}
 
 
 def default_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
@@ -149,6 +157,41 @@ class SPICPipeline(DiffusionPipeline):
                 f"aspect ratios disagree: segmentation_map is {height}x{width}, low_res_image is {low_h}x{low_w}"
             )
 
+    def estimate_memory_bytes(
+        self, height: int, width: int, batch_size: int = 1, guidance_scale: float = 1.5, include_parameters: bool = True
+    ) -> int:
+        """A rough estimate of the memory one sampling step needs at ``height x width``.
+
+        Parameters, the skip activations the UNet keeps per level, the working tensors of one block and
+        the full-size inputs (one-hot map, SPADE hidden map, sample, coarse image).  Attention runs through
+        ``scaled_dot_product_attention``, whose fused kernels do not hold the score matrix.
+        """
+        cfg = self.unet.config
+        batch = batch_size * (2 if guidance_scale > 1 else 1)
+        element = torch.finfo(self.unet.dtype).bits // 8
+        multiple = self.unet.size_multiple
+        height, width = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+        params = sum(p.numel() for p in self.unet.parameters()) * element if include_parameters else 0
+        activations = 0
+        for level, channels in enumerate(cfg.block_out_channels):
+            pixels = (height >> level) * (width >> level)
+            activations += (2 * cfg.layers_per_block + 6) * channels * pixels
+        full = height * width
+        inputs = (cfg.num_semantic_channels + cfg.spade_hidden_channels + 4 * cfg.in_channels) * full
+        return int(params + batch * element * (activations + inputs))
+
+    def check_memory(self, height: int, width: int, batch_size: int = 1, guidance_scale: float = 1.5) -> None:
+        """Refuse, before any work, a size whose estimated memory exceeds what the execution device has free."""
+        # The weights are already where they run: only what sampling adds must fit in the free memory.
+        needed = self.estimate_memory_bytes(height, width, batch_size, guidance_scale, include_parameters=False)
+        available = _available_memory(self._execution_device)
+        if available is not None and needed > available:
+            raise ValueError(
+                f"reconstructing {height}x{width} needs about {needed / 2**30:.1f} GiB, but only "
+                f"{available / 2**30:.1f} GiB is free on {self._execution_device}: use a smaller image or a "
+                "device with more memory"
+            )
+
     # ---------------------------------------------------------------- schedule
 
     def _variance_type(self) -> str | None:
@@ -174,6 +217,8 @@ class SPICPipeline(DiffusionPipeline):
                 "variance_type='learned' expects a log-variance; the SPIC model outputs learned-range values: "
                 "use variance_type='learned_range' (or a scheduler without learned variance)"
             )
+        if type(scheduler).__name__ in _UNSUPPORTED_SCHEDULERS:
+            raise ValueError(f"{type(scheduler).__name__} {_UNSUPPORTED_SCHEDULERS[type(scheduler).__name__]}")
         if not hasattr(scheduler, "alphas_cumprod") and not hasattr(scheduler, "sigmas"):
             raise ValueError(f"{type(scheduler).__name__} has no discrete noise schedule to drive a DDPM model")
 
@@ -322,6 +367,7 @@ class SPICPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: Sequence[str] = ("sample",),
         eta: float = 0.0,
         pad_to_multiple_of_model: bool = True,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> ImagePipelineOutput | tuple:
         r"""
         Args:
@@ -343,7 +389,13 @@ class SPICPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs: Tensors passed in `callback_kwargs`.
             eta: DDIM's eta (ignored by other schedulers).
             pad_to_multiple_of_model: Pad sizes the UNet cannot take and crop the result back.
+            max_pixels: Refuse outputs above this many pixels (per image) before any work; `None` lifts the
+                budget. The memory estimate of the requested size is checked against the device either way.
         """
+        size = _input_size(segmentation_map)
+        if size is not None:
+            check_pixel_budget(*size, max_pixels, what="the segmentation map asks for")
+            self.check_memory(*size, guidance_scale=guidance_scale if isinstance(guidance_scale, (int, float)) else 1)
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
         if start_noise not in START_NOISE_MODES:
@@ -434,3 +486,38 @@ class SPICPipeline(DiffusionPipeline):
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
+
+
+def _input_size(segmentation_map) -> tuple[int, int] | None:
+    """(height, width) of a segmentation map input, read without converting it."""
+    if isinstance(segmentation_map, (list, tuple)):
+        if not segmentation_map:
+            return None
+        segmentation_map = segmentation_map[0]
+    if isinstance(segmentation_map, PIL.Image.Image):
+        width, height = segmentation_map.size
+        return height, width
+    shape = getattr(segmentation_map, "shape", None)
+    if shape is None or len(shape) < 2:
+        return None
+    return int(shape[-2]), int(shape[-1])
+
+
+def _available_memory(device) -> int | None:
+    """Free bytes on ``device`` (CUDA: the driver's figure; CPU: the system's available memory), or None."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type != "cpu":
+        return None
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

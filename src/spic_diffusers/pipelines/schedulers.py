@@ -31,4 +31,8 @@ def scheduler_from_name(name: str, base_config: Any):
         raise ValueError(
             f"unknown scheduler {name!r}; use one of {', '.join(SCHEDULER_CLASSES)} or a diffusers *Scheduler class name"
         )
-    return cls.from_config(base_config, **overrides)
+    try:
+        return cls.from_config(base_config, **overrides)
+    except ImportError as err:  # diffusers' placeholders for schedulers whose backend is not installed
+        reason = str(err).strip().splitlines()[0]
+        raise ValueError(f"scheduler {name!r} needs a package that is not installed: {reason}") from None

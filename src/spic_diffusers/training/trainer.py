@@ -32,6 +32,12 @@ logger = logging.getLogger("spic_diffusers.training")
 RUN_MARKER = "spic_training_args.json"
 SUMMARY_FILE = "train_summary.json"
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+TRAINING_STATE_FILE = "training_state.json"  # step counters and EMA scalars, stored as JSON (no pickle)
+EMA_WEIGHTS_FILE = "ema.safetensors"
+
+
+class NonFiniteLossError(TrainingInputError):
+    """The loss or the gradients became NaN or infinite: training stops, keeping the last good checkpoint."""
 
 
 # --------------------------------------------------------------------------- model
@@ -56,10 +62,13 @@ def unet_config_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def load_init_unet(path: str) -> SPICUNet2DModel:
     """A `SPICUNet2DModel` from a pipeline folder (`unet/` inside) or a unet folder."""
-    if os.path.isfile(os.path.join(path, "model_index.json")):
-        return SPICUNet2DModel.from_pretrained(path, subfolder="unet")
-    if os.path.isfile(os.path.join(path, "config.json")):
-        return SPICUNet2DModel.from_pretrained(path)
+    try:
+        if os.path.isfile(os.path.join(path, "model_index.json")):
+            return SPICUNet2DModel.from_pretrained(path, subfolder="unet")
+        if os.path.isfile(os.path.join(path, "config.json")):
+            return SPICUNet2DModel.from_pretrained(path)
+    except ValueError as err:  # a damaged or hostile config or weights file
+        raise TrainingInputError(f"--init_from {path!r}: {err}") from None
     raise TrainingInputError(
         f"--init_from {path!r} is neither a pipeline folder (model_index.json + unet/) nor a unet folder (config.json)"
     )
@@ -200,7 +209,7 @@ def check_output_dir(output_dir: str, overwrite: bool, resuming: bool, marker: s
 
 
 class TrainingProgress:
-    """Step counters saved with every checkpoint (`register_for_checkpointing`)."""
+    """Step counters saved with every checkpoint (as JSON, by `save_training_state`)."""
 
     def __init__(self) -> None:
         self.global_step = 0
@@ -214,25 +223,93 @@ class TrainingProgress:
         self.samples_seen = int(state.get("samples_seen", 0))
 
 
-def save_checkpoint(accelerator, output_dir: str, step: int, total_limit: int | None) -> str:
-    """`save_state` into `checkpoint-N.tmp`, then rename: a checkpoint folder is either whole or absent."""
+def save_training_state(folder: str, progress: TrainingProgress, ema) -> None:
+    """Step counters and EMA into `folder` as JSON and safetensors, so resuming unpickles nothing."""
+    from safetensors.torch import save_file
+
+    state: dict[str, Any] = {"progress": progress.state_dict()}
+    if ema is not None:
+        ema_state = ema.state_dict()
+        shadow = ema_state.pop("shadow_params")
+        state["ema"] = {k: v for k, v in ema_state.items() if isinstance(v, (int, float, bool, str)) or v is None}
+        save_file({f"shadow.{i}": p.detach().contiguous().cpu() for i, p in enumerate(shadow)},
+                  os.path.join(folder, EMA_WEIGHTS_FILE))
+    with open(os.path.join(folder, TRAINING_STATE_FILE), "w") as f:
+        json.dump(state, f, indent=2)
+
+
+def load_training_state(folder: str, progress: TrainingProgress, ema) -> None:
+    """The inverse of :func:`save_training_state`; a checkpoint without it is refused with the reason."""
+    from safetensors.torch import load_file
+
+    path = os.path.join(folder, TRAINING_STATE_FILE)
+    if not os.path.isfile(path):
+        raise TrainingInputError(
+            f"checkpoint {folder} has no {TRAINING_STATE_FILE}: it is incomplete or from an older version whose "
+            "step counters were pickled; start a new training"
+        )
+    try:
+        with open(path) as f:
+            state = json.load(f)
+        progress.load_state_dict(state["progress"])
+        if ema is not None:
+            if "ema" not in state:
+                raise TrainingInputError(f"checkpoint {folder} was saved without EMA; resume without --use_ema")
+            weights = load_file(os.path.join(folder, EMA_WEIGHTS_FILE))
+            shadow = [weights[f"shadow.{i}"] for i in range(len(weights))]
+            ema.load_state_dict({**state["ema"], "shadow_params": shadow})
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        if isinstance(err, TrainingInputError):
+            raise
+        raise TrainingInputError(
+            f"checkpoint {folder} has a damaged training state ({type(err).__name__}: {err})"
+        ) from None
+
+
+def check_resumable(folder: str) -> None:
+    """Refuse, before accelerate reads anything, checkpoints without our state or with pickled extras.
+
+    accelerate unpickles ``custom_checkpoint_*.pkl`` with ``weights_only=False``; this trainer never writes
+    them, so one found in a checkpoint was planted or comes from another program.
+    """
+    pickled = sorted(name for name in os.listdir(folder) if re.fullmatch(r"custom_checkpoint_\d+\.pkl", name))
+    if pickled:
+        raise TrainingInputError(
+            f"checkpoint {folder} holds pickled state ({', '.join(pickled)}) that this trainer never writes; "
+            "refusing to unpickle it"
+        )
+    if not os.path.isfile(os.path.join(folder, TRAINING_STATE_FILE)):
+        raise TrainingInputError(
+            f"checkpoint {folder} has no {TRAINING_STATE_FILE}: it is incomplete or from an older version; "
+            "start a new training"
+        )
+
+
+def save_checkpoint(accelerator, output_dir: str, step: int, total_limit: int | None,
+                    progress: TrainingProgress | None = None, ema=None) -> str:
+    """`save_state` into `checkpoint-N.tmp`, then rename: a checkpoint folder is either whole or absent.
+
+    Older checkpoints beyond `total_limit` are removed only once the new one is complete, so a run killed
+    while saving keeps its previous checkpoint.
+    """
     final = os.path.join(output_dir, f"checkpoint-{step}")
     tmp = final + ".tmp"
-    if accelerator.is_main_process:
-        if total_limit is not None:
-            existing = [c for c in list_checkpoints(output_dir) if c[0] != step]
-            for _, old in existing[: max(len(existing) - (total_limit - 1), 0)]:
-                logger.info("removing old checkpoint %s", old)
-                shutil.rmtree(old)
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
+    if accelerator.is_main_process and os.path.exists(tmp):
+        shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(tmp)
+    if accelerator.is_main_process and progress is not None:
+        save_training_state(tmp, progress, ema)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if os.path.exists(final):
             shutil.rmtree(final)
         os.replace(tmp, final)
+        if total_limit is not None:
+            existing = [c for c in list_checkpoints(output_dir) if c[0] != step]
+            for _, old in existing[: max(len(existing) - (total_limit - 1), 0)]:
+                logger.info("removing old checkpoint %s", old)
+                shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
 
@@ -364,10 +441,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     if ema is not None:
         ema.to(accelerator.device)
-    progress = TrainingProgress()
-    accelerator.register_for_checkpointing(progress)
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
+    progress = TrainingProgress()  # saved beside accelerate's state as JSON (save_training_state), not pickled
     alphas_cumprod = linear_alphas_cumprod(args.num_train_timesteps, args.beta_start, args.beta_end)
     timestep_bias = None if args.timestep_bias_max is None else (args.timestep_bias_max, args.timestep_bias_fraction)
 
@@ -375,14 +449,19 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     resume_path = None
     if args.resume_from_checkpoint == "latest":
         found = list_checkpoints(args.output_dir)
-        resume_path = found[-1][1] if found else None
-        if resume_path is None:
-            logger.warning("no checkpoint in %s: starting a new training", args.output_dir)
+        if not found:
+            raise TrainingInputError(
+                f"--resume_from_checkpoint latest: no checkpoint in {args.output_dir}; drop the option to start "
+                "a new training"
+            )
+        resume_path = found[-1][1]
     elif args.resume_from_checkpoint:
         resume_path = args.resume_from_checkpoint
     if resume_path is not None:
         logger.info("resuming from %s", resume_path)
+        check_resumable(resume_path)
         accelerator.load_state(resume_path)
+        load_training_state(resume_path, progress, ema)
         if ema is not None:
             ema.to(accelerator.device)
     global_step = progress.global_step
@@ -448,8 +527,21 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             micro_in_step += 1
             if not last_micro:
                 continue
+            grad_norm = None
             if args.max_grad_norm:
-                accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
+                grad_norm = accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
+            finite = all(np.isfinite(v) for v in sums.values())
+            if grad_norm is not None:
+                finite = finite and bool(torch.isfinite(torch.as_tensor(grad_norm)).all())
+            # Every process must stop together: a single rank raising would leave the others waiting.
+            bad = accelerator.reduce(torch.tensor([0.0 if finite else 1.0], device=accelerator.device), "sum")
+            if bad.item() > 0:
+                kept = list_checkpoints(args.output_dir)
+                raise NonFiniteLossError(
+                    f"the loss became NaN or infinite at step {global_step + 1}; training stopped without saving "
+                    + (f"(the last good checkpoint is {kept[-1][1]})" if kept else "(no checkpoint was saved yet)")
+                    + "; lower --learning_rate or set --max_grad_norm"
+                )
             optimizer.step()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -470,7 +562,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             if global_step % args.logging_steps == 0 or global_step == max_train_steps:
                 accelerator.log(last_logs, step=global_step)
             if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
-                path = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+                path = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit,
+                                       progress, ema)
                 logger.info("saved %s", path)
             if (validation is not None and args.validation_steps and accelerator.is_main_process
                     and (global_step % args.validation_steps == 0 or global_step == max_train_steps)):

@@ -1,0 +1,118 @@
+"""Model files are inputs too: configs, weights and original checkpoints are checked before anything is built."""
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from spic_diffusers import SPICPipeline, SPICUNet2DModel
+from spic_diffusers.conversion import ConversionError, unet_from_original_checkpoint
+from spic_diffusers.demo import shipped_model_path
+
+from test_conversion import original_state_dict
+
+
+@pytest.fixture()
+def shipped_copy(tmp_path):
+    path = tmp_path / "pipeline"
+    shutil.copytree(shipped_model_path(), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"block_out_channels": [32768, 32768]}, "block_out_channels"),
+        ({"block_out_channels": [8192, 8192, 8192]}, "parameters|GiB"),
+        ({"norm_num_groups": 0}, "norm_num_groups"),
+        ({"attention_head_dim": 0}, "attention_head_dim"),
+        ({"attention_head_dim": None, "num_attention_heads": 0}, "num_attention_heads"),
+        ({"layers_per_block": "2"}, "integer"),
+        ({"layers_per_block": 10**9}, "layers_per_block"),
+        ({"dropout": 2.0}, "dropout"),
+        ({"in_channels": -3}, "in_channels"),
+    ],
+)
+def test_hostile_unet_configs_are_refused_before_building(shipped_copy, change, message):
+    config_path = shipped_copy / "unet" / "config.json"
+    config = json.loads(config_path.read_text())
+    config.update(change)
+    config_path.write_text(json.dumps(config))
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=message):
+        SPICUNet2DModel.from_pretrained(shipped_copy / "unet")
+    with pytest.raises(ValueError, match=message):
+        SPICPipeline.from_pretrained(shipped_copy)
+    assert time.monotonic() - start < 10
+
+
+def test_missing_weights_are_an_error(shipped_copy):
+    weights = shipped_copy / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    save_file({key: state[key] for key in sorted(state)[::2]}, weights)
+    with pytest.raises(ValueError, match="lacks .* weights"):
+        SPICUNet2DModel.from_pretrained(shipped_copy / "unet")
+    with pytest.raises(ValueError, match="lacks .* weights"):
+        SPICPipeline.from_pretrained(shipped_copy)
+
+
+def test_complete_weights_still_load(shipped_copy):
+    unet = SPICUNet2DModel.from_pretrained(shipped_copy / "unet")
+    assert not any(p.is_meta for p in unet.parameters())
+    unet, info = SPICUNet2DModel.from_pretrained(shipped_copy / "unet", output_loading_info=True)
+    assert info["missing_keys"] == [] or not info["missing_keys"]
+
+
+def test_converter_refuses_zero_stride_tensors_before_allocating():
+    state = original_state_dict()
+    key = "time_embed.0.weight"
+    state[key] = torch.zeros(1).expand(1 << 20, 1 << 15)  # 4 bytes of storage claiming 128 GiB
+    with pytest.raises(ConversionError, match="stride"):
+        unet_from_original_checkpoint(state)
+
+
+def test_converter_checks_shapes_on_a_skeleton_before_allocating():
+    """A checkpoint whose few tensors imply a huge model is refused before that model is allocated."""
+    state = original_state_dict()
+    state["time_embed.0.weight"] = torch.zeros(128, 4096)  # model_channels 4096: gigabytes of weights
+    start = time.monotonic()
+    with pytest.raises((ConversionError, ValueError)):
+        unet_from_original_checkpoint(state)
+    assert time.monotonic() - start < 10
+
+
+def test_converter_refuses_nan_weights():
+    state = original_state_dict()
+    state["out.2.weight"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(ConversionError, match="NaN"):
+        unet_from_original_checkpoint(state)
+    state = original_state_dict()
+    assert isinstance(unet_from_original_checkpoint(state), SPICUNet2DModel)
+
+
+def test_pndm_is_refused_with_its_reason():
+    from diffusers import PNDMScheduler
+
+    pipe = SPICPipeline.from_pretrained(shipped_model_path())
+    pipe.scheduler = PNDMScheduler.from_config(pipe.scheduler.config)
+    with pytest.raises(ValueError, match="PNDMScheduler"):
+        pipe(np.zeros((64, 128), np.uint8), np.zeros((16, 32, 3), np.uint8), num_inference_steps=10)
+
+
+def test_scheduler_needing_a_missing_package_is_one_clear_error():
+    pytest.importorskip("diffusers")
+    try:
+        import torchsde  # noqa: F401
+
+        pytest.skip("torchsde is installed here")
+    except ImportError:
+        pass
+    from spic_diffusers.pipelines.pipeline_spic import default_scheduler
+    from spic_diffusers.pipelines.schedulers import scheduler_from_name
+
+    with pytest.raises(ValueError, match="torchsde"):
+        scheduler_from_name("DPMSolverSDEScheduler", default_scheduler().config)

@@ -1,0 +1,102 @@
+"""Training never loses finished work, never runs pickled code on resume, and stops on a NaN loss."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from spic_diffusers.training import TrainingInputError, main
+from spic_diffusers.training.trainer import (
+    NonFiniteLossError,
+    TrainingProgress,
+    list_checkpoints,
+    save_checkpoint,
+)
+
+from test_training import _args, dataset_dir, one_thread  # noqa: F401  (shared fixtures)
+
+ONE_STEP = ("--checkpointing_steps", "1", "--train_batch_size", "1", "--max_train_steps", "1")
+
+
+class _FailingState:
+    """A state accelerate saves with the checkpoint, failing like a process killed half-way through saving."""
+
+    def state_dict(self):
+        raise KeyboardInterrupt("killed while saving")
+
+    def load_state_dict(self, state):
+        pass
+
+
+def test_old_checkpoint_is_removed_only_after_the_new_one_is_complete(tmp_path):
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    model = accelerator.prepare(torch.nn.Linear(2, 2))
+    progress = TrainingProgress()
+    progress.global_step = 1
+    first = save_checkpoint(accelerator, str(tmp_path), 1, total_limit=1, progress=progress)
+    assert [s for s, _ in list_checkpoints(str(tmp_path))] == [1]
+    accelerator.register_for_checkpointing(_FailingState())
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(accelerator, str(tmp_path), 2, total_limit=1, progress=progress)
+    assert [s for s, _ in list_checkpoints(str(tmp_path))] == [1], "the only finished checkpoint was deleted"
+    assert (Path(first) / "training_state.json").is_file()
+    assert model is not None
+
+
+def test_explicit_resume_that_finds_nothing_fails(dataset_dir, tmp_path):  # noqa: F811
+    with pytest.raises(TrainingInputError, match="no checkpoint"):
+        main(_args(dataset_dir, tmp_path / "empty", *ONE_STEP, "--resume_from_checkpoint", "latest"))
+
+
+class _Planted:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling this creates the marker file: proof that code ran
+        return (open, (self.marker, "w"))
+
+
+def test_resume_unpickles_nothing_and_continues(dataset_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    main(_args(dataset_dir, out, *ONE_STEP))
+    checkpoint = out / "checkpoint-1"
+    assert not list(checkpoint.glob("custom_checkpoint_*.pkl")), "training state must not be pickled"
+    assert json.loads((checkpoint / "training_state.json").read_text())["progress"]["global_step"] == 1
+    marker = tmp_path / "code-ran"
+    for index in range(2):
+        (checkpoint / f"custom_checkpoint_{index}.pkl").write_bytes(pickle.dumps(_Planted(str(marker))))
+    resume = ("--checkpointing_steps", "1", "--train_batch_size", "1", "--max_train_steps", "2",
+              "--resume_from_checkpoint", "latest")
+    with pytest.raises(TrainingInputError, match="pickled"):
+        main(_args(dataset_dir, out, *resume))
+    assert not marker.exists(), "resuming ran code planted in a checkpoint"
+    for planted in checkpoint.glob("custom_checkpoint_*.pkl"):
+        planted.unlink()
+    summary = main(_args(dataset_dir, out, *resume))
+    assert summary["global_step"] == 2 and summary["ranks"][0]["steps_this_run"] == 1
+
+
+def test_checkpoint_without_its_training_state_is_refused(dataset_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    main(_args(dataset_dir, out, *ONE_STEP))
+    (out / "checkpoint-1" / "training_state.json").unlink()
+    with pytest.raises(TrainingInputError, match="training_state.json"):
+        main(_args(dataset_dir, out, "--checkpointing_steps", "1", "--train_batch_size", "1",
+                   "--max_train_steps", "2", "--resume_from_checkpoint", "latest"))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    # A learning rate no model survives: step 1's loss is finite, its update overflows the weights, and
+    # step 2's loss is not a number.
+    with pytest.raises(NonFiniteLossError, match="step 2.*checkpoint-1"):
+        main(_args(dataset_dir, out, "--checkpointing_steps", "1", "--train_batch_size", "1",
+                   "--max_train_steps", "4", "--learning_rate", "1e30"))
+    assert [s for s, _ in list_checkpoints(str(out))] == [1]
+    assert not (out / "model_index.json").exists(), "a diverged run must not save a pipeline"
