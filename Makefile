@@ -6,6 +6,7 @@ PIP := $(PY) -m pip
 TORCH_CPU_VERSION ?= 2.13.0
 # Extra pip arguments for the CPU torch install, e.g. an --index-url of CPU wheels.
 TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test bench clean
@@ -33,8 +34,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PY) -m spic_diffusers.cli demo --output_dir demo_output --force  # demo_output is make's own folder
 
+# -rs lists every skipped test with its reason; PYTEST_ARGS narrows the run (e.g. PYTEST_ARGS="-k codec").
+# pytest's exit status 5 (nothing collected) is a failure, with a line that says so.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	@$(PY) -m pytest -q -rs tests $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests (PYTEST_ARGS='$(PYTEST_ARGS)')" >&2; fi; \
+	exit $$status
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_decode.py --quick

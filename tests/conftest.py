@@ -11,9 +11,19 @@ import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "spic_reference" / "tiny"
-if not FIXTURES.exists():  # CI lays shared/ beside the clone; allow an override
-    FIXTURES = Path(os.environ.get("SPIC_FIXTURES", "../shared/fixtures/spic_reference/tiny")).resolve()
+
+
+def _find_fixtures() -> Path:
+    """The reference fixtures (outputs of the authors' code): $SPIC_FIXTURES, the repository's copy, or ../shared."""
+    here = Path(__file__).resolve().parent
+    candidates = [here / "fixtures" / "spic_reference" / "tiny",
+                  here.parents[1] / "shared" / "fixtures" / "spic_reference" / "tiny"]
+    if os.environ.get("SPIC_FIXTURES"):
+        candidates.insert(0, Path(os.environ["SPIC_FIXTURES"]).resolve())
+    return next((path for path in candidates if (path / "model.pt").is_file()), candidates[0])
+
+
+FIXTURES = _find_fixtures()
 
 TINY_UNET = dict(
     sample_size=(32, 64),
@@ -28,7 +38,7 @@ TINY_UNET = dict(
 def load_fixture(name: str) -> dict:
     path = FIXTURES / name
     if not path.exists():
-        pytest.skip(f"reference fixture {path} not found")
+        pytest.skip(f"reference fixture {path} not found (set SPIC_FIXTURES to the folder holding it)")
     if name.endswith(".json"):
         return json.loads(path.read_text())
     return torch.load(path, map_location="cpu", weights_only=True)
@@ -39,7 +49,7 @@ def fixture_unet():
     from spic_diffusers.conversion import load_original_checkpoint, unet_from_original_checkpoint
 
     if not (FIXTURES / "model.pt").exists():
-        pytest.skip("reference fixtures not found")
+        pytest.skip(f"reference fixtures not found at {FIXTURES} (set SPIC_FIXTURES to their folder)")
     state = load_original_checkpoint(FIXTURES / "model.pt")
     return unet_from_original_checkpoint(state, load_fixture("config.json")).eval()
 
