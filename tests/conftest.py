@@ -55,6 +55,16 @@ def fixture_unet():
 
 
 @pytest.fixture()
+def no_ffmpeg(monkeypatch, tmp_path):
+    """A machine without any ffmpeg: an empty PATH and imageio-ffmpeg pointed at a binary that is not there."""
+    from spic_diffusers.codec import coarse
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(tmp_path / "no-ffmpeg"))
+    monkeypatch.setattr(coarse, "_FFMPEG_PATH", None)  # forget the ffmpeg found earlier in this process
+
+
+@pytest.fixture()
 def tiny_unet():
     from spic_diffusers import SPICUNet2DModel
 

@@ -250,6 +250,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def _codec_help() -> str:
+    from .codec.coarse import COARSE_FALLBACKS, DEFAULT_COARSE_CODEC, DEFAULT_COARSE_QUALITY
+
+    order = ", ".join(f"{name} {quality}" for name, quality in COARSE_FALLBACKS)
+    return (f"lossy coarse codec (default: {DEFAULT_COARSE_CODEC} at QP {DEFAULT_COARSE_QUALITY}; where it cannot "
+            f"run, the first available of {order}, with a printed note)")
+
+
 def _add_encode(subparsers) -> None:
     from .codec.coarse import COARSE_CODECS
     from .codec.semantic import MAP_CODERS
@@ -261,9 +269,7 @@ def _add_encode(subparsers) -> None:
     source.add_argument("--segmenter", metavar="MODEL", help="transformers segmentation model: folder or Hub id")
     p.add_argument("--label_ids", action="store_true", help="--segmentation holds official Cityscapes label ids")
     p.add_argument("-o", "--output", required=True, metavar="FILE.spic", help="output stream")
-    p.add_argument(
-        "--coarse_codec", default="heif", choices=sorted(COARSE_CODECS), help="lossy coarse codec (default: heif)"
-    )
+    p.add_argument("--coarse_codec", default=None, choices=sorted(COARSE_CODECS), help=_codec_help())
     p.add_argument(
         "--coarse_quality",
         type=float,
@@ -319,10 +325,9 @@ def _add_demo(subparsers) -> None:
     p.add_argument("--scene_seed", type=int, default=2024, help="seed of the synthetic scene (default 2024)")
     p.add_argument("--model", default=None, metavar="PATH_OR_ID", help="another SPIC pipeline (default: shipped)")
     p.add_argument("--scheduler", default=None, help=f"sampler: {', '.join(SCHEDULER_CLASSES)} or a diffusers class")
-    p.add_argument("--coarse_codec", default="hevc", choices=sorted(COARSE_CODECS),
-                   help="coarse codec (default: hevc; falls back to heif, then webp, without ffmpeg)")
+    p.add_argument("--coarse_codec", default=None, choices=sorted(COARSE_CODECS), help=_codec_help())
     p.add_argument("--coarse_quality", type=float, default=None,
-                   help="coarse codec quality (default: QP 35 for hevc/bpg, as in training; else the codec's own)")
+                   help="coarse codec quality (default: QP 35 for hevc, as in training; else the codec's own)")
     p.add_argument("--downsample", type=int, default=4, help="coarse image downsampling factor (default 4)")
     p.add_argument("--steps", type=int, default=100, help="schedule spacing (the paper: 100)")
     p.add_argument("--max_timestep", type=int, default=200, help="start timestep (the paper: 200)")

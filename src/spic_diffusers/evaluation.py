@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from . import metrics
+from .codec.coarse import DEFAULT_COARSE_CODEC
 from .pipelines.schedulers import SCHEDULER_CLASSES, scheduler_from_name
 
 
@@ -51,7 +52,7 @@ class EvaluationError(ValueError):
 class RateSetting:
     """What fixes the bitstream (and so the rate) of one image."""
 
-    coarse_codec: str = "hevc"
+    coarse_codec: str = DEFAULT_COARSE_CODEC
     coarse_quality: float | int | None = None
     downsample: int = 4
     map_coder: str = "context"
@@ -973,7 +974,7 @@ def build_parser():
     parser.add_argument("--split", default="validation")
     parser.add_argument("--num_samples", type=int, default=None, help="evaluate the first N images")
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--coarse_codec", default="hevc")
+    parser.add_argument("--coarse_codec", default=DEFAULT_COARSE_CODEC)
     parser.add_argument("--coarse_quality", type=float, default=None, help="codec quality (default: the codec's)")
     parser.add_argument("--downsample", type=int, default=4)
     parser.add_argument("--map_coder", default="context")

@@ -24,12 +24,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .codec.coarse import DEFAULT_COARSE_CODEC, DEFAULT_COARSE_QUALITY
+
 TEMPLATE_NAME = "model_card_template.md"
 DEFAULT_TAGS = ("spic", "semantic-communication", "image-compression", "diffusion", "diffusers")
 PIPELINE_TAG = "image-to-image"
 DEFAULT_LICENSE = "apache-2.0"
 # The transmitter's settings the model expects; the paper uses BPG at QP 35 (raw HEVC here is the same coder).
-DEFAULT_CODEC = {"coarse_codec": "hevc", "coarse_quality": 35, "downsample": 4, "map_coder": "context"}
+DEFAULT_CODEC = {"coarse_codec": DEFAULT_COARSE_CODEC, "coarse_quality": DEFAULT_COARSE_QUALITY, "downsample": 4,
+                 "map_coder": "context"}
 
 # Known metrics: Hub metric id, display name, unit, whether higher is better.
 METRICS: dict[str, tuple[str, str, str, bool]] = {

@@ -325,6 +325,8 @@ def prepare_data(args: argparse.Namespace, accelerator, num_semantic_channels: i
         raise TrainingInputError(str(err)) from None
     processor = ExampleProcessor(transform, coarse_from_column=use_column, coarse_codec=args.coarse_codec,
                                  coarse_quality=args.coarse_quality)
+    if not use_column:  # the codec actually used (the default may have fallen back), for validation and the card
+        args.coarse_codec, args.coarse_quality = processor.coarse_codec, processor.coarse_quality
     checked = validate_rows(rows, processor, args.validate_rows)
     logger.info("checked %d training rows", checked)
 
