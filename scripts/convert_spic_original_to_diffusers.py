@@ -65,11 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     pipe.save_pretrained(args.dump_path)
     print(f"wrote SPICPipeline ({n_params / 1e6:.1f} M parameters) to {args.dump_path}")
     if args.push_to_hub:
-        from spic_diffusers.hub import push_to_hub
+        from spic_diffusers.hub import HubUnreachableError, push_to_hub, reporting_unreachable_hub
 
-        url = push_to_hub(pipe, args.push_to_hub, private=args.private, token=args.token, revision=args.revision,
-                          commit_message=args.commit_message, source="converted from the original SPIC checkpoint",
-                          license="other")  # the authors' repository states no licence
+        try:
+            with reporting_unreachable_hub(args.dump_path):
+                url = push_to_hub(pipe, args.push_to_hub, private=args.private, token=args.token,
+                                  revision=args.revision, commit_message=args.commit_message,
+                                  source="converted from the original SPIC checkpoint",
+                                  license="other")  # the authors' repository states no licence
+        except HubUnreachableError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
         print(f"published to {url}")
     return 0
 

@@ -88,3 +88,15 @@ def save_tiny_segformer(path, height: int = 32, width: int = 64, id2label: dict 
     SegformerForSemanticSegmentation(config).save_pretrained(path)
     SegformerImageProcessor(size={"height": height, "width": width}).save_pretrained(path)
     return path
+
+
+@pytest.fixture()
+def unreachable_hub(monkeypatch):
+    """Point huggingface_hub and datasets at a closed local port: every Hub call fails to connect, at once."""
+    import datasets.config
+    from huggingface_hub import constants
+
+    endpoint = "http://127.0.0.1:9"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(datasets.config, "HF_ENDPOINT", endpoint)
+    return endpoint

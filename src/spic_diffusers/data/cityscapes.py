@@ -668,15 +668,21 @@ def convert_cityscapes(
 def push_dataset_to_hub(
     dataset_dir: str | os.PathLike, repo_id: str, *, private: bool = True, token: str | None = None
 ) -> None:
-    """Push a converted dataset as Parquet plus `id2label.json` to a (private by default) dataset repo."""
+    """Push a converted dataset as Parquet plus `id2label.json` to a (private by default) dataset repo.
+
+    Offline, raises `hub.HubUnreachableError`: one line saying that `dataset_dir` is complete.
+    """
     import datasets
     from huggingface_hub import HfApi
 
+    from ..hub import reporting_unreachable_hub  # noqa: PLC0415
+
     dataset_dict = datasets.load_from_disk(str(dataset_dir))
-    dataset_dict.push_to_hub(repo_id, private=private, token=token)
-    HfApi(token=token).upload_file(
-        path_or_fileobj=id2label_json().encode(),
-        path_in_repo="id2label.json",
-        repo_id=repo_id,
-        repo_type="dataset",
-    )
+    with reporting_unreachable_hub(dataset_dir):
+        dataset_dict.push_to_hub(repo_id, private=private, token=token)
+        HfApi(token=token).upload_file(
+            path_or_fileobj=id2label_json().encode(),
+            path_in_repo="id2label.json",
+            repo_id=repo_id,
+            repo_type="dataset",
+        )

@@ -586,7 +586,7 @@ def save_final_pipeline(model: SPICUNet2DModel, ema, args: argparse.Namespace):
 
 
 def push_pipeline(pipeline, args: argparse.Namespace) -> None:
-    from ..hub import push_to_hub
+    from ..hub import push_to_hub, reporting_unreachable_hub
 
     recipe = {
         "Data": f"`{args.dataset_name_or_path}` ({args.train_split} split), {args.resolution[0]}x{args.resolution[1]}",
@@ -596,8 +596,9 @@ def push_pipeline(pipeline, args: argparse.Namespace) -> None:
         "Optimiser": f"AdamW, lr {args.learning_rate:g}, batch {args.train_batch_size} per device",
         "EMA": f"decay {args.ema_decay}" if args.use_ema else "none",
     }
-    push_to_hub(pipeline, args.hub_model_id, private=args.hub_private_repo, token=args.hub_token,
-                source="trained with training/train_spic.py", training=recipe)
+    with reporting_unreachable_hub(args.output_dir):
+        push_to_hub(pipeline, args.hub_model_id, private=args.hub_private_repo, token=args.hub_token,
+                    source="trained with training/train_spic.py", training=recipe)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -609,9 +610,14 @@ def cli(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: input problems print one clear line and exit with status 2."""
     import sys
 
+    from ..hub import HubUnreachableError
+
     try:
         main(argv)
     except TrainingInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except HubUnreachableError as err:  # training is over and saved; only the upload failed
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
