@@ -237,4 +237,4 @@ def test_offline_push_says_in_one_line_that_the_dataset_is_complete(fake, tmp_pa
     err = capsys.readouterr().err.strip()  # progress bars, then the error
     assert status == 1 and "Traceback" not in err
     assert "Hub cannot be reached" in err.splitlines()[-1] and "is complete" in err.splitlines()[-1]
-    assert len(datasets.load_from_disk(str(tmp_path / "out"))["validation"]) == 2
+    assert len(datasets.load_from_disk(str(tmp_path / "out"))["validation"]) == 4
