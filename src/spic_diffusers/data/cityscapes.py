@@ -266,6 +266,17 @@ def parse_coarse_spec(spec: str) -> tuple[str, float | int]:
     return codec, value
 
 
+def check_coarse_spec(spec: str) -> tuple[str, float | int]:
+    """Parse ``CODEC:QUALITY`` and check that the codec runs here, so an unavailable codec stops a conversion
+    before any work, in one line (`codec.CodecUnavailableError`: what is missing and how to get it)."""
+    codec, quality = parse_coarse_spec(spec)
+    require_make_coarse()
+    from ..codec import select_coarse_codec  # noqa: PLC0415
+
+    select_coarse_codec(codec, quality, fallback=False)
+    return codec, quality
+
+
 def require_make_coarse():
     """Return `spic_diffusers.codec.make_coarse`, or raise ImportError saying which option needs it."""
     try:
@@ -542,8 +553,7 @@ def build_cityscapes_dataset(
         raise ValueError(f"unknown Cityscapes split(s) {unknown or splits}; choose from {sorted(SPLIT_NAMES)}")
     coarse = None
     if precompute_coarse is not None:
-        codec, quality = parse_coarse_spec(precompute_coarse)
-        require_make_coarse()  # fail early, before reading anything
+        codec, quality = check_coarse_spec(precompute_coarse)  # fail early, before reading anything
         height, width = coarse_image_size
         if height % coarse_downsample or width % coarse_downsample:
             raise ValueError(
@@ -644,8 +654,7 @@ def convert_cityscapes(
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} already exists; pass overwrite=True (--overwrite) to replace it")
     if precompute_coarse is not None:
-        parse_coarse_spec(precompute_coarse)
-        require_make_coarse()
+        check_coarse_spec(precompute_coarse)
 
     def build(cache):
         return build_cityscapes_dataset(
