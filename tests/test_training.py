@@ -375,3 +375,22 @@ def test_crop_and_bias_options_are_checked(tmp_path):
         check_args(parse_args(["--dataset_name_or_path", "x", "--resolution", "32,64", "--random_crop", "64,64"]))
     with pytest.raises(TrainingInputError, match="timestep_bias_max"):
         check_args(parse_args(["--dataset_name_or_path", "x", "--timestep_bias_max", "5000"]))
+
+
+def test_cpu_training_that_cannot_hold_n_model_copies_stops_before_starting(tmp_path, monkeypatch, capsys):
+    from spic_diffusers.training.trainer import check_cpu_memory, cli
+
+    paper = parse_args(["--config", str(REPO / "training" / "configs" / "paper.json"),
+                        "--dataset_name_or_path", "d", "--output_dir", str(tmp_path / "o")])
+    with pytest.raises(TrainingInputError, match=r"8 CPU training process\(es\) need at least 9[0-9]\.\d GiB"):
+        check_cpu_memory(paper, 8, available_bytes=64 * 2**30)  # 653 M parameters x 5 float32 copies x 8
+    check_cpu_memory(paper, 1, available_bytes=64 * 2**30)
+    tiny = parse_args(_args("d", tmp_path / "o"))
+    check_cpu_memory(tiny, 2, available_bytes=2**30)
+    # As `accelerate launch --multi_gpu --num_processes N` on a CPU starts it: one line, nothing done.
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "10000")
+    status = cli(["--config", str(REPO / "training" / "configs" / "paper.json"), "--cpu",
+                  "--dataset_name_or_path", str(tmp_path / "absent"), "--output_dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "\n" not in err and "10000 CPU training process(es) need at least" in err
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

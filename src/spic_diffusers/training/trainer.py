@@ -91,6 +91,47 @@ def build_unet(args: argparse.Namespace) -> SPICUNet2DModel:
     return unet
 
 
+def _config_for_estimate(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The UNet config `build_unet` will use, read without loading any weights (None when unreadable)."""
+    try:
+        if args.init_from:
+            is_pipeline = os.path.isfile(os.path.join(args.init_from, "model_index.json"))
+            return dict(SPICUNet2DModel.load_config(args.init_from, subfolder="unet" if is_pipeline else None))
+        if args.model_config:
+            return dict(SPICUNet2DModel.load_config(args.model_config))
+        return unet_config_from_args(args)
+    except (OSError, ValueError):
+        return None  # build_unet reports the problem
+
+
+def check_cpu_memory(args: argparse.Namespace, num_processes: int, available_bytes: int | None = None) -> None:
+    """Refuse, before starting, a CPU training whose processes cannot all hold their model state.
+
+    Each process keeps float32 weights, gradients, AdamW's two moments and (with EMA) the EMA weights: a
+    lower bound that leaves out activations.  ``available_bytes`` defaults to the memory available now.
+    """
+    import psutil
+
+    config = _config_for_estimate(args)
+    if config is None:
+        return
+    try:
+        with torch.device("meta"):  # shapes only, no memory
+            parameters = sum(p.numel() for p in SPICUNet2DModel.from_config(config).parameters())
+    except (TypeError, ValueError):
+        return
+    copies = 4 + int(bool(args.use_ema))
+    need = num_processes * parameters * 4 * copies
+    available = psutil.virtual_memory().available if available_bytes is None else available_bytes
+    if need > available:
+        what = "weights, gradients, 2 AdamW moments" + (", EMA" if args.use_ema else "")
+        raise TrainingInputError(
+            f"{num_processes} CPU training process(es) need at least {need / 2**30:.1f} GiB ({parameters / 1e6:.0f} M "
+            f"parameters x {copies} float32 copies: {what}) but {available / 2**30:.1f} GiB is available; use fewer "
+            "processes (--num_processes), a smaller model (e.g. --config training/configs/tiny.json) or GPUs"
+        )
+
+
 # ------------------------------------------------------------------------ one step
 
 
@@ -365,6 +406,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     check_output_dir(args.output_dir, args.overwrite_output_dir, args.resume_from_checkpoint is not None)
     use_cpu = args.cpu or not (torch.cuda.is_available() or (
         hasattr(torch.backends, "mps") and torch.backends.mps.is_available()))
+    if use_cpu:  # `accelerate launch` (torchrun) says how many processes share this machine
+        check_cpu_memory(args, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     report_to = None if args.report_to in (None, "", "none") else args.report_to
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
@@ -615,7 +658,8 @@ def cli(argv: Sequence[str] | None = None) -> int:
     try:
         main(argv)
     except TrainingInputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # every process finds the same problem: say it once
+            print(f"error: {err}", file=sys.stderr)
         return 2
     except HubUnreachableError as err:  # training is over and saved; only the upload failed
         print(f"error: {err}", file=sys.stderr)
