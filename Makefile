@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m spic_diffusers.cli demo --output_dir demo_output --force  # demo_output is make's own folder
+	$(PY) -m spic_diffusers.cli demo --output_dir demo_output --overwrite  # demo_output is make's own folder
 
 # -rs lists every skipped test with its reason; PYTEST_ARGS narrows the run (e.g. PYTEST_ARGS="-k codec").
 # pytest's exit status 5 (nothing collected) is a failure, with a line that says so.

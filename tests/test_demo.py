@@ -85,15 +85,15 @@ def test_demo_end_to_end(pipeline, tmp_path):
     assert f"{len(stream)} bytes" in text and "bpp" in text and "PSNR" in text and "mIoU needs a segmentation" in text
 
 
-def test_demo_cli_refuses_to_overwrite_without_force(tmp_path, capsys):
+def test_demo_cli_refuses_to_overwrite_without_overwrite(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["demo", "--output_dir", str(out), *FAST]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     capsys.readouterr()
     assert main(["demo", "--output_dir", str(out), *FAST, "--scene_seed", "5"]) == 1
-    assert "--force" in capsys.readouterr().err
+    assert "--overwrite" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert main(["demo", "--output_dir", str(out), *FAST, "--scene_seed", "5", "--force"]) == 0
+    assert main(["demo", "--output_dir", str(out), *FAST, "--scene_seed", "5", "--overwrite"]) == 0
     assert (out / "original.png").read_bytes() != before["original.png"]
 
 

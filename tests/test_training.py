@@ -230,7 +230,7 @@ def test_foreign_output_dir_is_refused(dataset_dir, tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(TrainingInputError, match="overwrite_output_dir"):
+    with pytest.raises(TrainingInputError, match="pass --overwrite"):
         main(_args(dataset_dir, foreign, "--max_train_steps", "1"))
     assert (foreign / "notes.txt").read_text() == "keep me" and len(os.listdir(foreign)) == 1
     check_output_dir(str(foreign), overwrite=True, resuming=False)  # explicit permission

@@ -19,10 +19,29 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 1."""
 
 
+class _OverwriteFlag(argparse.Action):
+    """``--overwrite``; ``--force`` is its deprecated alias and says so."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string == "--force":
+            print(f"{parser.prog}: note: --force is deprecated; use --overwrite", file=sys.stderr)
+        setattr(namespace, self.dest, True)
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser, what: str = "an existing output", **kwargs) -> None:
+    """The one flag that allows replacing existing outputs, for every command and script of the project."""
+    kwargs.setdefault("dest", "overwrite")
+    parser.add_argument("--overwrite", "--force", action=_OverwriteFlag,
+                        help=f"replace {what} (--force: deprecated alias)", **kwargs)
+
+
 def _check_output(path: str | os.PathLike, force: bool) -> Path:
     path = Path(path)
     if path.exists() and not force:
-        raise CLIError(f"{path} already exists; pass --force to overwrite it")
+        raise CLIError(f"{path} already exists; pass --overwrite to replace it")
     if path.exists() and path.is_dir():
         raise CLIError(f"{path} is a directory")
     if not path.parent.exists():
@@ -73,7 +92,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
 
     from .codec import bpp_breakdown, encode
 
-    output = _check_output(args.output, args.force)
+    output = _check_output(args.output, args.overwrite)
     if (args.segmentation is None) == (args.segmenter is None):
         raise CLIError("pass exactly one of --segmentation MAP or --segmenter MODEL")
     image = _open_image(args.image, "image").convert("RGB")
@@ -163,7 +182,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
     from .codec import decode, decode_parts
 
-    output = _check_output(args.output, args.force)
+    output = _check_output(args.output, args.overwrite)
     stream = _read_stream(args.stream)
     decode_parts(stream)  # fail on a bad stream before loading a model
     pipeline = _load_pipeline(args.model, args.scheduler, args.device)
@@ -202,10 +221,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from .codec import Segmenter
 
         segmenter = Segmenter.from_pretrained(args.segmenter)
-    demo.check_demo_inputs(args.output_dir, args.image, args.segmentation, args.label_ids, args.force)
+    demo.check_demo_inputs(args.output_dir, args.image, args.segmentation, args.label_ids, args.overwrite)
     held_out = Path(args.output_dir) / "held_out.json"
-    if args.eval_scenes and held_out.exists() and not args.force:
-        raise CLIError(f"{held_out} already exists; pass --force to overwrite it")
+    if args.eval_scenes and held_out.exists() and not args.overwrite:
+        raise CLIError(f"{held_out} already exists; pass --overwrite to replace it")
     if args.model is not None or args.scheduler or args.device:
         pipeline = _load_pipeline(args.model or str(demo.shipped_model_path()), args.scheduler, args.device)
     else:
@@ -226,7 +245,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         guidance_scale=args.guidance,
         seed=args.seed,
         segmenter=segmenter,
-        force=args.force,
+        force=args.overwrite,
     )
     if args.eval_scenes:
         print(f"held-out check: {args.eval_scenes} synthetic test scenes at {result.height}x{result.width} ...")
@@ -280,7 +299,7 @@ def _add_encode(subparsers) -> None:
     p.add_argument(
         "--map_coder", default="context", choices=sorted(MAP_CODERS), help="lossless map coder (default: context)"
     )
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    add_overwrite_argument(p, "an existing output file")
     p.set_defaults(func=cmd_encode)
 
 
@@ -295,7 +314,7 @@ def _add_decode(subparsers) -> None:
     p.add_argument("--max_timestep", type=int, default=None, help="start timestep (the pipeline's default: 200)")
     p.add_argument("--seed", type=int, default=None, help="random seed")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    add_overwrite_argument(p, "an existing output file")
     p.set_defaults(func=cmd_decode)
 
 
@@ -340,7 +359,7 @@ def _add_demo(subparsers) -> None:
     p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
-    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    add_overwrite_argument(p, "existing output files")
     p.set_defaults(func=cmd_demo)
 
 

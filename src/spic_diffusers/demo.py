@@ -297,7 +297,7 @@ def _check_outputs(output_dir: Path, force: bool) -> dict[str, Path]:
         raise DemoError(f"{output_dir} exists and is not a folder")
     existing = [p.name for p in paths.values() if p.exists()]
     if existing and not force:
-        raise DemoError(f"{output_dir} already holds {', '.join(existing)}; pass --force to overwrite")
+        raise DemoError(f"{output_dir} already holds {', '.join(existing)}; pass --overwrite to replace them")
     return paths
 
 

@@ -137,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("output, checkpoints, logging")
     g.add_argument("--output_dir", default="spic-model")
-    g.add_argument("--overwrite_output_dir", action="store_true",
-                   help="Write into a non-empty output_dir that is not a previous run of this script.")
+    g.add_argument("--overwrite", "--overwrite_output_dir", dest="overwrite_output_dir", action="store_true",
+                   help="Write into a non-empty output_dir that is not a previous run of this script "
+                        "(--overwrite_output_dir: the diffusers scripts' name, also accepted).")
     g.add_argument("--checkpointing_steps", type=int, default=5000)
     g.add_argument("--checkpoints_total_limit", type=int, default=None)
     g.add_argument("--resume_from_checkpoint", default=None, help="`latest` or a checkpoint folder.")

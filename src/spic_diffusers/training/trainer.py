@@ -232,7 +232,7 @@ def check_output_dir(output_dir: str, overwrite: bool, resuming: bool) -> None:
         return
     raise TrainingInputError(
         f"--output_dir {output_dir!r} is not empty and is not a previous run of this script "
-        f"(no {RUN_MARKER}); choose another folder or pass --overwrite_output_dir"
+        f"(no {RUN_MARKER}); choose another folder or pass --overwrite"
         + (" (resuming needs the folder of the run to resume)" if resuming else "")
     )
 
