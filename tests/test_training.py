@@ -394,3 +394,14 @@ def test_cpu_training_that_cannot_hold_n_model_copies_stops_before_starting(tmp_
     err = capsys.readouterr().err.strip()
     assert status == 2 and "\n" not in err and "10000 CPU training process(es) need at least" in err
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_default_model_script_replaces_the_shipped_model_only_when_asked(tmp_path):
+    from spic_diffusers.demo import shipped_model_path
+
+    shipped = shipped_model_path()
+    before = sorted(p.name for p in shipped.rglob("*"))
+    result = subprocess.run(["bash", str(REPO / "scripts" / "train_default_model.sh"), str(tmp_path / "work"), "5",
+                             str(shipped)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "already exists; pass --overwrite" in result.stderr
+    assert not (tmp_path / "work").exists() and sorted(p.name for p in shipped.rglob("*")) == before
