@@ -306,3 +306,26 @@ def test_diffusion_options_map_to_the_scheduler():
     config = scheduler_config_from_original_options({"diffusion_steps": 4000, "noise_schedule": "cosine"})
     assert config["num_train_timesteps"] == 4000 and config["beta_schedule"] == "squaredcos_cap_v2"
     assert config["beta_end"] == pytest.approx(0.005)
+
+
+def test_models_the_original_code_cannot_build_are_refused_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from spic_diffusers.conversion import original_code_incompatibilities
+    from spic_diffusers.demo import shipped_model_path
+
+    for family, (build, options) in FAMILIES.items():
+        assert original_code_incompatibilities(resolve_unet_config(original_state_dict(**build), options)) == [], family
+    script = Path(__file__).resolve().parents[1] / "scripts" / "convert_spic_diffusers_to_original.py"
+    result = subprocess.run([sys.executable, str(script), "--model", str(shipped_model_path()),
+                             "--output", str(tmp_path / "model.pt")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "cannot express" in result.stderr and "spade_hidden_channels=32" in result.stderr
+    assert not (tmp_path / "model.pt").exists()
+    assert original_code_incompatibilities({"block_out_channels": (32, 48), "downsample_type": "conv",
+                                            "upsample_type": "resnet"}) == [
+        "block_out_channels (32, 48) are not integer multiples of the base width 32",
+        "downsample_type/upsample_type ('conv', 'resnet') (the original pairs resnet/resnet, conv/conv or pool/nearest)",
+    ]

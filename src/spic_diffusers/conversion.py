@@ -397,6 +397,33 @@ def convert_original_state_dict(
     return out
 
 
+def original_code_incompatibilities(config: Mapping[str, Any]) -> list[str]:
+    """What in a `SPICUNet2DModel` config the original code cannot build (empty when it can).
+
+    The original fixes SPADE's hidden width (128), the group count (32), derives every level's width as an
+    integer multiple of one base width that is also the timestep-embedding width, and uses one choice of
+    up/down sampling for both paths.
+    """
+    problems = []
+    if int(config.get("spade_hidden_channels", 128)) != 128:
+        problems.append(f"spade_hidden_channels={config['spade_hidden_channels']} (the original's SPADE has 128)")
+    if int(config.get("norm_num_groups", 32)) != 32:
+        problems.append(f"norm_num_groups={config['norm_num_groups']} (the original uses 32)")
+    if int(config.get("in_channels", 3)) != 3 or int(config.get("low_res_channels", 3)) != 3:
+        problems.append("in_channels and low_res_channels must both be 3")
+    blocks = [int(c) for c in config["block_out_channels"]]
+    base = int(config.get("time_embedding_channels") or blocks[0])
+    ratios = [c / base for c in blocks]
+    half_first = ratios[0] == 0.5 and all(r.is_integer() for r in ratios[1:])  # the original's 512 default
+    if not (all(r.is_integer() for r in ratios) or half_first):
+        problems.append(f"block_out_channels {tuple(blocks)} are not integer multiples of the base width {base}")
+    pair = (config.get("downsample_type", "resnet"), config.get("upsample_type", "resnet"))
+    if pair not in (("resnet", "resnet"), ("conv", "conv"), ("pool", "nearest")):
+        problems.append(f"downsample_type/upsample_type {pair} (the original pairs resnet/resnet, conv/conv or "
+                        "pool/nearest)")
+    return problems
+
+
 def convert_to_original_state_dict(
     state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]
 ) -> dict[str, torch.Tensor]:
