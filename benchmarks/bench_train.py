@@ -152,9 +152,9 @@ def main() -> None:
             print(f"[{index}/{len(names)}] {name}: failed: {results['runs'][-1]['error']}", file=sys.stderr)
             continue
         results["runs"].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        run = results["runs"][-1]
         print(f"[{index}/{len(names)}] {name}: done in {time.perf_counter() - started:.0f} s, "
-              f"{results['runs'][-1]['seconds_per_step']:.2f} s/step, peak {results['runs'][-1]['peak_rss_mib']:.0f} MiB",
-              file=sys.stderr, flush=True)
+              f"{run['seconds_per_step']:.2f} s/step, peak {run['peak_rss_mib']:.0f} MiB", file=sys.stderr, flush=True)
     print(json.dumps(results, indent=2))
 
 

@@ -57,7 +57,8 @@ def test_encode_info_and_overwrite_protection(inputs, capsys):
     assert out.read_bytes() == before
     assert main(args + ["--overwrite", "--map_coder", "png", "--downsample", "8"]) == 0
     assert decode_parts(out.read_bytes()).map_coder == "png"
-    assert main(args + ["--force", "--map_coder", "webp", "--downsample", "8"]) == 0  # the deprecated alias still works, and says so
+    # The deprecated alias still works, and says so.
+    assert main(args + ["--force", "--map_coder", "webp", "--downsample", "8"]) == 0
     assert "--force is deprecated; use --overwrite" in capsys.readouterr().err
     assert decode_parts(out.read_bytes()).map_coder == "webp"
 

@@ -327,5 +327,6 @@ def test_models_the_original_code_cannot_build_are_refused_in_one_line(tmp_path)
     assert original_code_incompatibilities({"block_out_channels": (32, 48), "downsample_type": "conv",
                                             "upsample_type": "resnet"}) == [
         "block_out_channels (32, 48) are not integer multiples of the base width 32",
-        "downsample_type/upsample_type ('conv', 'resnet') (the original pairs resnet/resnet, conv/conv or pool/nearest)",
+        "downsample_type/upsample_type ('conv', 'resnet') (the original pairs resnet/resnet, conv/conv or "
+        "pool/nearest)",
     ]
