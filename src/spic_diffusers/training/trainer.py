@@ -629,11 +629,13 @@ def save_final_pipeline(model: SPICUNet2DModel, ema, args: argparse.Namespace):
 
 
 def push_pipeline(pipeline, args: argparse.Namespace) -> None:
+    from ..codec.coarse import DEFAULT_COARSE_CODEC
     from ..hub import push_to_hub, reporting_unreachable_hub
 
     recipe = {
         "Data": f"`{args.dataset_name_or_path}` ({args.train_split} split), {args.resolution[0]}x{args.resolution[1]}",
-        "Coarse images": f"downsample {args.coarse_downsample}, {args.coarse_codec} ({args.coarse_source})",
+        "Coarse images": f"downsample {args.coarse_downsample}, {args.coarse_codec or DEFAULT_COARSE_CODEC} "
+                         f"({args.coarse_source})",
         "Objective": "hybrid loss (noise MSE + variational bound on the learned variance)",
         "Guidance drop": f"{args.cfg_drop_rate:.0%}",
         "Optimiser": f"AdamW, lr {args.learning_rate:g}, batch {args.train_batch_size} per device",
