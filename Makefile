@@ -6,6 +6,7 @@ PIP := $(PY) -m pip
 TORCH_CPU_VERSION ?= 2.13.0
 # Extra pip arguments for the CPU torch install, e.g. an --index-url of CPU wheels.
 TORCH_PIP_ARGS ?=
+PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test bench clean
@@ -30,11 +31,22 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --no-deps "torch-fidelity>=0.3"
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(PY) -m spic_diffusers.cli demo --output_dir demo_output --force  # demo_output is make's own folder
+# The demo's model is tiny: one thread per model call is fastest on a machine with two cores or fewer
+# (several times faster than torch's one thread per core when the cores are shared), and a few threads
+# are enough on larger ones.  Override with `make demo DEMO_THREADS=N`.
+NPROC := $(shell nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+DEMO_THREADS ?= $(shell n=$(NPROC); if [ "$$n" -le 2 ]; then echo 1; elif [ "$$n" -lt 8 ]; then echo $$((n / 2)); else echo 4; fi)
 
+demo: $(STAMP)
+	OMP_NUM_THREADS=$(DEMO_THREADS) $(PY) -m spic_diffusers.cli demo --output_dir demo_output --overwrite \
+		--threads $(DEMO_THREADS)  # demo_output is make's own folder
+
+# -rs lists every skipped test with its reason; PYTEST_ARGS narrows the run (e.g. PYTEST_ARGS="-k codec").
+# pytest's exit status 5 (nothing collected) is a failure, with a line that says so.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	@$(PY) -m pytest -q -rs tests $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests (PYTEST_ARGS='$(PYTEST_ARGS)')" >&2; fi; \
+	exit $$status
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_decode.py --quick

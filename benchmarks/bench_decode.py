@@ -2,6 +2,7 @@
 """Decode (receiver) time per image and peak memory, printed as JSON.
 
     python benchmarks/bench_decode.py                 # tiny config, all samplers; paper config estimated
+                                                      # (about 6 minutes and 13.3 GB of memory on 2 cores)
     python benchmarks/bench_decode.py --paper_full    # paper config, every sampler run for real (about an hour on 2 cores)
 
 Every measurement runs in a fresh subprocess so that its peak resident memory is its own. Wall and CPU
@@ -34,6 +35,38 @@ SAMPLERS = {
     "dpmsolver++-10": ("DPMSolverMultistepScheduler", 50, {"algorithm_type": "dpmsolver++"}),
     "dpmsolver++-5": ("DPMSolverMultistepScheduler", 25, {"algorithm_type": "dpmsolver++"}),
 }
+
+
+# Reference figures (free 2-core CPU, torch's default threads) shown before starting: wall minutes of all
+# measurements of a config, and the peak resident memory of its largest one.
+EXPECTED = {
+    "tiny": {"minutes": 1.0, "peak_gb": 0.5},
+    "paper": {"minutes": 6.0, "peak_gb": 13.3},  # one guided step batched + one as two passes
+    "paper_full": {"minutes": 60.0, "peak_gb": 13.3},
+}
+
+
+def _available_gb() -> float | None:
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available / 2**30
+    except ImportError:
+        return None
+
+
+def _announce(configs: list[str], paper_full: bool) -> None:
+    """Say what will run, how long it should take and how much memory it needs, before starting."""
+    keys = [("paper_full" if c == "paper" and paper_full else c) for c in configs]
+    minutes = sum(EXPECTED[k]["minutes"] for k in keys if k in EXPECTED)
+    peak = max((EXPECTED[k]["peak_gb"] for k in keys if k in EXPECTED), default=0.0)
+    available = _available_gb()
+    print(f"bench_decode: configs {', '.join(configs)}; expected about {minutes:.0f} min on a free 2-core CPU "
+          f"(longer on a busy one) and {peak:.1f} GB peak memory"
+          + (f" ({available:.1f} GB available now)" if available is not None else ""), file=sys.stderr, flush=True)
+    if available is not None and peak > available:
+        print(f"bench_decode: warning: {peak:.1f} GB will not fit; `--configs tiny` needs "
+              f"{EXPECTED['tiny']['peak_gb']} GB", file=sys.stderr, flush=True)
 
 
 def _peak_rss_mb() -> float:
@@ -141,16 +174,34 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
     configs = ["tiny"] if args.quick else [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown config(s) {unknown}; choose from {sorted(CONFIGS)}")
+    _announce(configs, args.paper_full)
+    total = sum(1 + (len(SAMPLERS) if c != "paper" or args.paper_full else 0) for c in configs)
+    done = [0]
+
+    def measure(spec: dict) -> dict:
+        done[0] += 1
+        what = spec.get("sampler", "one guided step, batched and as two passes")
+        print(f"[{done[0]}/{total}] {spec['config']}: {what} ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        result = run_in_subprocess(spec)
+        print(f"[{done[0]}/{total}] {spec['config']}: done in {time.perf_counter() - start:.0f} s, peak "
+              f"{result.get('peak_rss_mb', float('nan')):.0f} MB" + (f", error: {result['error']}" if "error" in result
+                                                                     else ""), file=sys.stderr, flush=True)
+        return result
+
     report = {"benchmark": "decode", "results": []}
     for config in configs:
         full = config != "paper" or args.paper_full
-        step = run_in_subprocess({"config": config, "mode": "step", "repeats": args.repeats if config == "tiny" else 1,
-                                  "warmup": config == "tiny", "threads": args.threads})
+        step = measure({"config": config, "mode": "step", "repeats": args.repeats if config == "tiny" else 1,
+                        "warmup": config == "tiny", "threads": args.threads})
         report["results"].append(step)
         for sampler in SAMPLERS:
             if full:
-                report["results"].append(run_in_subprocess({"config": config, "mode": "sampler", "sampler": sampler,
-                                                            "threads": args.threads}))
+                report["results"].append(measure({"config": config, "mode": "sampler", "sampler": sampler,
+                                                  "threads": args.threads}))
             elif "guided_step_batched_s" in step:
                 visited = SAMPLERS[sampler][1] // 5
                 report["results"].append({
@@ -159,7 +210,6 @@ def main(argv: list[str] | None = None) -> int:
                     "cpu_seconds_per_image": visited * step["guided_step_batched_cpu_s"],
                     "peak_rss_mb": step["peak_rss_mb"],
                 })
-        print(json.dumps(report["results"][-1]), file=sys.stderr, flush=True)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from spic_diffusers.codec import CodecUnavailableError
     from spic_diffusers.data.camvid import CamVidLayoutError, convert_camvid
+    from spic_diffusers.hub import HubUnreachableError
 
     try:
         out = convert_camvid(
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             private=not args.public,
             token=args.hub_token,
         )
-    except (CamVidLayoutError, CodecUnavailableError, FileExistsError, ValueError) as error:
+    except (CamVidLayoutError, CodecUnavailableError, FileExistsError, HubUnreachableError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"saved {out}")

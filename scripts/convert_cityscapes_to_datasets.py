@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from spic_diffusers.codec import CodecUnavailableError
     from spic_diffusers.data.cityscapes import CityscapesLayoutError, convert_cityscapes
+    from spic_diffusers.hub import HubUnreachableError
 
     try:
         out = convert_cityscapes(
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             private=not args.public,
             token=args.hub_token,
         )
-    except (CityscapesLayoutError, FileExistsError, ImportError, ValueError) as error:
+    except (CityscapesLayoutError, CodecUnavailableError, FileExistsError, HubUnreachableError, ImportError,
+            ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"saved {out}")

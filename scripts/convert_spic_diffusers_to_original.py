@@ -13,6 +13,7 @@ import sys
 import torch
 
 from spic_diffusers import SPICUNet2DModel, convert_to_original_state_dict
+from spic_diffusers.conversion import original_code_incompatibilities
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.output} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
     folder = os.path.join(args.model, "unet") if os.path.isdir(os.path.join(args.model, "unet")) else args.model
+    try:
+        config = SPICUNet2DModel.load_config(folder)
+    except (OSError, ValueError) as err:
+        print(f"error: cannot read a SPICUNet2DModel config in {folder}: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    problems = original_code_incompatibilities(config)
+    if problems:
+        print(f"error: the original SPIC code cannot express {args.model}: {'; '.join(problems)}", file=sys.stderr)
+        return 2
     unet = SPICUNet2DModel.from_pretrained(folder)
     state = convert_to_original_state_dict(unet.state_dict(), unet.config)
     torch.save(state, args.output)

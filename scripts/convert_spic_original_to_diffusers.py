@@ -18,6 +18,7 @@ from spic_diffusers.conversion import (
     ConversionError,
     load_original_checkpoint,
     load_original_config,
+    scheduler_config_from_original_options,
     unet_from_original_checkpoint,
 )
 
@@ -45,12 +46,19 @@ def main(argv: list[str] | None = None) -> int:
     if os.path.isdir(args.dump_path) and os.listdir(args.dump_path) and not args.overwrite:
         print(f"error: {args.dump_path} exists and is not empty; pass --overwrite to replace it", file=sys.stderr)
         return 2
-    options = load_original_config(args.original_config) if args.original_config else {}
+    try:
+        options = load_original_config(args.original_config) if args.original_config else {}
+    except (OSError, ValueError) as err:
+        print(f"error: --original_config: {err}", file=sys.stderr)
+        return 2
     options.update({k: getattr(args, k) for k in ORIGINAL_OPTION_NAMES if getattr(args, k) is not None})
     try:
         state = load_original_checkpoint(args.checkpoint_path)
         unet = unet_from_original_checkpoint(state, options)
-    except (ConversionError, FileNotFoundError, NotImplementedError) as err:
+        scheduler_config = scheduler_config_from_original_options(
+            options, learn_sigma=unet.config.out_channels == 2 * unet.config.in_channels
+        )
+    except (ConversionError, FileNotFoundError, NotImplementedError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     n_params = sum(p.numel() for p in unet.parameters())
@@ -61,15 +69,22 @@ def main(argv: list[str] | None = None) -> int:
     from spic_diffusers import SPICPipeline
     from spic_diffusers.pipelines.pipeline_spic import default_scheduler
 
-    pipe = SPICPipeline(unet=unet, scheduler=default_scheduler())
+    scheduler = default_scheduler()
+    pipe = SPICPipeline(unet=unet, scheduler=type(scheduler).from_config({**scheduler.config, **scheduler_config}))
     pipe.save_pretrained(args.dump_path)
     print(f"wrote SPICPipeline ({n_params / 1e6:.1f} M parameters) to {args.dump_path}")
     if args.push_to_hub:
-        from spic_diffusers.hub import push_to_hub
+        from spic_diffusers.hub import HubUnreachableError, push_to_hub, reporting_unreachable_hub
 
-        url = push_to_hub(pipe, args.push_to_hub, private=args.private, token=args.token, revision=args.revision,
-                          commit_message=args.commit_message, source="converted from the original SPIC checkpoint",
-                          license="other")  # the authors' repository states no licence
+        try:
+            with reporting_unreachable_hub(args.dump_path):
+                url = push_to_hub(pipe, args.push_to_hub, private=args.private, token=args.token,
+                                  revision=args.revision, commit_message=args.commit_message,
+                                  source="converted from the original SPIC checkpoint",
+                                  license="other")  # the authors' repository states no licence
+        except HubUnreachableError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
         print(f"published to {url}")
     return 0
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Train the small SPIC model shipped in src/spic_diffusers/assets/spic-synthetic-tiny/.
 #
-#   bash scripts/train_default_model.sh [WORK_DIR] [STEPS] [ASSET_DIR]
+#   bash scripts/train_default_model.sh [WORK_DIR] [STEPS] [ASSET_DIR] [--overwrite]
 #
+# The packaged model goes to ASSET_DIR (default WORK_DIR/spic-synthetic-tiny); an existing ASSET_DIR, such as
+# the shipped folder, is replaced only with --overwrite, checked before any work:
+#   bash scripts/train_default_model.sh spic-default-training 7000 src/spic_diffusers/assets/spic-synthetic-tiny --overwrite
 # (PYTHON=.venv/bin/python picks the interpreter; SKIP_TRAINING=1 only re-checks and repackages WORK_DIR/run.)
 #
 # 1. 1500 synthetic street scenes (64x128, seed 0) with coarse images made by the codec
@@ -12,9 +15,23 @@
 # 3. the held-out check (8 synthetic test-stream scenes, the paper's sampler) and the shipped folder:
 #    fp16 safetensors (loaded as float32) + the model card, written to ASSET_DIR.
 set -euo pipefail
+OVERWRITE=0
+positional=()
+for arg in "$@"; do
+  case "$arg" in
+    --overwrite) OVERWRITE=1 ;;
+    -*) echo "train_default_model.sh: unknown option $arg (usage: [WORK_DIR] [STEPS] [ASSET_DIR] [--overwrite])" >&2; exit 2 ;;
+    *) positional+=("$arg") ;;
+  esac
+done
+set -- ${positional[@]+"${positional[@]}"}
 WORK_DIR=${1:-spic-default-training}
 STEPS=${2:-7000}
-ASSET_DIR=${3:-src/spic_diffusers/assets/spic-synthetic-tiny}
+ASSET_DIR=${3:-$WORK_DIR/spic-synthetic-tiny}
+if [ -e "$ASSET_DIR" ] && [ -n "$(ls -A "$ASSET_DIR" 2>/dev/null || echo file)" ] && [ "$OVERWRITE" != 1 ]; then
+  echo "train_default_model.sh: $ASSET_DIR already exists; pass --overwrite to replace it" >&2
+  exit 1
+fi
 PY=${PYTHON:-python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$WORK_DIR"

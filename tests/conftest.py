@@ -11,9 +11,19 @@ import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "spic_reference" / "tiny"
-if not FIXTURES.exists():  # CI lays shared/ beside the clone; allow an override
-    FIXTURES = Path(os.environ.get("SPIC_FIXTURES", "../shared/fixtures/spic_reference/tiny")).resolve()
+
+
+def _find_fixtures() -> Path:
+    """The reference fixtures (outputs of the authors' code): $SPIC_FIXTURES, the repository's copy, or ../shared."""
+    here = Path(__file__).resolve().parent
+    candidates = [here / "fixtures" / "spic_reference" / "tiny",
+                  here.parents[1] / "shared" / "fixtures" / "spic_reference" / "tiny"]
+    if os.environ.get("SPIC_FIXTURES"):
+        candidates.insert(0, Path(os.environ["SPIC_FIXTURES"]).resolve())
+    return next((path for path in candidates if (path / "model.pt").is_file()), candidates[0])
+
+
+FIXTURES = _find_fixtures()
 
 TINY_UNET = dict(
     sample_size=(32, 64),
@@ -28,7 +38,7 @@ TINY_UNET = dict(
 def load_fixture(name: str) -> dict:
     path = FIXTURES / name
     if not path.exists():
-        pytest.skip(f"reference fixture {path} not found")
+        pytest.skip(f"reference fixture {path} not found (set SPIC_FIXTURES to the folder holding it)")
     if name.endswith(".json"):
         return json.loads(path.read_text())
     return torch.load(path, map_location="cpu", weights_only=True)
@@ -39,9 +49,19 @@ def fixture_unet():
     from spic_diffusers.conversion import load_original_checkpoint, unet_from_original_checkpoint
 
     if not (FIXTURES / "model.pt").exists():
-        pytest.skip("reference fixtures not found")
+        pytest.skip(f"reference fixtures not found at {FIXTURES} (set SPIC_FIXTURES to their folder)")
     state = load_original_checkpoint(FIXTURES / "model.pt")
     return unet_from_original_checkpoint(state, load_fixture("config.json")).eval()
+
+
+@pytest.fixture()
+def no_ffmpeg(monkeypatch, tmp_path):
+    """A machine without any ffmpeg: an empty PATH and imageio-ffmpeg pointed at a binary that is not there."""
+    from spic_diffusers.codec import coarse
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("IMAGEIO_FFMPEG_EXE", str(tmp_path / "no-ffmpeg"))
+    monkeypatch.setattr(coarse, "_FFMPEG_PATH", None)  # forget the ffmpeg found earlier in this process
 
 
 @pytest.fixture()
@@ -68,3 +88,15 @@ def save_tiny_segformer(path, height: int = 32, width: int = 64, id2label: dict 
     SegformerForSemanticSegmentation(config).save_pretrained(path)
     SegformerImageProcessor(size={"height": height, "width": width}).save_pretrained(path)
     return path
+
+
+@pytest.fixture()
+def unreachable_hub(monkeypatch):
+    """Point huggingface_hub and datasets at a closed local port: every Hub call fails to connect, at once."""
+    import datasets.config
+    from huggingface_hub import constants
+
+    endpoint = "http://127.0.0.1:9"
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(datasets.config, "HF_ENDPOINT", endpoint)
+    return endpoint

@@ -53,10 +53,14 @@ def test_encode_info_and_overwrite_protection(inputs, capsys):
     before = out.read_bytes()
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert "already exists" in err and "--force" in err and "Traceback" not in err
+    assert "already exists" in err and "--overwrite" in err and "Traceback" not in err
     assert out.read_bytes() == before
-    assert main(args + ["--force", "--map_coder", "png", "--downsample", "8"]) == 0
+    assert main(args + ["--overwrite", "--map_coder", "png", "--downsample", "8"]) == 0
     assert decode_parts(out.read_bytes()).map_coder == "png"
+    # The deprecated alias still works, and says so.
+    assert main(args + ["--force", "--map_coder", "webp", "--downsample", "8"]) == 0
+    assert "--force is deprecated; use --overwrite" in capsys.readouterr().err
+    assert decode_parts(out.read_bytes()).map_coder == "webp"
 
     capsys.readouterr()
     assert main(["info", str(out), "--json"]) == 0

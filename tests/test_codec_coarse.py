@@ -6,12 +6,16 @@ import torch
 
 from spic_diffusers.codec import (
     COARSE_CODECS,
+    COARSE_FALLBACKS,
     BitstreamError,
     CodecUnavailableError,
     area_downsample,
     coarse_size,
+    decode_parts,
+    encode,
     get_coarse_codec,
     make_coarse,
+    select_coarse_codec,
 )
 
 PILLOW_CODECS = ["heif", "jxl", "webp", "avif", "jpeg"]
@@ -143,3 +147,33 @@ def test_webp_payload_has_no_riff_header():
     data = codec.encode(smooth_image(16, 16))
     assert not data.startswith(b"RIFF")
     assert codec.decode(data, 16, 16).shape == (16, 16, 3)
+
+
+def test_the_default_coarse_codec_is_hevc_at_qp_35_everywhere():
+    from spic_diffusers.cli import build_parser
+    from spic_diffusers.evaluation import RateSetting
+    from spic_diffusers.training.arguments import build_parser as training_parser
+
+    codec = select_coarse_codec()
+    assert (codec.name, codec.quality) == ("hevc", 35)
+    image, labels = smooth_image(32, 48), np.zeros((32, 48), np.uint8)
+    assert decode_parts(encode(image, labels)).coarse_codec == "hevc"
+    assert build_parser().parse_args(["encode", "x.png", "-o", "x.spic"]).coarse_codec is None  # = the default
+    assert RateSetting().coarse_codec == "hevc"
+    assert training_parser().parse_args(["--dataset_name_or_path", "d", "--output_dir", "o"]).coarse_codec is None
+
+
+def test_default_codec_falls_back_in_the_measured_order_and_says_so(no_ffmpeg):
+    logged = []
+    codec = select_coarse_codec(log=logged.append)
+    assert (codec.name, codec.quality) == COARSE_FALLBACKS[0] == ("webp", 30)
+    assert len(logged) == 1 and "'hevc' is unavailable" in logged[0] and "webp, jxl" in logged[0]
+    stream = encode(smooth_image(32, 48), np.zeros((32, 48), np.uint8))
+    assert decode_parts(stream).coarse_codec == "webp"
+
+
+def test_an_explicit_unavailable_codec_fails_before_coding(no_ffmpeg):
+    with pytest.raises(CodecUnavailableError, match="imageio-ffmpeg"):
+        select_coarse_codec("hevc")
+    with pytest.raises(CodecUnavailableError, match="imageio-ffmpeg"):
+        encode(smooth_image(32, 48), np.zeros((32, 48), np.uint8), coarse_codec="hevc")

@@ -148,8 +148,9 @@ def test_shapes_are_inferred_from_the_checkpoint():
 
 
 def test_fixture_checkpoint_converts_and_reverses():
+    config = load_fixture("config.json")  # skips when the fixtures are absent
     state = load_original_checkpoint(FIXTURES / "model.pt")
-    model = unet_from_original_checkpoint(state, load_fixture("config.json"))
+    model = unet_from_original_checkpoint(state, config)
     back = convert_to_original_state_dict(model.state_dict(), model.config)
     assert set(back) == set(state)
     assert all(torch.equal(back[k], state[k]) for k in state)
@@ -202,3 +203,130 @@ def test_paper_options_give_the_paper_network():
     model = SPICUNet2DModel(**config)  # built on the meta device would be nicer; 653 M params fit in RAM
     n = sum(p.numel() for p in model.parameters())
     assert 640e6 < n < 670e6
+
+
+# Every option of the original code's sampling and training parsers (image_sample.py / image_train.py, which add
+# the model, diffusion and super-resolution defaults) with its default value, as `json.dump(vars(args))` writes it.
+ORIGINAL_PARSER_DEFAULTS = {
+    # model
+    "image_size": 64, "num_classes": 151, "num_channels": 128, "num_res_blocks": 2, "num_heads": 4,
+    "num_heads_upsample": -1, "num_head_channels": -1, "attention_resolutions": "16,8", "channel_mult": "",
+    "dropout": 0.0, "class_cond": False, "use_checkpoint": False, "use_scale_shift_norm": True,
+    "resblock_updown": False, "use_fp16": False, "use_new_attention_order": False, "no_instance": False,
+    # diffusion
+    "learn_sigma": False, "diffusion_steps": 1000, "noise_schedule": "linear", "timestep_respacing": "",
+    "use_kl": False, "predict_xstart": False, "rescale_timesteps": False, "rescale_learned_sigmas": False,
+    # super-resolution wrapper
+    "large_size": 128, "small_size": 64, "compression_type": "down+bpg", "compression_level": 35,
+    "max_iter_time": 1000, "image_path": "", "generated_semantic": "", "coarse_path": "",
+    # image_sample.py
+    "data_dir": "", "dataset_mode": "", "clip_denoised": True, "num_samples": 10000, "batch_size": 1,
+    "use_ddim": False, "model_path": "", "results_path": "", "is_train": False, "s": 1.0, "input_img": None,
+    # image_train.py
+    "schedule_sampler": "uniform", "lr": 1e-4, "weight_decay": 0.0, "lr_anneal_steps": 0, "microbatch": -1,
+    "ema_rate": "0.9999", "drop_rate": 0.0, "log_interval": 50, "save_interval": 500, "resume_checkpoint": "",
+    "fp16_scale_growth": 1e-3,
+}  # fmt: skip
+
+
+def _convert_with_config(tmp_path, state, config):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from spic_diffusers import SPICPipeline
+
+    torch.save(state, tmp_path / "model.pt")
+    (tmp_path / "args.json").write_text(json.dumps(config))
+    path = Path(__file__).resolve().parents[1] / "scripts" / "convert_spic_original_to_diffusers.py"
+    spec = importlib.util.spec_from_file_location("convert_spic_original_to_diffusers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    status = module.main(["--checkpoint_path", str(tmp_path / "model.pt"), "--original_config",
+                          str(tmp_path / "args.json"), "--dump_path", str(tmp_path / "out")])
+    assert status == 0
+    return SPICPipeline.from_pretrained(tmp_path / "out")
+
+
+def test_a_dump_of_every_original_default_converts(tmp_path):
+    """All the original parser's defaults (but a narrower network): channel_mult "" picks 1,2,3,4 at size 64."""
+    config = {**ORIGINAL_PARSER_DEFAULTS, "num_channels": 32}
+    state = original_state_dict(mc=32, nrb=2, mult=(1, 2, 3, 4), attn_ds=(4, 8), updown=False, classes=152,
+                                learn_sigma=False)
+    pipe = _convert_with_config(tmp_path, state, config)
+    unet = pipe.unet.config
+    assert tuple(unet.block_out_channels) == (32, 64, 96, 128) and unet.layers_per_block == 2
+    assert tuple(unet.attention_downsample_factors) == (4, 8) and unet.num_semantic_channels == 152
+    assert unet.instance_edge_channel and unet.out_channels == 3 and unet.downsample_type == "conv"
+    assert tuple(unet.sample_size) == (64, 128)
+    assert pipe.scheduler.config.variance_type == "fixed_large" and pipe.scheduler.config.num_train_timesteps == 1000
+    back = convert_to_original_state_dict(pipe.unet.state_dict(), pipe.unet.config)
+    assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_the_fixture_converts_with_a_full_dump_of_its_options(tmp_path):
+    import json
+
+    fixture = load_fixture("config.json")
+    config = {**ORIGINAL_PARSER_DEFAULTS, **fixture["model"], **fixture["diffusion"]}
+    state = load_original_checkpoint(FIXTURES / "model.pt")
+    pipe = _convert_with_config(tmp_path, state, config)
+    reference = unet_from_original_checkpoint(state, fixture)
+    def public(config):
+        return json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith("_")}))
+
+    assert public(pipe.unet.config) == public(reference.config)
+    assert pipe.scheduler.config.variance_type == "learned_range"
+    assert all(torch.equal(a, b) for a, b in zip(pipe.unet.state_dict().values(), reference.state_dict().values()))
+
+
+def test_empty_channel_mult_that_picks_other_levels_than_the_checkpoint_is_named():
+    with pytest.raises(ConversionError, match=r"channel_mult='' picks 1,2,3,4 for image_size 64.*checkpoint has 1,2"):
+        resolve_unet_config(original_state_dict(), {"image_size": 64, "channel_mult": "", "num_head_channels": 16})
+    # Sizes without a rule in the original take the checkpoint's levels.
+    config = resolve_unet_config(original_state_dict(), {"image_size": 32, "channel_mult": "", "num_head_channels": 16})
+    assert tuple(config["block_out_channels"]) == (32, 64)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"noise_schedule": "sqrt"}, "noise_schedule='sqrt'"),
+    ({"predict_xstart": True}, "predict_xstart=True"),
+    ({"diffusion_steps": 4000, "rescale_timesteps": True}, "rescale_timesteps=True"),
+])  # fmt: skip
+def test_diffusion_options_the_pipeline_cannot_express_are_named(options, message):
+    from spic_diffusers.conversion import scheduler_config_from_original_options
+
+    with pytest.raises(ConversionError, match=message):
+        scheduler_config_from_original_options(options)
+
+
+def test_diffusion_options_map_to_the_scheduler():
+    from spic_diffusers.conversion import scheduler_config_from_original_options
+
+    config = scheduler_config_from_original_options({"diffusion_steps": 4000, "noise_schedule": "cosine"})
+    assert config["num_train_timesteps"] == 4000 and config["beta_schedule"] == "squaredcos_cap_v2"
+    assert config["beta_end"] == pytest.approx(0.005)
+
+
+def test_models_the_original_code_cannot_build_are_refused_in_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from spic_diffusers.conversion import original_code_incompatibilities
+    from spic_diffusers.demo import shipped_model_path
+
+    for family, (build, options) in FAMILIES.items():
+        assert original_code_incompatibilities(resolve_unet_config(original_state_dict(**build), options)) == [], family
+    script = Path(__file__).resolve().parents[1] / "scripts" / "convert_spic_diffusers_to_original.py"
+    result = subprocess.run([sys.executable, str(script), "--model", str(shipped_model_path()),
+                             "--output", str(tmp_path / "model.pt")], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "cannot express" in result.stderr and "spade_hidden_channels=32" in result.stderr
+    assert not (tmp_path / "model.pt").exists()
+    assert original_code_incompatibilities({"block_out_channels": (32, 48), "downsample_type": "conv",
+                                            "upsample_type": "resnet"}) == [
+        "block_out_channels (32, 48) are not integer multiples of the base width 32",
+        "downsample_type/upsample_type ('conv', 'resnet') (the original pairs resnet/resnet, conv/conv or "
+        "pool/nearest)",
+    ]

@@ -227,3 +227,24 @@ def test_num_proc_gives_same_rows(fake, tmp_path):
     with pytest.raises(CityscapesLayoutError, match="size mismatch") as info:
         build_cityscapes_dataset(root, ["train"], num_proc=2, cache_dir=tmp_path / "cache2")
     assert str(bad) in str(info.value)
+
+
+def test_offline_push_says_in_one_line_that_the_dataset_is_complete(fake, tmp_path, unreachable_hub, capsys):
+    root, _ = fake
+    main = runpy.run_path(str(SCRIPT))["main"]
+    status = main(["--cityscapes_root", str(root), "--output_dir", str(tmp_path / "out"), "--splits", "val",
+                   "--push_to_hub", "someone/cs", "--hub_token", "hf_x"])
+    err = capsys.readouterr().err.strip()  # progress bars, then the error
+    assert status == 1 and "Traceback" not in err
+    assert "Hub cannot be reached" in err.splitlines()[-1] and "is complete" in err.splitlines()[-1]
+    assert len(datasets.load_from_disk(str(tmp_path / "out"))["validation"]) == 4
+
+
+def test_precompute_with_an_unavailable_codec_stops_before_any_work(fake, tmp_path, no_ffmpeg, capsys):
+    root, _ = fake
+    main = runpy.run_path(str(SCRIPT))["main"]
+    status = main(["--cityscapes_root", str(root), "--output_dir", str(tmp_path / "out"),
+                   "--precompute_coarse", "hevc:35"])
+    err = capsys.readouterr().err.strip()
+    assert status == 1 and err.count("\n") == 0 and "hevc coarse codec needs ffmpeg" in err
+    assert not (tmp_path / "out").exists()

@@ -85,15 +85,15 @@ def test_demo_end_to_end(pipeline, tmp_path):
     assert f"{len(stream)} bytes" in text and "bpp" in text and "PSNR" in text and "mIoU needs a segmentation" in text
 
 
-def test_demo_cli_refuses_to_overwrite_without_force(tmp_path, capsys):
+def test_demo_cli_refuses_to_overwrite_without_overwrite(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["demo", "--output_dir", str(out), *FAST]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     capsys.readouterr()
     assert main(["demo", "--output_dir", str(out), *FAST, "--scene_seed", "5"]) == 1
-    assert "--force" in capsys.readouterr().err
+    assert "--overwrite" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert main(["demo", "--output_dir", str(out), *FAST, "--scene_seed", "5", "--force"]) == 0
+    assert main(["demo", "--output_dir", str(out), *FAST, "--scene_seed", "5", "--overwrite"]) == 0
     assert (out / "original.png").read_bytes() != before["original.png"]
 
 
@@ -148,14 +148,14 @@ def test_demo_cli_reports_bad_inputs_clearly(tmp_path, capsys, problem):
     assert not (tmp_path / "out").exists()
 
 
-def test_demo_falls_back_to_heif_without_ffmpeg(pipeline, tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg on PATH
+def test_demo_falls_back_to_webp_without_ffmpeg(pipeline, tmp_path, no_ffmpeg):
     logged = []
     result = run_demo(tmp_path / "out", pipeline=pipeline, size=(32, 64), num_inference_steps=20,
                       log=logged.append)
-    assert result.coarse_codec == "heif"
-    assert any("NOTE" in line and "heif" in line for line in logged)
-    assert decode_parts((tmp_path / "out" / "scene.spic").read_bytes()).coarse_codec == "heif"
+    assert result.coarse_codec == "webp"
+    assert any("'hevc' is unavailable" in line and "'webp' at quality 30" in line for line in logged)
+    assert any("NOTE" in line and "webp" in line for line in logged)
+    assert decode_parts((tmp_path / "out" / "scene.spic").read_bytes()).coarse_codec == "webp"
 
 
 def test_semantic_consistency_figures():

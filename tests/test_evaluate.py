@@ -90,7 +90,7 @@ def test_match_rate_is_closest_from_below(codec_name):
 def test_refuses_foreign_non_empty_output_folder(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     config = evaluation.EvalConfig(model="m", dataset="d", output_dir=str(tmp_path))
-    with pytest.raises(EvaluationError, match="--force"):
+    with pytest.raises(EvaluationError, match="--overwrite"):
         evaluation.prepare_output_dir(config)
     assert (tmp_path / "precious.txt").read_text() == "keep me"
 

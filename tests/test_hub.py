@@ -251,3 +251,27 @@ def test_training_push_publishes_the_recipe(pipe, tmp_path, monkeypatch):
     card = (tmp_path / "sent" / "README.md").read_text()
     assert_no_placeholders(card)
     assert "trained with training/train_spic.py" in card and "data/cityscapes_spic" in card
+
+
+def test_offline_converter_push_says_in_one_line_that_the_local_output_is_complete(tmp_path, unreachable_hub, capsys):
+    if not (FIXTURES / "model.pt").exists():
+        pytest.skip(f"reference fixtures not found at {FIXTURES}")
+    status = load_converter().main([
+        "--checkpoint_path", str(FIXTURES / "model.pt"), "--original_config", str(FIXTURES / "config.json"),
+        "--dump_path", str(tmp_path / "converted"), "--push_to_hub", "someone/spic-converted", "--token", "hf_x",
+    ])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert status == 1 and "\n" not in err and "Traceback" not in err
+    assert "Hub cannot be reached" in err and f"{tmp_path / 'converted'} is complete" in err
+    SPICPipeline.from_pretrained(tmp_path / "converted")  # the local output is usable
+
+
+def test_offline_training_push_says_the_saved_run_is_complete(pipe, tmp_path, unreachable_hub):
+    from spic_diffusers.hub import HubUnreachableError
+    from spic_diffusers.training import parse_args
+    from spic_diffusers.training.trainer import push_pipeline
+
+    args = parse_args(["--dataset_name_or_path", "data/cityscapes_spic", "--output_dir", str(tmp_path / "run"),
+                       "--push_to_hub", "--hub_model_id", "someone/spic-trained", "--hub_token", "hf_x"])
+    with pytest.raises(HubUnreachableError, match=f"cannot be reached.*{tmp_path / 'run'} is complete"):
+        push_pipeline(pipe, args)

@@ -237,7 +237,7 @@ def test_foreign_output_dir_is_refused(dataset_dir, tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(TrainingInputError, match="overwrite_output_dir"):
+    with pytest.raises(TrainingInputError, match="pass --overwrite"):
         main(_args(dataset_dir, foreign, "--max_train_steps", "1"))
     assert (foreign / "notes.txt").read_text() == "keep me" and len(os.listdir(foreign)) == 1
     check_output_dir(str(foreign), overwrite=True, resuming=False)  # explicit permission
@@ -382,3 +382,33 @@ def test_crop_and_bias_options_are_checked(tmp_path):
         check_args(parse_args(["--dataset_name_or_path", "x", "--resolution", "32,64", "--random_crop", "64,64"]))
     with pytest.raises(TrainingInputError, match="timestep_bias_max"):
         check_args(parse_args(["--dataset_name_or_path", "x", "--timestep_bias_max", "5000"]))
+
+
+def test_cpu_training_that_cannot_hold_n_model_copies_stops_before_starting(tmp_path, monkeypatch, capsys):
+    from spic_diffusers.training.trainer import check_cpu_memory, cli
+
+    paper = parse_args(["--config", str(REPO / "training" / "configs" / "paper.json"),
+                        "--dataset_name_or_path", "d", "--output_dir", str(tmp_path / "o")])
+    with pytest.raises(TrainingInputError, match=r"8 CPU training process\(es\) need at least 9[0-9]\.\d GiB"):
+        check_cpu_memory(paper, 8, available_bytes=64 * 2**30)  # 653 M parameters x 5 float32 copies x 8
+    check_cpu_memory(paper, 1, available_bytes=64 * 2**30)
+    tiny = parse_args(_args("d", tmp_path / "o"))
+    check_cpu_memory(tiny, 2, available_bytes=2**30)
+    # As `accelerate launch --multi_gpu --num_processes N` on a CPU starts it: one line, nothing done.
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "10000")
+    status = cli(["--config", str(REPO / "training" / "configs" / "paper.json"), "--cpu",
+                  "--dataset_name_or_path", str(tmp_path / "absent"), "--output_dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and "\n" not in err and "10000 CPU training process(es) need at least" in err
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_default_model_script_replaces_the_shipped_model_only_when_asked(tmp_path):
+    from spic_diffusers.demo import shipped_model_path
+
+    shipped = shipped_model_path()
+    before = sorted(p.name for p in shipped.rglob("*"))
+    result = subprocess.run(["bash", str(REPO / "scripts" / "train_default_model.sh"), str(tmp_path / "work"), "5",
+                             str(shipped)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "already exists; pass --overwrite" in result.stderr
+    assert not (tmp_path / "work").exists() and sorted(p.name for p in shipped.rglob("*")) == before

@@ -19,12 +19,31 @@ class CLIError(Exception):
     """A user error: printed as one line, exit status 1."""
 
 
+class _OverwriteFlag(argparse.Action):
+    """``--overwrite``; ``--force`` is its deprecated alias and says so."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string == "--force":
+            print(f"{parser.prog}: note: --force is deprecated; use --overwrite", file=sys.stderr)
+        setattr(namespace, self.dest, True)
+
+
+def add_overwrite_argument(parser: argparse.ArgumentParser, what: str = "an existing output", **kwargs) -> None:
+    """The one flag that allows replacing existing outputs, for every command and script of the project."""
+    kwargs.setdefault("dest", "overwrite")
+    parser.add_argument("--overwrite", "--force", action=_OverwriteFlag,
+                        help=f"replace {what} (--force: deprecated alias)", **kwargs)
+
+
 def _check_output(path: str | os.PathLike, force: bool) -> Path:
     path = Path(path)
     if path.is_symlink() and not path.exists():
         raise CLIError(f"{path} is a symbolic link to a missing file; remove it or choose another output")
     if path.exists() and not force:
-        raise CLIError(f"{path} already exists; pass --force to overwrite it")
+        raise CLIError(f"{path} already exists; pass --overwrite to replace it")
     if path.exists() and path.is_dir():
         raise CLIError(f"{path} is a directory")
     parent = path.parent
@@ -145,7 +164,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     """Image (+ map or segmenter) -> .spic stream."""
     from .image_files import InputFileError, image_file_size
 
-    output = _check_output(args.output, args.force)
+    output = _check_output(args.output, args.overwrite)
     if (args.segmentation is None) == (args.segmenter is None):
         raise CLIError("pass exactly one of --segmentation MAP or --segmenter MODEL")
     max_pixels = _check_max_pixels(args.max_pixels)
@@ -283,7 +302,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     from .codec import decode, decode_parts, read_header
     from .codec.bitstream import check_pixel_budget
 
-    output = _check_output(args.output, args.force)
+    output = _check_output(args.output, args.overwrite)
     fmt = _image_format(output)
     max_pixels = _check_max_pixels(args.max_pixels)
     if args.steps < 1:
@@ -336,10 +355,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         segmenter = Segmenter.from_pretrained(args.segmenter)
     elif not args.no_segmenter and not args.synthetic:
         segmenter = demo.load_shipped_segmenter()
-    demo.check_demo_inputs(args.output_dir, args.image, args.segmentation, args.label_ids, args.force)
+    demo.check_demo_inputs(args.output_dir, args.image, args.segmentation, args.label_ids, args.overwrite)
     held_out = Path(args.output_dir) / "held_out.json"
-    if args.eval_scenes and held_out.exists() and not args.force:
-        raise CLIError(f"{held_out} already exists; pass --force to overwrite it")
+    if args.eval_scenes and held_out.exists() and not args.overwrite:
+        raise CLIError(f"{held_out} already exists; pass --overwrite to replace it")
     if args.model is not None or args.scheduler or args.device:
         pipeline = _load_pipeline(args.model or str(demo.shipped_model_path()), args.scheduler, args.device)
     else:
@@ -362,7 +381,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         guidance_scale=args.guidance,
         seed=args.seed,
         segmenter=segmenter,
-        force=args.force,
+        force=args.overwrite,
     )
     if args.eval_scenes:
         print(f"held-out check: {args.eval_scenes} synthetic test scenes at {result.height}x{result.width} ...")
@@ -386,6 +405,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def _codec_help() -> str:
+    from .codec.coarse import COARSE_FALLBACKS, DEFAULT_COARSE_CODEC, DEFAULT_COARSE_QUALITY
+
+    order = ", ".join(f"{name} {quality}" for name, quality in COARSE_FALLBACKS)
+    return (f"lossy coarse codec (default: {DEFAULT_COARSE_CODEC} at QP {DEFAULT_COARSE_QUALITY}; where it cannot "
+            f"run, the first available of {order}, with a printed note)")
+
+
 def _add_encode(subparsers) -> None:
     from .codec.coarse import COARSE_CODECS
     from .codec.semantic import MAP_CODERS
@@ -397,9 +424,7 @@ def _add_encode(subparsers) -> None:
     source.add_argument("--segmenter", metavar="MODEL", help="transformers segmentation model: folder or Hub id")
     p.add_argument("--label_ids", action="store_true", help="--segmentation holds official Cityscapes label ids")
     p.add_argument("-o", "--output", required=True, metavar="FILE.spic", help="output stream")
-    p.add_argument(
-        "--coarse_codec", default="heif", choices=sorted(COARSE_CODECS), help="lossy coarse codec (default: heif)"
-    )
+    p.add_argument("--coarse_codec", default=None, choices=sorted(COARSE_CODECS), help=_codec_help())
     p.add_argument(
         "--coarse_quality",
         type=float,
@@ -412,7 +437,7 @@ def _add_encode(subparsers) -> None:
     )
     p.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse larger input images, read from their headers (default {DEFAULT_MAX_PIXELS})")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    add_overwrite_argument(p, "an existing output file")
     p.set_defaults(func=cmd_encode)
 
 
@@ -430,7 +455,7 @@ def _add_decode(subparsers) -> None:
     p.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="refuse streams declaring more pixels, before decoding anything "
                         f"(default {DEFAULT_MAX_PIXELS}, Cityscapes' full resolution)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    add_overwrite_argument(p, "an existing output file")
     p.set_defaults(func=cmd_decode)
 
 
@@ -463,10 +488,9 @@ def _add_demo(subparsers) -> None:
     p.add_argument("--scene_seed", type=int, default=2024, help="seed of the synthetic scene (default 2024)")
     p.add_argument("--model", default=None, metavar="PATH_OR_ID", help="another SPIC pipeline (default: shipped)")
     p.add_argument("--scheduler", default=None, help=f"sampler: {', '.join(SCHEDULER_CLASSES)} or a diffusers class")
-    p.add_argument("--coarse_codec", default="hevc", choices=sorted(COARSE_CODECS),
-                   help="coarse codec (default: hevc; falls back to heif, then webp, without ffmpeg)")
+    p.add_argument("--coarse_codec", default=None, choices=sorted(COARSE_CODECS), help=_codec_help())
     p.add_argument("--coarse_quality", type=float, default=None,
-                   help="coarse codec quality (default: QP 35 for hevc/bpg, as in training; else the codec's own)")
+                   help="coarse codec quality (default: QP 35 for hevc, as in training; else the codec's own)")
     p.add_argument("--downsample", type=int, default=4, help="coarse image downsampling factor (default 4)")
     p.add_argument("--steps", type=int, default=100, help="schedule spacing (the paper: 100)")
     p.add_argument("--max_timestep", type=int, default=200, help="start timestep (the paper: 200)")
@@ -481,7 +505,7 @@ def _add_demo(subparsers) -> None:
     p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
-    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    add_overwrite_argument(p, "existing output files")
     p.set_defaults(func=cmd_demo)
 
 

@@ -52,10 +52,10 @@ class ConversionError(ValueError):
 
 
 def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        if value.lower() in ("true", "1", "yes"):
+    if isinstance(value, str):  # the spellings the original code's str2bool accepts
+        if value.lower() in ("true", "1", "yes", "t", "y"):
             return True
-        if value.lower() in ("false", "0", "no"):
+        if value.lower() in ("false", "0", "no", "f", "n"):
             return False
         raise ValueError(f"not a boolean: {value!r}")
     return bool(value)
@@ -193,6 +193,16 @@ def resolve_unet_config(
     inferred = infer_original_options(state_dict) if state_dict is not None else {}
     attn_ds = inferred.pop("_attention_ds", None)
     num_sem = inferred.pop("_num_semantic_channels", None)
+    if given.get("channel_mult") in ("", ()) and "channel_mult" in inferred:
+        # The original's default "" means "pick by image size": the checkpoint shows what was picked.
+        image_size = int(given.get("image_size", PAPER_ORIGINAL_OPTIONS["image_size"]))
+        picked = _DEFAULT_CHANNEL_MULT.get(image_size)
+        if picked is not None and picked != _as_int_tuple(inferred["channel_mult"]):
+            raise ConversionError(
+                f"channel_mult='' picks {','.join(map(str, picked))} for image_size {image_size}, but the checkpoint "
+                f"has {inferred['channel_mult']}; pass the checkpoint's image_size or channel_mult"
+            )
+        given.pop("channel_mult")
     merged = {**inferred, **given}
     config = original_options_to_unet_config(merged)
     for key, value in inferred.items():
@@ -223,6 +233,34 @@ def resolve_unet_config(
     if "image_size" not in given:
         config.pop("sample_size")  # keep the model default (the paper's 256x512)
     return config
+
+
+def scheduler_config_from_original_options(options: Mapping[str, Any] | None = None, learn_sigma: bool = True):
+    """The `DDPMScheduler` config of the original diffusion options (its argument parser's names and defaults).
+
+    Sampling-only options (`timestep_respacing`, `use_ddim`, ...) and training-only ones (`use_kl`,
+    `rescale_learned_sigmas`) are accepted and do not change the trained process; options the pipeline
+    cannot express raise :class:`ConversionError`.
+    """
+    given = dict(options or {})
+    if isinstance(given.get("diffusion"), Mapping):
+        given = {**given, **given["diffusion"]}
+    steps = int(given.get("diffusion_steps") or 1000)
+    schedule = str(given.get("noise_schedule") or "linear")
+    if schedule not in ("linear", "cosine"):
+        raise ConversionError(f"noise_schedule={schedule!r} is not one of the original's linear, cosine")
+    if _as_bool(given.get("predict_xstart", False)):
+        raise ConversionError("predict_xstart=True (a model that predicts x0) is not supported: SPIC predicts noise")
+    if _as_bool(given.get("rescale_timesteps", False)) and steps != 1000:
+        raise ConversionError(f"rescale_timesteps=True with diffusion_steps={steps} is not supported")
+    scale = 1000 / steps  # the original scales its linear betas so any step count spans the same process
+    return {
+        "num_train_timesteps": steps,
+        "beta_schedule": "linear" if schedule == "linear" else "squaredcos_cap_v2",
+        "beta_start": scale * 0.0001,
+        "beta_end": scale * 0.02,
+        "variance_type": "learned_range" if learn_sigma else "fixed_large",
+    }
 
 
 def _normalise(value: Any) -> Any:
@@ -359,6 +397,33 @@ def convert_original_state_dict(
     return out
 
 
+def original_code_incompatibilities(config: Mapping[str, Any]) -> list[str]:
+    """What in a `SPICUNet2DModel` config the original code cannot build (empty when it can).
+
+    The original fixes SPADE's hidden width (128), the group count (32), derives every level's width as an
+    integer multiple of one base width that is also the timestep-embedding width, and uses one choice of
+    up/down sampling for both paths.
+    """
+    problems = []
+    if int(config.get("spade_hidden_channels", 128)) != 128:
+        problems.append(f"spade_hidden_channels={config['spade_hidden_channels']} (the original's SPADE has 128)")
+    if int(config.get("norm_num_groups", 32)) != 32:
+        problems.append(f"norm_num_groups={config['norm_num_groups']} (the original uses 32)")
+    if int(config.get("in_channels", 3)) != 3 or int(config.get("low_res_channels", 3)) != 3:
+        problems.append("in_channels and low_res_channels must both be 3")
+    blocks = [int(c) for c in config["block_out_channels"]]
+    base = int(config.get("time_embedding_channels") or blocks[0])
+    ratios = [c / base for c in blocks]
+    half_first = ratios[0] == 0.5 and all(r.is_integer() for r in ratios[1:])  # the original's 512 default
+    if not (all(r.is_integer() for r in ratios) or half_first):
+        problems.append(f"block_out_channels {tuple(blocks)} are not integer multiples of the base width {base}")
+    pair = (config.get("downsample_type", "resnet"), config.get("upsample_type", "resnet"))
+    if pair not in (("resnet", "resnet"), ("conv", "conv"), ("pool", "nearest")):
+        problems.append(f"downsample_type/upsample_type {pair} (the original pairs resnet/resnet, conv/conv or "
+                        "pool/nearest)")
+    return problems
+
+
 def convert_to_original_state_dict(
     state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]
 ) -> dict[str, torch.Tensor]:
@@ -423,13 +488,17 @@ def load_original_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
 
 
 def load_original_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read original options from a JSON file (flat or with a `"model"` key)."""
+    """Read original options from a JSON file: flat (a dump of the original's parsed arguments) or with
+    `"model"` / `"diffusion"` sections, which are merged (the model's values win)."""
     with open(path) as f:
         data = json.load(f)
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object of original options")
-    if isinstance(data.get("model"), dict):
-        data = data["model"]
+    sections = {key: data[key] for key in ("diffusion", "model") if isinstance(data.get(key), dict)}
+    if sections:
+        data = {k: v for k, v in data.items() if k not in sections}
+        for section in sections.values():
+            data.update(section)
     return data
 
 

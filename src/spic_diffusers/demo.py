@@ -43,10 +43,7 @@ DEMO_FRAMES = ("0001TP_009960", "Seq05VD_f04920")
 # (it was trained on the "train" stream of seed 0).
 DEMO_SEED = 2024
 HELD_OUT_SEED = 1
-FALLBACK_CODECS = ("heif", "webp")
 MAX_DEMO_PIXELS = 1024 * 2048  # Cityscapes' full resolution
-# The shipped model's coarse images: QP 35 (the paper's BPG setting) for the HEVC coders.
-DEFAULT_QUALITY = {"hevc": 35, "bpg": 35}
 OUTPUT_FILES = {
     "stream": "scene.spic",
     "original": "original.png",
@@ -207,33 +204,25 @@ def measure(truth: np.ndarray, candidate: np.ndarray, labels: np.ndarray, segmen
 def encode_with_fallback(
     image: np.ndarray,
     labels: np.ndarray,
-    coarse_codec: str = "hevc",
+    coarse_codec: str | None = None,
     coarse_quality: float | None = None,
     downsample: int = 4,
     log: Callable[[str], None] = print,
 ) -> tuple[bytes, str]:
-    """Encode with ``coarse_codec``; if its tool is missing (e.g. no ffmpeg), say so and try HEIF, then WebP.
-
-    ``coarse_quality=None`` uses :data:`DEFAULT_QUALITY` for the codec, else the codec's own default.
+    """Encode with ``coarse_codec`` (None: HEVC at QP 35, as the shipped model was trained); if it cannot
+    run here, say so and use the first available codec of ``codec.COARSE_FALLBACKS``.
     """
-    from .codec import CodecUnavailableError, encode
+    from .codec import DEFAULT_COARSE_CODEC, encode, select_coarse_codec
 
-    tried = []
-    for name in (coarse_codec, *[c for c in FALLBACK_CODECS if c != coarse_codec]):
-        quality = coarse_quality if name == coarse_codec and coarse_quality is not None else DEFAULT_QUALITY.get(name)
-        try:
-            stream = encode(image, labels, coarse_codec=name, coarse_quality=quality, downsample=downsample)
-        except CodecUnavailableError as err:
-            tried.append(name)
-            log(f"coarse codec {name!r} is not available here ({err}); trying the next one")
-            continue
-        if tried:
-            log(
-                f"NOTE: coded the coarse image with {name!r} at its default quality instead of {coarse_codec!r}; "
-                "the shipped model was trained on HEVC coarse images, so expect a weaker reconstruction"
-            )
-        return stream, name
-    raise DemoError(f"no coarse codec is available (tried {', '.join(tried)}); install ffmpeg with libx265")
+    wanted = coarse_codec or DEFAULT_COARSE_CODEC
+    codec = select_coarse_codec(coarse_codec, coarse_quality, fallback=True, log=log)
+    if codec.name != wanted:
+        log(
+            f"NOTE: coded the coarse image with {codec.name!r} at quality {codec.quality} instead of {wanted!r}; "
+            "the shipped model was trained on HEVC coarse images, so expect a weaker reconstruction"
+        )
+    stream = encode(image, labels, coarse_codec=codec.name, coarse_quality=codec.quality, downsample=downsample)
+    return stream, codec.name
 
 
 def upsample(coarse: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -307,7 +296,7 @@ def _check_outputs(output_dir: Path, force: bool) -> dict[str, Path]:
         raise DemoError(f"{output_dir} exists and is not a folder")
     existing = [p.name for p in paths.values() if p.exists()]
     if existing and not force:
-        raise DemoError(f"{output_dir} already holds {', '.join(existing)}; pass --force to overwrite")
+        raise DemoError(f"{output_dir} already holds {', '.join(existing)}; pass --overwrite to replace them")
     return paths
 
 
@@ -348,7 +337,7 @@ def run_demo(
     synthetic: bool = False,
     frame: int = 0,
     scene_seed: int = DEMO_SEED,
-    coarse_codec: str = "hevc",
+    coarse_codec: str | None = None,
     coarse_quality: float | None = None,
     downsample: int = 4,
     num_inference_steps: int = 100,
@@ -494,7 +483,7 @@ def evaluate_held_out(
     num_scenes: int = 8,
     *,
     scene_seed: int = HELD_OUT_SEED,
-    coarse_codec: str = "hevc",
+    coarse_codec: str | None = None,
     coarse_quality: float | None = None,
     downsample: int = 4,
     num_inference_steps: int = 100,

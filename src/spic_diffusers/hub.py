@@ -20,16 +20,20 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from .codec.coarse import DEFAULT_COARSE_CODEC, DEFAULT_COARSE_QUALITY
 
 TEMPLATE_NAME = "model_card_template.md"
 DEFAULT_TAGS = ("spic", "semantic-communication", "image-compression", "diffusion", "diffusers")
 PIPELINE_TAG = "image-to-image"
 DEFAULT_LICENSE = "apache-2.0"
 # The transmitter's settings the model expects; the paper uses BPG at QP 35 (raw HEVC here is the same coder).
-DEFAULT_CODEC = {"coarse_codec": "hevc", "coarse_quality": 35, "downsample": 4, "map_coder": "context"}
+DEFAULT_CODEC = {"coarse_codec": DEFAULT_COARSE_CODEC, "coarse_quality": DEFAULT_COARSE_QUALITY, "downsample": 4,
+                 "map_coder": "context"}
 
 # Known metrics: Hub metric id, display name, unit, whether higher is better.
 METRICS: dict[str, tuple[str, str, str, bool]] = {
@@ -54,6 +58,47 @@ LIMITATIONS_DEFAULT = (
     "- Trained at one image size and one coarse-image setting (see above); other sizes and codecs work "
     "but are outside what the model has seen."
 )
+
+
+class HubUnreachableError(ConnectionError):
+    """The Hugging Face Hub could not be reached (offline, DNS, proxy, timeout); local outputs are unaffected."""
+
+
+# Connection failures of the HTTP stacks huggingface_hub and datasets use, recognised by class name so that
+# no particular HTTP library has to be importable.
+_NETWORK_ERROR_NAMES = {
+    "ConnectError", "ConnectTimeout", "ConnectionError", "NetworkError", "OfflineModeIsEnabled", "ProxyError",
+    "ReadTimeout", "Timeout", "TimeoutException", "gaierror",
+}  # fmt: skip
+
+
+def _network_error(err: BaseException | None) -> BaseException | None:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, (ConnectionError, TimeoutError)) or any(
+            cls.__name__ in _NETWORK_ERROR_NAMES for cls in type(err).__mro__
+        ):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+@contextmanager
+def reporting_unreachable_hub(local_output: str | os.PathLike):
+    """Turn a connection failure inside the block into one :class:`HubUnreachableError` line that says the
+    local output (already written) is complete; other errors pass through."""
+    try:
+        yield
+    except Exception as err:
+        cause = _network_error(err)
+        if cause is None:
+            raise
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise HubUnreachableError(
+            f"the Hugging Face Hub cannot be reached ({reason}); the local output in {local_output} is complete "
+            "and can be uploaded later"
+        ) from None
 
 
 class ModelCardError(ValueError):

@@ -17,11 +17,15 @@ from .bitstream import (
 )
 from .coarse import (
     COARSE_CODECS,
+    COARSE_FALLBACKS,
+    DEFAULT_COARSE_CODEC,
+    DEFAULT_COARSE_QUALITY,
     CoarseCodec,
     area_downsample,
     coarse_size,
     get_coarse_codec,
     make_coarse,
+    select_coarse_codec,
 )
 from .receiver import DecodedParts, decode, decode_parts
 from .semantic import MAP_CODERS, ContextMapCoder, MapCoder, get_map_coder
@@ -32,6 +36,9 @@ __all__ = [
     "BitstreamError",
     "CodecUnavailableError",
     "COARSE_CODECS",
+    "COARSE_FALLBACKS",
+    "DEFAULT_COARSE_CODEC",
+    "DEFAULT_COARSE_QUALITY",
     "CoarseCodec",
     "ContextMapCoder",
     "DecodedParts",
@@ -56,5 +63,6 @@ __all__ = [
     "make_coarse",
     "pack_stream",
     "read_header",
+    "select_coarse_codec",
     "unpack_stream",
 ]

@@ -13,10 +13,12 @@ without the wrapper, and is the smallest codec available here at low rates.
 from __future__ import annotations
 
 import io
+import logging
 import shutil
 import subprocess
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,16 @@ from .payload_headers import (
 from .semantic import riff_strip, riff_wrap
 
 _TOOL_TIMEOUT_S = 120
+logger = logging.getLogger(__name__)
+
+# The one default coarse codec (the paper codes the coarse image with BPG, i.e. HEVC intra, at QP 35) and
+# what stands in for it when it is unavailable, best first.  Chosen by benchmarks/bench_coarse_fallback.py on
+# CamVid test photographs: at HEVC QP 35's rate WebP keeps the most PSNR (30.5 / 31.4 dB at 64x128 / 24x32,
+# HEVC 31.0 / 29.5), then JPEG XL (28.4 / 28.6), AVIF, HEIF and JPEG (the last three cannot go down to HEVC's
+# rate at 24x32).  Each quality matches HEVC QP 35's size at 64x128, the coarse size of a 256x512 image.
+DEFAULT_COARSE_CODEC = "hevc"
+DEFAULT_COARSE_QUALITY = 35
+COARSE_FALLBACKS: tuple[tuple[str, int], ...] = (("webp", 30), ("jxl", 32), ("avif", 34), ("heif", 26), ("jpeg", 13))
 
 
 def _check_rgb(image: np.ndarray) -> np.ndarray:
@@ -75,6 +87,9 @@ class CoarseCodec(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(quality={self.quality})"
+
+    def check_available(self) -> None:
+        """Raise :class:`CodecUnavailableError` (one line, saying how to get it) if this codec cannot run here."""
 
     @abstractmethod
     def encode(self, image: np.ndarray) -> bytes:
@@ -170,6 +185,9 @@ class HEVCCodec(CoarseCodec):
     def _ffmpeg(self) -> str:
         return find_ffmpeg()
 
+    def check_available(self) -> None:
+        find_ffmpeg()
+
     def encode(self, image: np.ndarray) -> bytes:
         image = _check_rgb(image)
         height, width = image.shape[:2]
@@ -225,6 +243,10 @@ class BPGCodec(CoarseCodec):
             "through ffmpeg",
         )
 
+    def check_available(self) -> None:
+        self._tool("bpgenc")
+        self._tool("bpgdec")
+
     def encode(self, image: np.ndarray) -> bytes:
         image = _check_rgb(image)
         encoder = self._tool("bpgenc")
@@ -264,9 +286,17 @@ class _PillowCodec(CoarseCodec):
     def check_payload_end(self, data: bytes) -> None:
         """Refuse trailing data only a decoder can find (after the declared size has been checked)."""
 
+    def check_available(self) -> None:
+        self._register()
+        Image.init()
+        if self.pil_format not in Image.SAVE or self.pil_format not in Image.OPEN:
+            raise CodecUnavailableError(
+                f"the {self.name} coarse codec needs a Pillow built with {self.display_name} support"
+            )
+
     def encode(self, image: np.ndarray) -> bytes:
         image = _check_rgb(image)
-        self._register()
+        self.check_available()
         buffer = io.BytesIO()
         options = dict(self.save_options)
         options["quality"] = int(round(self.quality))
@@ -399,6 +429,48 @@ def get_coarse_codec(name: str, quality: int | float | None = None) -> CoarseCod
     return COARSE_CODECS[name](quality)
 
 
+def select_coarse_codec(
+    name: str | None = None,
+    quality: int | float | None = None,
+    *,
+    fallback: bool | None = None,
+    log: Callable[[str], None] | None = None,
+) -> CoarseCodec:
+    """The coarse codec to use: ``name`` at ``quality``, or the default (HEVC at QP 35) when ``name`` is None.
+
+    With ``fallback`` (the default when ``name`` is None) an unavailable codec is replaced by the first
+    available one of :data:`COARSE_FALLBACKS` at its listed quality, and ``log`` (default: a logging
+    warning) says so; without it an unavailable codec raises :class:`CodecUnavailableError` here, before
+    any coding.
+    """
+    if name is None:
+        name = DEFAULT_COARSE_CODEC
+        quality = DEFAULT_COARSE_QUALITY if quality is None else quality
+        fallback = True if fallback is None else fallback
+    codec = get_coarse_codec(name, quality)
+    try:
+        codec.check_available()
+        return codec
+    except CodecUnavailableError as err:
+        if not fallback:
+            raise
+        reason = err
+    for other, other_quality in COARSE_FALLBACKS:
+        if other == name:
+            continue
+        candidate = get_coarse_codec(other, other_quality)
+        try:
+            candidate.check_available()
+        except CodecUnavailableError:
+            continue
+        (log or logger.warning)(
+            f"coarse codec {name!r} is unavailable ({reason}); using {other!r} at quality {other_quality} "
+            f"(fallback order: {', '.join(n for n, _ in COARSE_FALLBACKS)})"
+        )
+        return candidate
+    raise CodecUnavailableError(f"no coarse codec is available: {reason}")
+
+
 def coarse_size(height: int, width: int, downsample: int) -> tuple[int, int]:
     """Size of the coarse image: ``ceil(size / downsample)`` per side, so no input pixel is dropped."""
     if downsample < 1:
@@ -443,13 +515,19 @@ def area_downsample(image: np.ndarray, factor: int) -> np.ndarray:
 
 
 def make_coarse(
-    image: np.ndarray, downsample: int = 4, codec: str = "hevc", quality: int | float | None = None
+    image: np.ndarray,
+    downsample: int = 4,
+    codec: str | CoarseCodec | None = None,
+    quality: int | float | None = None,
 ) -> np.ndarray:
     """The coarse image the receiver sees: area downsample, then a lossy round trip.
 
+    ``codec`` is a name, a :class:`CoarseCodec`, or None for the default (see :func:`select_coarse_codec`).
     Used by the transmitter's tests and by training for on-the-fly coarse images.
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"make_coarse expects an RGB uint8 HxWx3 image, got {image.dtype} {image.shape}")
-    return get_coarse_codec(codec, quality).round_trip(area_downsample(image, downsample))
+    if not isinstance(codec, CoarseCodec):
+        codec = select_coarse_codec(codec, quality) if codec is None else get_coarse_codec(codec, quality)
+    return codec.round_trip(area_downsample(image, downsample))

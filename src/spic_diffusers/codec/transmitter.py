@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from .bitstream import pack_stream
-from .coarse import area_downsample, get_coarse_codec
+from .coarse import area_downsample, select_coarse_codec
 from .semantic import get_map_coder
 
 
@@ -136,7 +136,7 @@ def encode(
     segmentation_map=None,
     *,
     segmenter: str | os.PathLike | Segmenter | None = None,
-    coarse_codec: str = "heif",
+    coarse_codec: str | None = None,
     coarse_quality: int | float | None = None,
     downsample: int = 4,
     map_coder: str = "context",
@@ -147,7 +147,8 @@ def encode(
         image: PIL image or uint8 HxWx3 array.
         segmentation_map: train-id map (HxW, 255 = ignore) of the same size; or pass ``segmenter``.
         segmenter: a :class:`Segmenter` or a path / Hub id of a ``transformers`` segmentation model.
-        coarse_codec: lossy codec for the coarse image (see ``COARSE_CODECS``).
+        coarse_codec: lossy codec for the coarse image (see ``COARSE_CODECS``); None: the default, HEVC at
+            QP 35, or (unavailable) the first available of ``COARSE_FALLBACKS``, with a logged warning.
         coarse_quality: that codec's quality (its meaning is in ``get_coarse_codec(name).quality_help``).
         downsample: the coarse image is the area downsample of the image by this factor.
         map_coder: lossless coder for the map (see ``MAP_CODERS``).
@@ -167,7 +168,7 @@ def encode(
     if not isinstance(downsample, (int, np.integer)) or isinstance(downsample, bool) or downsample < 1:
         raise ValueError(f"downsample must be a positive integer, got {downsample!r}")
     coder = get_map_coder(map_coder)
-    codec = get_coarse_codec(coarse_codec, coarse_quality)
+    codec = select_coarse_codec(coarse_codec, coarse_quality)
     coarse = area_downsample(rgb, int(downsample))
     return pack_stream(
         height=height,

@@ -108,6 +108,17 @@ def parse_coarse_spec(spec: str) -> tuple[str, float | int]:
     return codec, value
 
 
+def check_coarse_spec(spec: str) -> tuple[str, float | int]:
+    """Parse ``CODEC:QUALITY`` and check that the codec runs here, so an unavailable codec stops a conversion
+    before any work, in one line (`codec.CodecUnavailableError`: what is missing and how to get it)."""
+    codec, quality = parse_coarse_spec(spec)
+    require_make_coarse()
+    from ..codec import select_coarse_codec  # noqa: PLC0415
+
+    select_coarse_codec(codec, quality, fallback=False)
+    return codec, quality
+
+
 def require_make_coarse():
     """Return `spic_diffusers.codec.make_coarse`, or raise ImportError saying which option needs it."""
     try:
@@ -384,8 +395,7 @@ def build_cityscapes_dataset(
         raise ValueError(f"unknown Cityscapes split(s) {unknown or splits}; choose from {sorted(SPLIT_NAMES)}")
     coarse = None
     if precompute_coarse is not None:
-        codec, quality = parse_coarse_spec(precompute_coarse)
-        require_make_coarse()  # fail early, before reading anything
+        codec, quality = check_coarse_spec(precompute_coarse)  # fail early, before reading anything
         height, width = coarse_image_size
         if height % coarse_downsample or width % coarse_downsample:
             raise ValueError(
@@ -486,8 +496,7 @@ def convert_cityscapes(
     if output_dir.exists() and not overwrite:
         raise FileExistsError(f"{output_dir} already exists; pass overwrite=True (--overwrite) to replace it")
     if precompute_coarse is not None:
-        parse_coarse_spec(precompute_coarse)
-        require_make_coarse()
+        check_coarse_spec(precompute_coarse)
 
     def build(cache):
         return build_cityscapes_dataset(
@@ -510,15 +519,21 @@ def convert_cityscapes(
 def push_dataset_to_hub(
     dataset_dir: str | os.PathLike, repo_id: str, *, private: bool = True, token: str | None = None
 ) -> None:
-    """Push a converted dataset as Parquet plus `id2label.json` to a (private by default) dataset repo."""
+    """Push a converted dataset as Parquet plus `id2label.json` to a (private by default) dataset repo.
+
+    Offline, raises `hub.HubUnreachableError`: one line saying that `dataset_dir` is complete.
+    """
     import datasets
     from huggingface_hub import HfApi
 
+    from ..hub import reporting_unreachable_hub  # noqa: PLC0415
+
     dataset_dict = datasets.load_from_disk(str(dataset_dir))
-    dataset_dict.push_to_hub(repo_id, private=private, token=token)
-    HfApi(token=token).upload_file(
-        path_or_fileobj=id2label_json().encode(),
-        path_in_repo="id2label.json",
-        repo_id=repo_id,
-        repo_type="dataset",
-    )
+    with reporting_unreachable_hub(dataset_dir):
+        dataset_dict.push_to_hub(repo_id, private=private, token=token)
+        HfApi(token=token).upload_file(
+            path_or_fileobj=id2label_json().encode(),
+            path_in_repo="id2label.json",
+            repo_id=repo_id,
+            repo_type="dataset",
+        )

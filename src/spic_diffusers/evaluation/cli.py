@@ -9,7 +9,7 @@ from .. import metrics
 from ..pipelines.schedulers import SCHEDULER_CLASSES
 from .report import markdown_table
 from .runner import run_evaluation
-from .settings import TRANSMIT_MAPS, EvalConfig, EvaluationError, RateSetting, SamplerSetting
+from .settings import DEFAULT_COARSE_CODEC, TRANSMIT_MAPS, EvalConfig, EvaluationError, RateSetting, SamplerSetting
 from .settings import parse_number_list, parse_sampler_sweep
 
 
@@ -22,7 +22,7 @@ def build_parser():
     parser.add_argument("--split", default="validation")
     parser.add_argument("--num_samples", type=int, default=None, help="evaluate the first N images")
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--coarse_codec", default="hevc")
+    parser.add_argument("--coarse_codec", default=DEFAULT_COARSE_CODEC)
     parser.add_argument("--coarse_quality", type=float, default=None, help="codec quality (default: the codec's)")
     parser.add_argument("--downsample", type=int, default=4)
     parser.add_argument("--map_coder", default="context")
@@ -45,7 +45,8 @@ def build_parser():
     parser.add_argument("--no_lpips", action="store_true")
     parser.add_argument("--grid_images", type=int, default=4)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--force", action="store_true", help="recompute everything and write into a foreign folder")
+    parser.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
+                        help="recompute everything and write into a foreign folder (--force: the old name)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -94,7 +95,7 @@ def config_from_args(args) -> EvalConfig:
         lpips=not args.no_lpips,
         grid_images=args.grid_images,
         device=args.device,
-        force=args.force,
+        force=args.overwrite,
         show_progress=not args.quiet,
     )
 

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..codec.coarse import DEFAULT_COARSE_CODEC
 from ..pipelines.schedulers import SCHEDULER_CLASSES, scheduler_from_name
 
 SPIC = "SPIC"
@@ -26,7 +27,7 @@ class EvaluationError(ValueError):
 class RateSetting:
     """What fixes the bitstream (and so the rate) of one image."""
 
-    coarse_codec: str = "hevc"
+    coarse_codec: str = DEFAULT_COARSE_CODEC
     coarse_quality: float | int | None = None
     downsample: int = 4
     map_coder: str = "context"

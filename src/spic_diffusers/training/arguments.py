@@ -73,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--coarse_source", choices=("auto", "column", "on_the_fly"), default="auto",
                    help="Coarse images from the dataset's `coarse` column, made on the fly, or the column if present.")
     g.add_argument("--coarse_downsample", type=int, default=4, help="Down-sampling factor of the coarse image.")
-    g.add_argument("--coarse_codec", default="hevc",
-                   help="Lossy codec for on-the-fly coarse images (a `spic_diffusers.codec` name, or `none`).")
+    g.add_argument("--coarse_codec", default=None,
+                   help="Lossy codec for on-the-fly coarse images (a `spic_diffusers.codec` name, or `none`; "
+                        "default: hevc at QP 35, else the first available of `codec.COARSE_FALLBACKS`, logged).")
     g.add_argument("--coarse_quality", type=float, default=None, help="Codec quality (default: the codec's own).")
     g.add_argument("--validate_rows", type=int, default=32,
                    help="Rows checked (columns, label range, sizes) before training; 0 checks every row.")
@@ -136,8 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("output, checkpoints, logging")
     g.add_argument("--output_dir", default="spic-model")
-    g.add_argument("--overwrite_output_dir", action="store_true",
-                   help="Write into a non-empty output_dir that is not a previous run of this script.")
+    g.add_argument("--overwrite", "--overwrite_output_dir", dest="overwrite_output_dir", action="store_true",
+                   help="Write into a non-empty output_dir that is not a previous run of this script "
+                        "(--overwrite_output_dir: the diffusers scripts' name, also accepted).")
     g.add_argument("--checkpointing_steps", type=int, default=5000)
     g.add_argument("--checkpoints_total_limit", type=int, default=None)
     g.add_argument("--resume_from_checkpoint", default=None, help="`latest` or a checkpoint folder.")

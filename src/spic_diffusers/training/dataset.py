@@ -88,22 +88,25 @@ class ExampleProcessor:
         transform: The row transform (resizing, one-hot map); its own random flip must be off (flips are drawn
             per step so resuming reproduces them).
         coarse_from_column: Use the row's `coarse` image; otherwise make it from the resized image.
-        coarse_codec: Codec name for on-the-fly coarse images, or `"none"` for area down-sampling alone.
+        coarse_codec: Codec name for on-the-fly coarse images, `"none"` for area down-sampling alone, or None for
+            the default (HEVC at QP 35, or the first available fallback, with a logged warning).
     """
 
-    def __init__(self, transform: SPICTransform, *, coarse_from_column: bool, coarse_codec: str = "hevc",
+    def __init__(self, transform: SPICTransform, *, coarse_from_column: bool, coarse_codec: str | None = None,
                  coarse_quality: float | None = None):
         self.transform = transform
         self.coarse_from_column = coarse_from_column
         self.coarse_codec = coarse_codec
         self.coarse_quality = coarse_quality
+        self._codec = None
         if not coarse_from_column and coarse_codec != "none":
-            from ..codec import get_coarse_codec
+            from ..codec import CodecUnavailableError, select_coarse_codec
 
-            try:
-                get_coarse_codec(coarse_codec, coarse_quality)
-            except ValueError as err:
+            try:  # an unavailable codec fails here, before any training work
+                self._codec = select_coarse_codec(coarse_codec, coarse_quality)
+            except (ValueError, CodecUnavailableError) as err:
                 raise TrainingInputError(f"--coarse_codec/--coarse_quality: {err}") from None
+            self.coarse_codec, self.coarse_quality = self._codec.name, self._codec.quality
 
     def make_coarse(self, image: np.ndarray) -> np.ndarray:
         from ..codec import area_downsample, make_coarse
@@ -111,7 +114,7 @@ class ExampleProcessor:
         factor = self.transform.coarse_downsample
         if self.coarse_codec == "none":
             return area_downsample(image, factor)
-        return make_coarse(image, factor, self.coarse_codec, self.coarse_quality)
+        return make_coarse(image, factor, self._codec)
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         row = dict(row)

@@ -101,6 +101,47 @@ def build_unet(args: argparse.Namespace) -> SPICUNet2DModel:
     return unet
 
 
+def _config_for_estimate(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The UNet config `build_unet` will use, read without loading any weights (None when unreadable)."""
+    try:
+        if args.init_from:
+            is_pipeline = os.path.isfile(os.path.join(args.init_from, "model_index.json"))
+            return dict(SPICUNet2DModel.load_config(args.init_from, subfolder="unet" if is_pipeline else None))
+        if args.model_config:
+            return dict(SPICUNet2DModel.load_config(args.model_config))
+        return unet_config_from_args(args)
+    except (OSError, ValueError):
+        return None  # build_unet reports the problem
+
+
+def check_cpu_memory(args: argparse.Namespace, num_processes: int, available_bytes: int | None = None) -> None:
+    """Refuse, before starting, a CPU training whose processes cannot all hold their model state.
+
+    Each process keeps float32 weights, gradients, AdamW's two moments and (with EMA) the EMA weights: a
+    lower bound that leaves out activations.  ``available_bytes`` defaults to the memory available now.
+    """
+    import psutil
+
+    config = _config_for_estimate(args)
+    if config is None:
+        return
+    try:
+        with torch.device("meta"):  # shapes only, no memory
+            parameters = sum(p.numel() for p in SPICUNet2DModel.from_config(config).parameters())
+    except (TypeError, ValueError):
+        return
+    copies = 4 + int(bool(args.use_ema))
+    need = num_processes * parameters * 4 * copies
+    available = psutil.virtual_memory().available if available_bytes is None else available_bytes
+    if need > available:
+        what = "weights, gradients, 2 AdamW moments" + (", EMA" if args.use_ema else "")
+        raise TrainingInputError(
+            f"{num_processes} CPU training process(es) need at least {need / 2**30:.1f} GiB ({parameters / 1e6:.0f} M "
+            f"parameters x {copies} float32 copies: {what}) but {available / 2**30:.1f} GiB is available; use fewer "
+            "processes (--num_processes), a smaller model (e.g. --config training/configs/tiny.json) or GPUs"
+        )
+
+
 # ------------------------------------------------------------------------ one step
 
 
@@ -203,7 +244,7 @@ def check_output_dir(output_dir: str, overwrite: bool, resuming: bool, marker: s
         return
     raise TrainingInputError(
         f"--output_dir {output_dir!r} is not empty and is not a previous run of this script "
-        f"(no {marker}); choose another folder or pass --overwrite_output_dir"
+        f"(no {marker}); choose another folder or pass --overwrite"
         + (" (resuming needs the folder of the run to resume)" if resuming else "")
     )
 
@@ -345,6 +386,8 @@ def prepare_data(args: argparse.Namespace, accelerator, num_semantic_channels: i
         raise TrainingInputError(str(err)) from None
     processor = ExampleProcessor(transform, coarse_from_column=use_column, coarse_codec=args.coarse_codec,
                                  coarse_quality=args.coarse_quality)
+    if not use_column:  # the codec actually used (the default may have fallen back), for validation and the card
+        args.coarse_codec, args.coarse_quality = processor.coarse_codec, processor.coarse_quality
     checked = validate_rows(rows, processor, args.validate_rows)
     logger.info("checked %d training rows", checked)
 
@@ -383,6 +426,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     check_output_dir(args.output_dir, args.overwrite_output_dir, args.resume_from_checkpoint is not None)
     use_cpu = args.cpu or not (torch.cuda.is_available() or (
         hasattr(torch.backends, "mps") and torch.backends.mps.is_available()))
+    if use_cpu:  # `accelerate launch` (torchrun) says how many processes share this machine
+        check_cpu_memory(args, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     report_to = None if args.report_to in (None, "", "none") else args.report_to
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
@@ -620,18 +665,21 @@ def save_final_pipeline(model: SPICUNet2DModel, ema, args: argparse.Namespace):
 
 
 def push_pipeline(pipeline, args: argparse.Namespace) -> None:
-    from ..hub import push_to_hub
+    from ..codec.coarse import DEFAULT_COARSE_CODEC
+    from ..hub import push_to_hub, reporting_unreachable_hub
 
     recipe = {
         "Data": f"`{args.dataset_name_or_path}` ({args.train_split} split), {args.resolution[0]}x{args.resolution[1]}",
-        "Coarse images": f"downsample {args.coarse_downsample}, {args.coarse_codec} ({args.coarse_source})",
+        "Coarse images": f"downsample {args.coarse_downsample}, {args.coarse_codec or DEFAULT_COARSE_CODEC} "
+                         f"({args.coarse_source})",
         "Objective": "hybrid loss (noise MSE + variational bound on the learned variance)",
         "Guidance drop": f"{args.cfg_drop_rate:.0%}",
         "Optimiser": f"AdamW, lr {args.learning_rate:g}, batch {args.train_batch_size} per device",
         "EMA": f"decay {args.ema_decay}" if args.use_ema else "none",
     }
-    push_to_hub(pipeline, args.hub_model_id, private=args.hub_private_repo, token=args.hub_token,
-                source="trained with training/train_spic.py", training=recipe)
+    with reporting_unreachable_hub(args.output_dir):
+        push_to_hub(pipeline, args.hub_model_id, private=args.hub_private_repo, token=args.hub_token,
+                    source="trained with training/train_spic.py", training=recipe)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -643,9 +691,15 @@ def cli(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: input problems print one clear line and exit with status 2."""
     import sys
 
+    from ..hub import HubUnreachableError
+
     try:
         main(argv)
     except TrainingInputError as err:
-        print(f"error: {err}", file=sys.stderr)
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # every process finds the same problem: say it once
+            print(f"error: {err}", file=sys.stderr)
         return 2
+    except HubUnreachableError as err:  # training is over and saved; only the upload failed
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
