@@ -523,8 +523,11 @@ class FLIFMapCoder(MapCoder):
         return _check_decoded(np.asarray(image), height, width, "FLIF")
 
 
+from .map_context import PixelContextMapCoder  # noqa: E402  (it builds on the classes above)
+
 MAP_CODERS: dict[str, type[MapCoder]] = {
     "context": ContextMapCoder,
+    "context2": PixelContextMapCoder,
     "png": PNGMapCoder,
     "webp": WebPMapCoder,
     "jxl": JXLMapCoder,
@@ -533,7 +536,7 @@ MAP_CODERS: dict[str, type[MapCoder]] = {
 
 
 def get_map_coder(name: str, **kwargs) -> MapCoder:
-    """Instantiate a map coder by name ('context', 'png', 'webp', 'jxl', 'flif')."""
+    """Instantiate a map coder by name ('context', 'context2', 'png', 'webp', 'jxl', 'flif')."""
     if name not in MAP_CODERS:
         raise ValueError(f"unknown map coder {name!r}; choose from {sorted(MAP_CODERS)}")
     return MAP_CODERS[name](**kwargs)
