@@ -11,6 +11,7 @@ from .bitstream import (
     bpp_breakdown,
     pack_stream,
     read_header,
+    split_stream,
     unpack_stream,
 )
 from .coarse import (
@@ -22,8 +23,9 @@ from .coarse import (
     make_coarse,
 )
 from .receiver import DecodedParts, decode, decode_parts
+from .map_context import PixelContextMapCoder
 from .semantic import MAP_CODERS, ContextMapCoder, MapCoder, get_map_coder
-from .transmitter import Segmenter, encode
+from .transmitter import RateFit, Segmenter, encode, encode_to_rate
 
 
 __all__ = [
@@ -38,6 +40,8 @@ __all__ = [
     "MAX_PIXELS",
     "MAX_SIDE",
     "MapCoder",
+    "PixelContextMapCoder",
+    "RateFit",
     "Segmenter",
     "StreamHeader",
     "area_downsample",
@@ -47,10 +51,12 @@ __all__ = [
     "decode",
     "decode_parts",
     "encode",
+    "encode_to_rate",
     "get_coarse_codec",
     "get_map_coder",
     "make_coarse",
     "pack_stream",
     "read_header",
+    "split_stream",
     "unpack_stream",
 ]

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bitstream import BitstreamError, CodecUnavailableError, unpack_stream
+from .bitstream import BitstreamError, CodecUnavailableError, split_stream
 from .coarse import coarse_size, get_coarse_codec
+from .instances import decode_instance_edges
 from .semantic import get_map_coder
 
 
@@ -22,6 +23,7 @@ class DecodedParts:
     downsample: int
     map_coder: str
     coarse_codec: str
+    instance_edges: np.ndarray | None = None  # bool HxW, in streams that carry instances (version 2)
 
 
 def decode_parts(stream: bytes) -> DecodedParts:
@@ -30,10 +32,14 @@ def decode_parts(stream: bytes) -> DecodedParts:
     Raises :class:`BitstreamError` for anything wrong with the stream, including payloads that
     pass the CRC but do not decode to the sizes the header states.
     """
-    header, map_payload, coarse_payload = unpack_stream(stream)
+    header, map_payload, instance_payload, coarse_payload = split_stream(stream)
     small_h, small_w = coarse_size(header.height, header.width, header.downsample)
+    edges = None
     try:
-        semantic_map = get_map_coder(header.map_coder).decode(map_payload, header.height, header.width)
+        coder = get_map_coder(header.map_coder)
+        semantic_map = coder.decode(map_payload, header.height, header.width)
+        if instance_payload is not None:
+            edges = decode_instance_edges(instance_payload, semantic_map, coder)
         coarse_image = get_coarse_codec(header.coarse_codec).decode(coarse_payload, small_h, small_w)
     except BitstreamError:
         raise
@@ -53,6 +59,7 @@ def decode_parts(stream: bytes) -> DecodedParts:
         downsample=header.downsample,
         map_coder=header.map_coder,
         coarse_codec=header.coarse_codec,
+        instance_edges=edges,
     )
 
 
@@ -61,11 +68,29 @@ def decode(stream: bytes, pipeline, **sampling_kwargs):
 
     ``sampling_kwargs`` go to the pipeline call (``num_inference_steps``, ``guidance_scale``,
     ``generator``, ...).  The map and the coarse image are passed at their decoded sizes; the
-    pipeline adapts them to its model.  Returns a ``PIL.Image``.
+    pipeline adapts them to its model.  A model with an instance-edge channel gets the stream's
+    instance edges (the stream must carry them); other models ignore them.  Returns a ``PIL.Image``.
     """
     parts = decode_parts(stream)
-    for key in ("segmentation_map", "low_res_image", "output_type", "return_dict"):
+    for key in ("segmentation_map", "low_res_image", "instance_map", "output_type", "return_dict"):
         if key in sampling_kwargs:
             raise ValueError(f"{key!r} comes from the stream and cannot be passed to decode()")
-    output = pipeline(parts.semantic_map, parts.coarse_image, output_type="pil", return_dict=True, **sampling_kwargs)
+    segmentation = parts.semantic_map
+    if getattr(pipeline.unet.config, "instance_edge_channel", False):
+        if parts.instance_edges is None:
+            raise ValueError(
+                "this model expects instance edges, but the stream carries none: encode with instance_map=..."
+            )
+        segmentation = _one_hot_with_edges(parts.semantic_map, parts.instance_edges, pipeline.num_classes)
+    output = pipeline(segmentation, parts.coarse_image, output_type="pil", return_dict=True, **sampling_kwargs)
     return output.images[0]
+
+
+def _one_hot_with_edges(labels: np.ndarray, edges: np.ndarray, num_classes: int):
+    """[1, C + 1, H, W] float: the one-hot map and the instance-edge channel, as the pipeline builds it."""
+    import torch
+
+    from ..image_processing import labels_to_one_hot, labels_to_tensor
+
+    one_hot = labels_to_one_hot(labels_to_tensor(labels), num_classes)
+    return torch.cat([one_hot, torch.from_numpy(edges)[None, None].float()], dim=1)
