@@ -30,6 +30,7 @@ the label of L, excluding the neighbours' labels.  The range coder is ``constric
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 
@@ -49,6 +50,12 @@ _TOP = 2  # rows of "outside" above the map
 # Bits of information a range decoder can still yield once all its words are read (its state
 # holds 64 bits); a payload whose symbols need more than this after its end is truncated.
 _EXHAUSTION_SLACK_BITS = 96.0
+_CHECK_BYTES = 2  # the map's CRC-32, low bytes, coded last: a truncated or forged payload fails it
+
+
+def _check_symbols(indices: np.ndarray) -> np.ndarray:
+    crc = zlib.crc32(np.ascontiguousarray(indices, dtype=np.uint8).tobytes())
+    return np.array([(crc >> (8 * i)) & 0xFF for i in range(_CHECK_BYTES)], dtype=np.int32)
 
 
 class _Layout:
@@ -135,9 +142,10 @@ class PixelContextMapCoder(MapCoder):
     """Pixel-wise context mixing + range coder over wavefronts (see the module docstring).
 
     Payload: the same label table as ``context`` (``num_labels - 1``, then the sorted label
-    values or a 32-byte bitmap), then the range coder's words with trailing zero bytes dropped.
-    The decoder rejects label tables the map size cannot hold, labels that never occur, and
-    payloads that run out before the map is complete.
+    values or a 32-byte bitmap), then the range coder's words with trailing zero bytes dropped;
+    the last two coded symbols are a check of the map.  The decoder rejects label tables the map
+    size cannot hold, labels that never occur, payloads that run out before the map is complete
+    (as soon as more information is asked of them than their end can hold) and failed checks.
     """
 
     name = "context2"
@@ -164,6 +172,8 @@ class PixelContextMapCoder(MapCoder):
         family = self._family
         for t in range(layout.steps):
             positions = layout.wavefront(t)
+            if not positions.size:  # a one-column strip has pixels on every other wavefront only
+                continue
             neighbours = buffer.take(positions[:, None] + layout.offsets)
             labels = truth.take(positions)
             hits = neighbours == labels[:, None]
@@ -175,6 +185,7 @@ class PixelContextMapCoder(MapCoder):
                 encoder.encode(labels[new].astype(np.int32), family, model.new_probabilities(neighbours[new]))
             model.update(big, pair, symbols, neighbours, labels)
             buffer[positions] = labels
+        encoder.encode(_check_symbols(indices), family, np.ones((_CHECK_BYTES, 256)))
         words = encoder.get_compressed()
         return out + words.astype("<u4").tobytes().rstrip(b"\x00")
 
@@ -224,6 +235,8 @@ class PixelContextMapCoder(MapCoder):
         bits_after_end = 0.0
         for t in range(layout.steps):
             positions = layout.wavefront(t)
+            if not positions.size:  # a one-column strip has pixels on every other wavefront only
+                continue
             neighbours = buffer.take(positions[:, None] + layout.offsets)
             probs, big, pair = model.predict(neighbours)
             symbols = decoder.decode(family, probs).astype(np.int64)
@@ -246,4 +259,7 @@ class PixelContextMapCoder(MapCoder):
                 raise BitstreamError("context2 map payload decodes to a label outside its table")
             model.update(big, pair, symbols, neighbours, labels)
             buffer[positions] = labels
-        return layout.from_buffer(buffer).astype(np.uint8)
+        indices = layout.from_buffer(buffer).astype(np.uint8)
+        if not np.array_equal(decoder.decode(family, np.ones((_CHECK_BYTES, 256))), _check_symbols(indices)):
+            raise BitstreamError("context2 map payload fails its check: it is truncated or damaged")
+        return indices
