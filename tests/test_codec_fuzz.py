@@ -23,15 +23,23 @@ def _scene(height: int, width: int, seed: int):
     return image, labels
 
 
-def _streams(configs):
+def _streams(configs, with_instances=False):
     out = []
     for seed, (map_coder, coarse_codec) in enumerate(configs):
         image, labels = _scene(24, 40, seed)
-        out.append(encode(image, labels, map_coder=map_coder, coarse_codec=coarse_codec, coarse_quality=None))
+        instances = None
+        if with_instances:  # two touching instances of one class: a boundary the semantic map lacks
+            labels[8:16, 4:20] = 13
+            instances = labels.astype(np.int64)
+            instances[8:16, 4:12], instances[8:16, 12:20] = 13000, 13001
+        out.append(encode(image, labels, map_coder=map_coder, coarse_codec=coarse_codec, coarse_quality=None,
+                          instance_map=instances))  # fmt: skip
     return out
 
 
 FAST = _streams([("context", "jpeg"), ("context", "webp"), ("png", "jpeg"), ("webp", "avif"), ("jxl", "jxl")])
+FAST += _streams([("context2", "jpeg"), ("context2", "webp")])
+FAST += _streams([("context2", "jpeg"), ("context", "webp")], with_instances=True)
 SLOW = _streams([("context", "hevc"), ("context", "heif")])
 
 
