@@ -248,6 +248,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="2 maps, 1 repeat, 3 qualities per codec")
     parser.add_argument("--camvid_root", default=None, help="CamVid in SegNet's layout: its test maps form the real-map table")
     parser.add_argument("--dataset", default=None, help="a Cityscapes-format dataset folder (the converter's output)")
+    parser.add_argument("--maps_only", action="store_true", help="skip the coarse codecs")
     parser.add_argument("--num_real_maps", type=int, default=24, help="real maps per source (a quarter at 1024x2048)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -271,7 +272,7 @@ def main(argv=None) -> int:
             "repeats": args.repeats,
         },
         "map_coders": bench_map_coders(scenes, args.repeats),
-        "coarse_codecs": bench_coarse_codecs(images, args.downsample, qualities),
+        "coarse_codecs": {} if args.maps_only else bench_coarse_codecs(images, args.downsample, qualities),
     }
     summary = {k: v for k, v in results.items()}
     summary["map_coders"] = {
@@ -283,7 +284,8 @@ def main(argv=None) -> int:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(results, indent=2))
-        plot(results, out / "codecs.png")
+        if results["coarse_codecs"]:
+            plot(results, out / "codecs.png")
         print(f"wrote {out / 'results.json'} and {out / 'codecs.png'}", file=sys.stderr)
     return 0
 

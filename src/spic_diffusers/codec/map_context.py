@@ -1,10 +1,10 @@
 """A pixel-wise context-mixing coder for label maps: every pixel sees its full causal neighbourhood.
 
 :class:`ContextMapCoder` (``context``) codes whole rows at once, so a pixel never sees its left
-neighbour.  On real annotations (CamVid mapped to Cityscapes train ids) that costs about a third of
-the bytes: hand-drawn boundaries are ragged, and the left neighbour is the best single predictor of
-a pixel.  :class:`PixelContextMapCoder` (``context2``) codes pixel by pixel in raster order with the
-eight causal neighbours
+neighbour.  On real annotations (CamVid mapped to Cityscapes train ids) that costs about a quarter
+of the bytes: hand-drawn boundaries are ragged, and the left neighbour is the best single predictor
+of a pixel.  :class:`PixelContextMapCoder` (``context2``) codes pixel by pixel in raster order with
+the eight causal neighbours
 
     TLL TL  T  TR            (row - 2:  TT TTR)
     LL  L   X
@@ -14,17 +14,21 @@ pixel on wavefront ``t`` lies on an earlier one.  The map is cut into vertical s
 :data:`STRIP_WIDTH` columns that run in lock step, so a wavefront holds about ``width / 2`` pixels
 and a map takes ``STRIP_WIDTH + 2 * height`` steps; a strip's first columns see no left neighbour.
 
-A pixel's symbol is which neighbour it equals (the first, in the order above), or "new".  Two
-adaptive models predict it and are mixed geometrically:
+A pixel whose eight neighbours hold one label (most pixels) codes one binary choice, "same" or
+"new", counted per label.  Any other pixel codes which neighbour it equals (the first, in the order
+above) or "new", predicted by three adaptive count models mixed geometrically, with mixing weights
+learnt online per number of distinct labels around the pixel:
 
-* the equality pattern of all eight neighbours (which of them are equal to which: 8! patterns);
+* the equality pattern of all eight neighbours (which of them equal which: 8! patterns);
 * the equality pattern of L, T, TL, TR with the labels of L and T, and whether LL and TT continue
-  them (so class pairs keep their own statistics: a tree against the sky is ragged, a car against
-  the road is not).
+  them (class pairs keep their own statistics: a tree against the sky is ragged, a car against the
+  road is not);
+* the same pattern with the labels of L, T and TR (class transitions).
 
+Label contexts are hashed into fixed tables, so memory does not grow with the number of labels.
 Symbols a pattern makes impossible (a repeated neighbour, a missing one, "new" when every label
-already occurs around the pixel) get probability zero.  A new label is coded with counts under
-the label of L, excluding the neighbours' labels.  The range coder is ``constriction``'s.
+already occurs around the pixel) get probability zero.  A new label is coded with counts under the
+label of L, excluding the neighbours' labels.  The range coder is ``constriction``'s.
 """
 
 from __future__ import annotations
@@ -38,14 +42,21 @@ from .bitstream import BitstreamError
 from .semantic import ContextMapCoder, MapCoder, _check_map
 
 STRIP_WIDTH = 64
+_SKEW = 2
 _NEIGHBOURS = ((0, -1), (-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0), (-2, 1), (-1, -2))
 _K = len(_NEIGHBOURS)
 _RADIX = np.array([math.factorial(i) for i in range(_K)], dtype=np.int64)
 _PATTERNS = math.factorial(_K)
 _SMALL_PATTERNS = math.factorial(4)
 _PRIOR = 0.02
+_FLAT_PRIOR = (0.5, 0.02)  # (same as every neighbour, new label)
+_SELECTORS = _K + 1  # mixing weights per number of distinct labels around the pixel
+_INITIAL_WEIGHT = 0.35
+_LEARNING_RATE = 0.002
+_HASHED_ROWS = 1 << 16  # rows of the label-context tables, whatever the number of labels
+_HASH_MULTIPLIER = 0x9E3779B1
 _NEW_PRIOR = 0.1
-_GAP = 2  # columns of "outside" left of every strip (and right of the last)
+_GAP = 4  # columns of "outside" left of every strip (and right of the last)
 _TOP = 2  # rows of "outside" above the map
 # Bits of information a range decoder can still yield once all its words are read (its state
 # holds 64 bits); a payload whose symbols need more than this after its end is truncated.
@@ -66,17 +77,17 @@ class _Layout:
         self.strips = -(-width // STRIP_WIDTH)
         self.strip_width = -(-width // self.strips)  # strips of equal width; the map is padded to strips * width
         self.row_length = self.strips * (self.strip_width + _GAP) + _GAP
-        self.steps = self.strip_width + 2 * (height - 1)
+        self.steps = self.strip_width + _SKEW * (height - 1)
         self.size = (height + _TOP) * self.row_length
         self.offsets = np.array([dy * self.row_length + dx for dy, dx in _NEIGHBOURS], dtype=np.int64)
         self._strip_starts = np.arange(self.strips, dtype=np.int64) * (self.strip_width + _GAP) + _GAP
 
     def wavefront(self, t: int) -> np.ndarray:
-        """Buffer positions of the pixels with ``x_in_strip + 2 y == t``."""
-        y_low = max(0, -(-(t - self.strip_width + 1) // 2))
-        y_high = min(self.height - 1, t // 2)
+        """Buffer positions of the pixels with ``x_in_strip + _SKEW * y == t``."""
+        y_low = max(0, -(-(t - self.strip_width + 1) // _SKEW))
+        y_high = min(self.height - 1, t // _SKEW)
         ys = np.arange(y_low, y_high + 1, dtype=np.int64)
-        rows = (ys + _TOP) * self.row_length + (t - 2 * ys)
+        rows = (ys + _TOP) * self.row_length + (t - _SKEW * ys)
         return (rows[:, None] + self._strip_starts[None, :]).ravel()
 
     def padded_width(self) -> int:
@@ -96,31 +107,65 @@ class _Layout:
         return view.reshape(self.height, self.padded_width())[:, : self.width]
 
 
+def _hash(context: np.ndarray) -> np.ndarray:
+    """Context number -> row of a table of ``_HASHED_ROWS`` (few contexts occur in one map, so few collide)."""
+    return ((context * _HASH_MULTIPLIER) >> 20) & (_HASHED_ROWS - 1)
+
+
 class _PixelModel:
-    """The adaptive statistics, updated identically by encoder and decoder after every wavefront."""
+    """The adaptive statistics, updated identically by encoder and decoder after every wavefront.
+
+    Pixels whose eight neighbours all hold one label ("flat", most of any map) take a fast path:
+    one binary choice, "same as L" or "new", counted per label of L.  The others get the full
+    model: two count tables mixed geometrically with weights learnt online per selector.
+    """
 
     def __init__(self, num_labels: int):
         self.n = num_labels
+        self.flat = np.empty((num_labels + 1, 2))
+        self.flat[:] = _FLAT_PRIOR
         self.patterns = np.full((_PATTERNS, _K + 1), _PRIOR)
-        self.pairs = np.full((_SMALL_PATTERNS * (num_labels + 1) ** 2 * 4, _K + 1), _PRIOR)
+        self.pairs = np.full((_HASHED_ROWS, _K + 1), _PRIOR)
         self.new = np.full((num_labels + 1, num_labels), _NEW_PRIOR)
+        self.triples = np.full((_HASHED_ROWS, _K + 1), _PRIOR)
+        self.weights = np.full((_SELECTORS * 2, 3), _INITIAL_WEIGHT)
         self._columns = np.arange(_K)
 
+    def flat_probabilities(self, left: np.ndarray) -> np.ndarray:
+        return self.flat.take(left, axis=0)
+
+    def update_flat(self, left: np.ndarray, is_new: np.ndarray) -> None:
+        np.add.at(self.flat, (left, is_new), 1.0)
+
     def predict(self, neighbours: np.ndarray):
-        """Symbol probabilities (unnormalised, ``k x (K + 1)``) and the two contexts."""
+        """Symbol probabilities (``k x (K + 1)``) and what :meth:`update` needs."""
         n = self.n
         first = (neighbours[:, :, None] == neighbours[:, None, :]).argmax(axis=2)
         big = first @ _RADIX
         small = first[:, :4] @ _RADIX[:4]
         far = (neighbours[:, 4] != neighbours[:, 0]) + 2 * (neighbours[:, 5] != neighbours[:, 1])
         pair = ((small * (n + 1) + neighbours[:, 0]) * (n + 1) + neighbours[:, 1]) * 4 + far
+        triple = (pair // 4 * (n + 1) + neighbours[:, 3]) * 2 + 1
+        pair, triple = _hash(pair), _hash(triple)
         a = self.patterns.take(big, axis=0)
         b = self.pairs.take(pair, axis=0)
-        probs = np.sqrt(a * b / (a.sum(axis=1, keepdims=True) * b.sum(axis=1, keepdims=True)))
+        c = self.triples.take(triple, axis=0)
+        a_total = a.sum(axis=1, keepdims=True)
+        logs = np.stack(
+            [np.log(a / a_total), np.log(b / b.sum(axis=1, keepdims=True)), np.log(c / c.sum(axis=1, keepdims=True))],
+            axis=1,
+        )  # k x 3 x (K + 1)
         distinct = (first == self._columns) & (neighbours != n)
-        probs[:, :_K][~distinct] = 0.0
-        probs[distinct.sum(axis=1) >= n, _K] = 0.0
-        return probs, big, pair
+        selector = np.minimum(distinct.sum(axis=1), _SELECTORS - 1) * 2 + (a_total[:, 0] > 8)
+        weights = self.weights.take(selector, axis=0)
+        mixed = (weights[:, :, None] * logs).sum(axis=1)
+        possible = np.ones(mixed.shape, dtype=bool)
+        possible[:, :_K] = distinct
+        possible[distinct.sum(axis=1) >= n, _K] = False
+        mixed[~possible] = -np.inf
+        probs = np.exp(mixed - mixed.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        return probs, (big, pair, triple, logs, selector)
 
     def new_probabilities(self, neighbours: np.ndarray) -> np.ndarray:
         probs = self.new.take(neighbours[:, 0], axis=0)
@@ -130,12 +175,103 @@ class _PixelModel:
         probs[rows[inside], labels[inside]] = 0.0
         return probs
 
-    def update(self, big, pair, symbols, neighbours, labels) -> None:
+    def update(self, state, probs, symbols) -> None:
+        big, pair, triple, logs, selector = state
         np.add.at(self.patterns, (big, symbols), 1.0)
         np.add.at(self.pairs, (pair, symbols), 1.0)
-        new = symbols == _K
-        if new.any():
-            np.add.at(self.new, (neighbours[new, 0], labels[new]), 1.0)
+        np.add.at(self.triples, (triple, symbols), 1.0)
+        finite = np.where(np.isfinite(logs), logs, 0.0)
+        expected = (finite * probs[:, None, :]).sum(axis=2)
+        gradient = logs[np.arange(len(symbols)), :, symbols] - expected
+        np.add.at(self.weights, selector, _LEARNING_RATE * gradient)
+
+    def update_new(self, left: np.ndarray, labels: np.ndarray) -> None:
+        np.add.at(self.new, (left, labels), 1.0)
+
+
+class _Encoding:
+    """The encoder's side of :func:`_code_pixels`: symbols come from the map."""
+
+    def __init__(self, stream, family, truth: np.ndarray):
+        self.encoder = stream.queue.RangeEncoder()
+        self.family = family
+        self.truth = truth
+
+    def labels(self, positions: np.ndarray) -> np.ndarray:
+        return self.truth.take(positions)
+
+    def code(self, symbols: np.ndarray, probs: np.ndarray) -> np.ndarray:
+        self.encoder.encode(symbols.astype(np.int32), self.family, probs)
+        return symbols
+
+
+class _Decoding:
+    """The decoder's side: symbols come from the range decoder, which must not run dry."""
+
+    def __init__(self, stream, family, words: np.ndarray):
+        self.decoder = stream.queue.RangeDecoder(words)
+        self.family = family
+        self.bits_after_end = 0.0
+
+    def labels(self, positions: np.ndarray) -> None:
+        return None
+
+    def code(self, symbols: None, probs: np.ndarray) -> np.ndarray:
+        decoded = self.decoder.decode(self.family, probs).astype(np.int64)
+        if self.decoder.maybe_exhausted():
+            chosen = probs[np.arange(len(decoded)), decoded] / probs.sum(axis=1)
+            self.bits_after_end -= np.log2(np.maximum(chosen, 1e-300)).sum()
+            if self.bits_after_end > _EXHAUSTION_SLACK_BITS:
+                raise BitstreamError("context2 map payload ends before the map is complete")
+        return decoded
+
+
+def _code_pixels(side, layout: _Layout, n: int) -> np.ndarray:
+    """Run the model over every wavefront, coding or decoding through ``side``; returns the buffer."""
+    buffer = np.full(layout.size, n, dtype=np.int64)
+    model = _PixelModel(n)
+    for t in range(layout.steps):
+        positions = layout.wavefront(t)
+        if not positions.size:  # a one-column strip has pixels on every other wavefront only
+            continue
+        neighbours = buffer.take(positions[:, None] + layout.offsets)
+        truth = side.labels(positions)
+        left = neighbours[:, 0]
+        flat = (neighbours == left[:, None]).all(axis=1) & (left < n)
+        labels = np.empty(len(positions), dtype=np.int64)
+        new_rows = []
+        flat_rows = np.flatnonzero(flat)
+        if flat_rows.size:
+            flat_left = left[flat_rows]
+            wanted = None if truth is None else (truth[flat_rows] != flat_left).astype(np.int64)
+            is_new = side.code(wanted, model.flat_probabilities(flat_left))
+            labels[flat_rows] = flat_left
+            model.update_flat(flat_left, is_new)
+            new_rows.append(flat_rows[is_new == 1])
+        rows = np.flatnonzero(~flat)
+        if rows.size:
+            near = neighbours[rows]
+            probs, state = model.predict(near)
+            if truth is None:
+                wanted = None
+            else:
+                hits = near == truth[rows, None]
+                wanted = np.where(hits.any(axis=1), hits.argmax(axis=1), _K)
+            symbols = side.code(wanted, probs)
+            labels[rows] = near[np.arange(len(rows)), np.minimum(symbols, _K - 1)]
+            model.update(state, probs, symbols)
+            new_rows.append(rows[symbols == _K])
+        new_rows = np.concatenate(new_rows) if len(new_rows) > 1 else new_rows[0]
+        if new_rows.size:
+            around = neighbours[new_rows]
+            wanted = None if truth is None else truth[new_rows]
+            new_labels = side.code(wanted, model.new_probabilities(around))
+            labels[new_rows] = new_labels
+            model.update_new(around[:, 0], new_labels)
+        if truth is None and labels.max() >= n:
+            raise BitstreamError("context2 map payload decodes to a label outside its table")
+        buffer[positions] = labels
+    return buffer
 
 
 class PixelContextMapCoder(MapCoder):
@@ -160,33 +296,16 @@ class PixelContextMapCoder(MapCoder):
         semantic_map = _check_map(semantic_map)
         height, width = semantic_map.shape
         values, indices = np.unique(semantic_map, return_inverse=True)
+        indices = indices.reshape(height, width)
         n = len(values)
         out = bytes([n - 1]) + ContextMapCoder._label_table(values)
         if n == 1:
             return out
         layout = _Layout(height, width)
-        truth = layout.to_buffer(indices.reshape(height, width).astype(np.int64), n)
-        buffer = np.full(layout.size, n, dtype=np.int64)
-        model = _PixelModel(n)
-        encoder = self._stream.queue.RangeEncoder()
-        family = self._family
-        for t in range(layout.steps):
-            positions = layout.wavefront(t)
-            if not positions.size:  # a one-column strip has pixels on every other wavefront only
-                continue
-            neighbours = buffer.take(positions[:, None] + layout.offsets)
-            labels = truth.take(positions)
-            hits = neighbours == labels[:, None]
-            symbols = np.where(hits.any(axis=1), hits.argmax(axis=1), _K)
-            probs, big, pair = model.predict(neighbours)
-            encoder.encode(symbols.astype(np.int32), family, probs)
-            new = symbols == _K
-            if new.any():
-                encoder.encode(labels[new].astype(np.int32), family, model.new_probabilities(neighbours[new]))
-            model.update(big, pair, symbols, neighbours, labels)
-            buffer[positions] = labels
-        encoder.encode(_check_symbols(indices), family, np.ones((_CHECK_BYTES, 256)))
-        words = encoder.get_compressed()
+        side = _Encoding(self._stream, self._family, layout.to_buffer(indices.astype(np.int64), n))
+        _code_pixels(side, layout, n)
+        side.encoder.encode(_check_symbols(indices), self._family, np.ones((_CHECK_BYTES, 256)))
+        words = side.encoder.get_compressed()
         return out + words.astype("<u4").tobytes().rstrip(b"\x00")
 
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
@@ -216,50 +335,17 @@ class PixelContextMapCoder(MapCoder):
         if not coded:
             raise BitstreamError(f"context2 map payload declares {n} labels but holds no coded data")
         coded = coded + b"\x00" * (-len(coded) % 4)
+        layout = _Layout(height, width)
         try:
-            indices = self._decode_pixels(np.frombuffer(coded, dtype="<u4").astype(np.uint32), n, height, width)
+            side = _Decoding(self._stream, self._family, np.frombuffer(coded, dtype="<u4").astype(np.uint32))
+            indices = layout.from_buffer(_code_pixels(side, layout, n)).astype(np.uint8)
+            check = side.decoder.decode(self._family, np.ones((_CHECK_BYTES, 256)))
         except BitstreamError:
             raise
         except Exception as err:  # constriction reports damaged data with its own exceptions
             raise BitstreamError(f"context2 map payload is damaged ({err})") from None
+        if not np.array_equal(check, _check_symbols(indices)):
+            raise BitstreamError("context2 map payload fails its check: it is truncated or damaged")
         if np.bincount(indices.ravel(), minlength=n).min() == 0:
             raise BitstreamError("context2 map payload declares labels that never occur in the map")
         return values[indices]
-
-    def _decode_pixels(self, words: np.ndarray, n: int, height: int, width: int) -> np.ndarray:
-        layout = _Layout(height, width)
-        buffer = np.full(layout.size, n, dtype=np.int64)
-        model = _PixelModel(n)
-        decoder = self._stream.queue.RangeDecoder(words)
-        family = self._family
-        bits_after_end = 0.0
-        for t in range(layout.steps):
-            positions = layout.wavefront(t)
-            if not positions.size:  # a one-column strip has pixels on every other wavefront only
-                continue
-            neighbours = buffer.take(positions[:, None] + layout.offsets)
-            probs, big, pair = model.predict(neighbours)
-            symbols = decoder.decode(family, probs).astype(np.int64)
-            rows = np.arange(len(positions))
-            if decoder.maybe_exhausted():
-                chosen = probs[rows, symbols] / probs.sum(axis=1)
-                bits_after_end -= np.log2(np.maximum(chosen, 1e-300)).sum()
-            new = symbols == _K
-            labels = neighbours[rows, np.minimum(symbols, _K - 1)]
-            if new.any():
-                new_probs = model.new_probabilities(neighbours[new])
-                new_labels = decoder.decode(family, new_probs).astype(np.int64)
-                labels[new] = new_labels
-                if decoder.maybe_exhausted():
-                    chosen = new_probs[np.arange(len(new_labels)), new_labels] / new_probs.sum(axis=1)
-                    bits_after_end -= np.log2(np.maximum(chosen, 1e-300)).sum()
-            if bits_after_end > _EXHAUSTION_SLACK_BITS:
-                raise BitstreamError("context2 map payload ends before the map is complete")
-            if labels.max() >= n:
-                raise BitstreamError("context2 map payload decodes to a label outside its table")
-            model.update(big, pair, symbols, neighbours, labels)
-            buffer[positions] = labels
-        indices = layout.from_buffer(buffer).astype(np.uint8)
-        if not np.array_equal(decoder.decode(family, np.ones((_CHECK_BYTES, 256))), _check_symbols(indices)):
-            raise BitstreamError("context2 map payload fails its check: it is truncated or damaged")
-        return indices
