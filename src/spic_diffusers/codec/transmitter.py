@@ -162,8 +162,8 @@ def encode_to_rate(
     wins.  Raises ValueError when the target is below what the map alone costs, or below the
     smallest coarse image's stream.
     """
-    if isinstance(target_bpp, bool) or not isinstance(target_bpp, (int, float)) or not math.isfinite(target_bpp) \
-            or target_bpp <= 0:
+    valid = isinstance(target_bpp, (int, float)) and not isinstance(target_bpp, bool)
+    if not valid or not math.isfinite(target_bpp) or target_bpp <= 0:
         raise ValueError(f"target_bpp must be a positive number of bits per pixel, got {target_bpp!r}")
     factors = [downsample] if isinstance(downsample, (int, np.integer)) else list(downsample)
     if not factors:
@@ -198,41 +198,49 @@ def encode_to_rate(
     qualities = list(range(int(math.ceil(low)), int(math.floor(high)) + 1))
     if not codec.higher_is_better:
         qualities.reverse()  # from the smallest payload to the largest
-    best = None
-    smallest = None
+    results = []  # per factor: (stream, quality, factor, reached)
     for factor in factors:
-        cache: dict[int, bytes] = {}
-
-        def at(index: int) -> bytes:
-            if index not in cache:
-                cache[index] = stream_for(factor, qualities[index])
-            return cache[index]
-
-        if 8 * len(at(0)) / pixels > target_bpp:
-            if smallest is None or len(at(0)) < len(smallest[0]):
-                smallest = (at(0), qualities[0], factor)
-            continue
-        lo, hi = 0, len(qualities) - 1  # at(lo) fits; find the last index that fits
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if 8 * len(at(mid)) / pixels <= target_bpp:
-                lo = mid
-            else:
-                hi = mid - 1
-        for index in range(max(0, lo - 2), min(len(qualities), lo + 3)):
-            stream = at(index)
-            if 8 * len(stream) / pixels <= target_bpp and (best is None or len(stream) > len(best[0])):
-                best = (stream, qualities[index], factor)
-    if best is None:
-        stream, quality, factor = smallest
+        stream, index, ok = _search_quality(
+            lambda index, factor=factor: stream_for(factor, qualities[index]), len(qualities), target_bpp, pixels
+        )
+        results.append((stream, qualities[index], factor, ok))
+    reached = [result for result in results if result[3]]
+    if not reached:
+        stream, quality, factor, _ = min(results, key=lambda result: len(result[0]))
         raise ValueError(
             f"target_bpp {target_bpp:g} cannot be reached: the smallest coarse image ({coarse_codec} at quality "
             f"{quality}, downsample {factor}) brings the stream to {8 * len(stream) / pixels:.4f} bpp "
             f"(the map takes {map_bpp:.4f})"
         )
+    best = max(reached, key=lambda result: len(result[0]))[:3]
     stream, quality, factor = best
     return RateFit(stream=stream, bpp=8 * len(stream) / pixels, target_bpp=float(target_bpp),
                    coarse_quality=quality, downsample=factor)  # fmt: skip
+
+
+def _search_quality(stream_at, count: int, target_bpp: float, pixels: int) -> tuple[bytes, int, bool]:
+    """Over quality indices ordered from the smallest payload to the largest: ``(stream, index, True)``
+    for the largest stream at or below the target, or ``(smallest stream, 0, False)`` when none is."""
+    cache: dict[int, bytes] = {}
+
+    def at(index: int) -> bytes:
+        if index not in cache:
+            cache[index] = stream_at(index)
+        return cache[index]
+
+    def fits(index: int) -> bool:
+        return 8 * len(at(index)) / pixels <= target_bpp
+
+    if not fits(0):
+        return at(0), 0, False
+    lo, hi = 0, count - 1  # fits(lo) holds; find the last index that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    # Rate is not always monotone in quality: look around the answer too.
+    candidates = [i for i in range(max(0, lo - 2), min(count, lo + 3)) if fits(i)]
+    index = max(candidates, key=lambda i: len(at(i)))
+    return at(index), index, True
 
 
 def encode(
