@@ -26,6 +26,8 @@ learnt online per number of distinct labels around the pixel:
 * the same pattern with the labels of L, T and TR (class transitions).
 
 Label contexts are hashed into fixed tables, so memory does not grow with the number of labels.
+Log-probabilities and the mixture's exponentials come from fixed-point tables, not from np.log /
+np.exp, so an encoder and a decoder on different CPUs compute bit-identical probabilities.
 Symbols a pattern makes impossible (a repeated neighbour, a missing one, "new" when every label
 already occurs around the pixel) get probability zero.  A new label is coded with counts under the
 label of L, excluding the neighbours' labels.  The range coder is ``constriction``'s.
@@ -107,6 +109,26 @@ class _Layout:
         return view.reshape(self.height, self.padded_width())[:, : self.width]
 
 
+# Probabilities go through fixed-point tables instead of np.log / np.exp, whose last bits differ
+# between CPUs (numpy dispatches SIMD versions): encoder and decoder must compute identical numbers.
+_LOG_UNIT = 64  # log-probabilities in 1/64 nat
+_LOG_STEPS = 1 << 14
+_LOG_TABLE = np.round(np.log(np.arange(1, _LOG_STEPS + 1) / _LOG_STEPS) * _LOG_UNIT)
+_EXP_TABLE = np.maximum(1.0, np.round(2.0**24 * np.exp(-np.arange(40 * _LOG_UNIT) / _LOG_UNIT)))
+
+
+def _log(p: np.ndarray) -> np.ndarray:
+    """log(p) in 1/64 nat, for 0 < p <= 1, from p quantised to 1/16384 (integer-valued floats)."""
+    index = np.clip(np.floor(p * _LOG_STEPS).astype(np.int64), 1, _LOG_STEPS) - 1
+    return _LOG_TABLE.take(index)
+
+
+def _exp(d: np.ndarray) -> np.ndarray:
+    """Unnormalised exp(-d) for d >= 0 in 1/64 nat, as integer-valued floats (at least 1)."""
+    index = np.floor(np.minimum(d, len(_EXP_TABLE) - 1)).astype(np.int64)
+    return _EXP_TABLE.take(index)
+
+
 def _hash(context: np.ndarray) -> np.ndarray:
     """Context number -> row of a table of ``_HASHED_ROWS`` (few contexts occur in one map, so few collide)."""
     return ((context * _HASH_MULTIPLIER) >> 20) & (_HASHED_ROWS - 1)
@@ -151,20 +173,18 @@ class _PixelModel:
         b = self.pairs.take(pair, axis=0)
         c = self.triples.take(triple, axis=0)
         a_total = a.sum(axis=1, keepdims=True)
-        logs = np.stack(
-            [np.log(a / a_total), np.log(b / b.sum(axis=1, keepdims=True)), np.log(c / c.sum(axis=1, keepdims=True))],
-            axis=1,
-        )  # k x 3 x (K + 1)
+        logs = np.stack([_log(a / a_total), _log(b / b.sum(axis=1, keepdims=True)), _log(c / c.sum(axis=1, keepdims=True))], axis=1)
         distinct = (first == self._columns) & (neighbours != n)
         selector = np.minimum(distinct.sum(axis=1), _SELECTORS - 1) * 2 + (a_total[:, 0] > 8)
         weights = self.weights.take(selector, axis=0)
-        mixed = (weights[:, :, None] * logs).sum(axis=1)
+        # Written out term by term: only IEEE-exact operations, so every machine gets the same numbers.
+        mixed = weights[:, 0:1] * logs[:, 0] + weights[:, 1:2] * logs[:, 1] + weights[:, 2:3] * logs[:, 2]
         possible = np.ones(mixed.shape, dtype=bool)
         possible[:, :_K] = distinct
         possible[distinct.sum(axis=1) >= n, _K] = False
-        mixed[~possible] = -np.inf
-        probs = np.exp(mixed - mixed.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
+        mixed[~possible] = -1e30
+        probs = _exp(mixed.max(axis=1, keepdims=True) - mixed)
+        probs[~possible] = 0.0
         return probs, (big, pair, triple, logs, selector)
 
     def new_probabilities(self, neighbours: np.ndarray) -> np.ndarray:
@@ -180,10 +200,10 @@ class _PixelModel:
         np.add.at(self.patterns, (big, symbols), 1.0)
         np.add.at(self.pairs, (pair, symbols), 1.0)
         np.add.at(self.triples, (triple, symbols), 1.0)
-        finite = np.where(np.isfinite(logs), logs, 0.0)
-        expected = (finite * probs[:, None, :]).sum(axis=2)
+        shares = probs / probs.sum(axis=1, keepdims=True)
+        expected = (logs * shares[:, None, :]).sum(axis=2)
         gradient = logs[np.arange(len(symbols)), :, symbols] - expected
-        np.add.at(self.weights, selector, _LEARNING_RATE * gradient)
+        np.add.at(self.weights, selector, (_LEARNING_RATE / _LOG_UNIT) * gradient)
 
     def update_new(self, left: np.ndarray, labels: np.ndarray) -> None:
         np.add.at(self.new, (left, labels), 1.0)
