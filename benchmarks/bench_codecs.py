@@ -3,8 +3,14 @@ and every lossy coarse codec (rate vs PSNR across qualities) on coarse images.
 
     python benchmarks/bench_codecs.py --output_dir bench_out          # JSON + plot
     python benchmarks/bench_codecs.py --quick                         # fewer maps/qualities
+    python benchmarks/bench_codecs.py --camvid_root CamVid --dataset data/cityscapes_spic
 
-Maps come from ``spic_diffusers.data.synthetic``: ``make_scene`` and, as a second family of layouts,
+The real-map table comes first: CamVid test annotations (``--camvid_root``, SegNet's layout, mapped to
+Cityscapes train ids) at their native 360x480, resized with nearest to 256x512, and upscaled with nearest
+to 1024x2048 -- a stand-in for full-size Cityscapes with the same layouts but staircase edges, not real
+1024x2048 annotations -- and the ``semantic_map`` column of any Cityscapes-format dataset (``--dataset``,
+the converter's output; its validation or test split) at its own size and at 256x512.  Synthetic
+maps follow as a regression set.  Maps come from ``spic_diffusers.data.synthetic``: ``make_scene`` and, as a second family of layouts,
 ``make_street_map``; rates are bits over the pixel count of the full-size image.
 """
 
@@ -62,9 +68,67 @@ def _timed(fn, repeats: int):
     return result, statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
 
 
-def bench_map_coders(scenes, repeats: int) -> dict:
+REAL_MAP_CODERS = ("context2", "context", "jxl")
+
+
+def _resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
+
+
+def load_real_maps(camvid_root, dataset, count: int) -> dict:
+    """Group name -> [(name, map, None)]: CamVid test maps and a Cityscapes-format dataset's maps, at several sizes."""
+    groups = {}
+    if camvid_root:
+        from PIL import Image
+
+        from spic_diffusers.data.camvid import camvid_to_train_ids, find_camvid_files
+
+        records = find_camvid_files(camvid_root, "test")
+        step = max(1, len(records) // count)
+        maps = [
+            (r.id, camvid_to_train_ids(np.asarray(Image.open(r.annotation_path)))) for r in records[::step][:count]
+        ]
+        groups["camvid-test 360x480"] = [(n, m, None) for n, m in maps]
+        groups["camvid-test 256x512 (nearest)"] = [(n, _resize_nearest(m, 256, 512), None) for n, m in maps]
+        groups["camvid-test 1024x2048 (nearest upscale, proxy)"] = [
+            (n, _resize_nearest(m, 1024, 2048), None) for n, m in maps[: max(1, count // 4)]
+        ]
+    if dataset:
+        from datasets import load_from_disk
+
+        data = load_from_disk(dataset)
+        split = next((s for s in ("validation", "test", "train") if s in data), None)
+        rows = data[split].select(range(min(count, len(data[split]))))
+        maps = [(str(i), np.asarray(row["semantic_map"], dtype=np.uint8)) for i, row in enumerate(rows)]
+        groups[f"{Path(dataset).name} {split} native"] = [(n, m, None) for n, m in maps]
+        groups[f"{Path(dataset).name} {split} 256x512 (nearest)"] = [(n, _resize_nearest(m, 256, 512), None) for n, m in maps]
+    return groups
+
+
+def bench_real_maps(groups: dict, repeats: int) -> dict:
+    """Per group: each coder's mean bytes, its ratio to JPEG XL, and encode + decode CPU ms."""
+    table = {}
+    for group, scenes in groups.items():
+        result = bench_map_coders(scenes, repeats, REAL_MAP_CODERS)
+        jxl = result.get("jxl", {}).get("all", {}).get("mean_bytes")
+        table[group] = {
+            name: {
+                "mean_bytes": r["all"]["mean_bytes"],
+                "vs_jxl": r["all"]["mean_bytes"] / jxl if jxl else None,
+                "encode_decode_cpu_ms": r["all"]["mean_encode_cpu_ms"] + r["all"]["mean_decode_cpu_ms"],
+            }
+            for name, r in result.items()
+            if "all" in r
+        }
+        table[group]["maps"] = len(scenes)
+    return table
+
+
+def bench_map_coders(scenes, repeats: int, names=None) -> dict:
     results = {}
-    for name in MAP_CODERS:
+    for name in names or MAP_CODERS:
         coder = get_map_coder(name)
         per_map = []
         try:
@@ -182,6 +246,10 @@ def main(argv=None) -> int:
     parser.add_argument("--downsample", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (median)")
     parser.add_argument("--quick", action="store_true", help="2 maps, 1 repeat, 3 qualities per codec")
+    parser.add_argument("--camvid_root", default=None, help="CamVid in SegNet's layout: its test maps form the real-map table")
+    parser.add_argument("--dataset", default=None, help="a Cityscapes-format dataset folder (the converter's output)")
+    parser.add_argument("--maps_only", action="store_true", help="skip the coarse codecs")
+    parser.add_argument("--num_real_maps", type=int, default=24, help="real maps per source (a quarter at 1024x2048)")
     args = parser.parse_args(argv)
     if args.quick:
         args.num_maps, args.repeats = 2, 1
@@ -192,7 +260,9 @@ def main(argv=None) -> int:
     if not images:
         rng = np.random.default_rng(0)
         images = [(rng.random((args.height, args.width, 3)) * 255).astype(np.uint8)]
+    real_groups = load_real_maps(args.camvid_root, args.dataset, 2 if args.quick else args.num_real_maps)
     results = {
+        "real_maps": bench_real_maps(real_groups, args.repeats) if real_groups else "pass --camvid_root or --dataset",
         "config": {
             "height": args.height,
             "width": args.width,
@@ -202,7 +272,7 @@ def main(argv=None) -> int:
             "repeats": args.repeats,
         },
         "map_coders": bench_map_coders(scenes, args.repeats),
-        "coarse_codecs": bench_coarse_codecs(images, args.downsample, qualities),
+        "coarse_codecs": {} if args.maps_only else bench_coarse_codecs(images, args.downsample, qualities),
     }
     summary = {k: v for k, v in results.items()}
     summary["map_coders"] = {
@@ -214,7 +284,8 @@ def main(argv=None) -> int:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(results, indent=2))
-        plot(results, out / "codecs.png")
+        if results["coarse_codecs"]:
+            plot(results, out / "codecs.png")
         print(f"wrote {out / 'results.json'} and {out / 'codecs.png'}", file=sys.stderr)
     return 0
 

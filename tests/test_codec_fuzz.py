@@ -24,15 +24,26 @@ def _scene(height: int, width: int, seed: int):
     return image, labels
 
 
-FAST = (("context", "jpeg"), ("context", "webp"), ("png", "jpeg"), ("webp", "avif"), ("jxl", "jxl"))
-SLOW = (("context", "hevc"), ("context", "heif"))
+# (map coder, coarse codec, with instances)
+FAST = (
+    ("context", "jpeg", False), ("context", "webp", False), ("png", "jpeg", False), ("webp", "avif", False),
+    ("jxl", "jxl", False), ("context2", "jpeg", False), ("context2", "webp", False), ("context2", "jpeg", True),
+    ("context", "webp", True),
+)  # fmt: skip
+SLOW = (("context", "hevc", False), ("context", "heif", False))
 
 
 @functools.cache
-def _stream(map_coder: str, coarse_codec: str) -> bytes:
-    """One valid stream per coder pair, made on first use (never while pytest collects)."""
-    image, labels = _scene(24, 40, (FAST + SLOW).index((map_coder, coarse_codec)))
-    return encode(image, labels, map_coder=map_coder, coarse_codec=coarse_codec, coarse_quality=None)
+def _stream(map_coder: str, coarse_codec: str, with_instances: bool = False) -> bytes:
+    """One valid stream per configuration, made on first use (never while pytest collects)."""
+    image, labels = _scene(24, 40, (FAST + SLOW).index((map_coder, coarse_codec, with_instances)))
+    instances = None
+    if with_instances:  # two touching instances of one class: a boundary the semantic map lacks
+        labels[8:16, 4:20] = 13
+        instances = labels.astype(np.int64)
+        instances[8:16, 4:12], instances[8:16, 12:20] = 13000, 13001
+    return encode(image, labels, map_coder=map_coder, coarse_codec=coarse_codec, coarse_quality=None,
+                  instance_map=instances)  # fmt: skip
 
 
 def _streams(configs) -> st.SearchStrategy[bytes]:
@@ -95,7 +106,7 @@ def test_fuzz_hevc_and_heif(stream):
     _check(stream)
 
 
-@pytest.mark.parametrize("config", FAST + SLOW, ids="-".join)
+@pytest.mark.parametrize("config", FAST + SLOW, ids=lambda c: "-".join(map(str, c)))
 def test_unmutated_streams_decode(config):
     parts = decode_parts(_stream(*config))
     assert parts.semantic_map.shape == (24, 40) and parts.coarse_image.shape == (6, 10, 3)

@@ -22,7 +22,11 @@ from spic_diffusers.demo import (
     masked_psnr,
     region_colour_errors,
     run_demo,
+    DEMO_FRAMES,
+    demo_frame,
+    load_shipped_segmenter,
     shipped_model_path,
+    shipped_segmenter_path,
     target_size,
 )
 
@@ -48,17 +52,43 @@ def pipeline():
     return pipe
 
 
-def test_shipped_model_is_small_safetensors_with_a_card():
-    folder = shipped_model_path()
+@pytest.mark.parametrize("name, size", [("default", [96, 128]), ("synthetic", [64, 128])])
+def test_shipped_models_are_small_safetensors_with_a_card(name, size):
+    folder = shipped_model_path(name)
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
-    assert weights.is_file() and weights.stat().st_size < 8 * 2**20
+    assert weights.is_file() and weights.stat().st_size < 32 * 2**20
     assert not list(folder.rglob("*.bin"))
     card = (folder / "README.md").read_text()
     assert "{{" not in card and "}}" not in card
     meta = yaml.safe_load(card.split("---\n")[1])
     assert meta["library_name"] == "diffusers" and "spic" in meta["tags"]
     config = json.loads((folder / "unet" / "config.json").read_text())
-    assert config["sample_size"] == [64, 128]
+    assert config["sample_size"] == size
+    with pytest.raises(DemoError, match="no shipped model"):
+        shipped_model_path("nonexistent")
+
+
+def test_shipped_segmenter_knows_camvid_classes_in_train_ids():
+    from spic_diffusers.data.camvid import CAMVID_TRAIN_IDS
+
+    segmenter = load_shipped_segmenter()
+    assert tuple(segmenter.known_classes) == CAMVID_TRAIN_IDS
+    card = (shipped_segmenter_path() / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["pipeline_tag"] == "image-segmentation" and meta["model-index"]
+    image, labels, _ = demo_frame(1)
+    prediction = segmenter(image)
+    assert prediction.shape == labels.shape
+    assert (prediction == labels).mean() > 0.5  # a real photograph, mostly labelled right
+
+
+def test_demo_frames_are_real_test_frames_with_maps():
+    for index in range(len(DEMO_FRAMES)):
+        image, labels, source = demo_frame(index)
+        assert image.shape == (96, 128, 3) and labels.shape == (96, 128) and "CamVid test frame" in source
+        assert set(np.unique(labels)) <= set(range(19)) | {255} and len(np.unique(labels)) >= 8
+    with pytest.raises(DemoError, match="frame must be"):
+        demo_frame(len(DEMO_FRAMES))
 
 
 def test_demo_end_to_end(pipeline, tmp_path):
@@ -82,7 +112,7 @@ def test_demo_end_to_end(pipeline, tmp_path):
         assert saved[kind]["region_colour_error"] >= 0
     assert saved["spic"]["psnr"] == pytest.approx(result.spic["psnr"])
     text = "\n".join(logged)
-    assert f"{len(stream)} bytes" in text and "bpp" in text and "PSNR" in text and "mIoU needs a segmentation" in text
+    assert f"{len(stream)} bytes" in text and "bpp" in text and "PSNR" in text and "CamVid test frame" in text
 
 
 def test_demo_cli_refuses_to_overwrite_without_overwrite(tmp_path, capsys):
@@ -111,7 +141,7 @@ def test_demo_on_user_files_resizes_to_a_size_the_model_accepts(pipeline, tmp_pa
                       num_inference_steps=20, log=lambda _: None)
     assert (result.height, result.width) == (48, 96)
     assert Image.open(tmp_path / "out" / "reconstruction.png").size == (96, 48)
-    assert target_size((50, 98), pipeline, 4, "model") == (64, 128)
+    assert target_size((50, 98), pipeline, 4, "model") == (96, 128)
     with pytest.raises(DemoError, match="multiples of 4"):
         target_size((50, 98), pipeline, 4, (30, 64))
     with pytest.raises(DemoError, match="too large"):
@@ -177,9 +207,23 @@ def test_held_out_check_runs(pipeline):
     small = SPICPipeline(unet=pipeline.unet, scheduler=pipeline.scheduler)
     small.set_progress_bar_config(disable=True)
     summary = evaluate_held_out(small, 1, num_inference_steps=20)
-    assert summary["num_scenes"] == 1 and summary["size"] == [64, 128]
+    assert summary["num_scenes"] == 1 and summary["size"] == [96, 128]
     assert set(summary["spic"]) == {"psnr", "boundary_psnr", "region_colour_error"}
     assert summary["scenes_where_spic_psnr_is_higher"] in (0, 1)
+
+
+def test_demo_cli_on_the_photograph_prints_miou_with_the_shipped_segmenter(tmp_path, capsys):
+    out = tmp_path / "photo"
+    assert main(["demo", "--output_dir", str(out), "--steps", "50", "--frame", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "CamVid test frame Seq05VD_f04920" in printed and "mIoU of the segmenter" in printed
+    saved = json.loads((out / "metrics.json").read_text())
+    assert (saved["height"], saved["width"]) == (96, 128)
+    for kind in ("spic", "coarse"):
+        assert 0 <= saved[kind]["miou"] <= 1 and 0 < saved[kind]["miou_original"] <= 1
+    assert main(["demo", "--output_dir", str(tmp_path / "synth"), *FAST, "--synthetic", "--no_segmenter"]) == 0
+    printed = capsys.readouterr().out
+    assert "synthetic street scene" in printed and "mIoU" not in printed
 
 
 def test_demo_adds_miou_with_a_segmenter(tmp_path, capsys):

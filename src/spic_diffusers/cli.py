@@ -189,7 +189,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm.auto import tqdm
 
-    from .codec import bpp_breakdown, encode
+    from .codec import bpp_breakdown, encode, encode_to_rate
     from .codec.transmitter import to_rgb_image
     from .data.cityscapes import NUM_CLASSES
 
@@ -214,14 +214,31 @@ def cmd_encode(args: argparse.Namespace) -> int:
             labels = Segmenter.from_pretrained(args.segmenter)(np.asarray(image))
         progress.update(1)
         progress.set_description("coding")
-        stream = encode(
-            image,
-            labels,
-            coarse_codec=args.coarse_codec,
-            coarse_quality=args.coarse_quality,
-            downsample=args.downsample,
-            map_coder=args.map_coder,
-        )
+        if args.target_bpp is not None:
+            if args.coarse_quality is not None:
+                raise CLIError("pass either --coarse_quality or --target_bpp, not both")
+            try:
+                fit = encode_to_rate(
+                    image, labels, target_bpp=args.target_bpp, coarse_codec=args.coarse_codec,
+                    downsample=args.downsample, map_coder=args.map_coder, chroma=args.chroma,
+                )  # fmt: skip
+            except ValueError as err:
+                raise CLIError(str(err)) from None
+            stream = fit.stream
+            from .codec import read_header
+
+            print(f"target {fit.target_bpp:g} bpp: reached {fit.bpp:.4f} bpp with {read_header(stream).coarse_codec} quality "
+                  f"{fit.coarse_quality} at downsample {fit.downsample}")  # fmt: skip
+        else:
+            stream = encode(
+                image,
+                labels,
+                coarse_codec=args.coarse_codec,
+                coarse_quality=args.coarse_quality,
+                downsample=args.downsample,
+                map_coder=args.map_coder,
+                chroma=args.chroma,
+            )
         progress.update(1)
     _write_atomically(output, stream)
     info = bpp_breakdown(stream)
@@ -415,7 +432,7 @@ def _codec_help() -> str:
 
 def _add_encode(subparsers) -> None:
     from .codec.coarse import COARSE_CODECS
-    from .codec.semantic import MAP_CODERS
+    from .codec.semantic import DEFAULT_MAP_CODER, MAP_CODERS
 
     p = subparsers.add_parser("encode", help="code an image and its semantic map into a .spic stream")
     p.add_argument("image", help="input image (any format Pillow reads)")
@@ -433,11 +450,16 @@ def _add_encode(subparsers) -> None:
     )
     p.add_argument("--downsample", type=int, default=4, help="coarse image downsampling factor (default 4)")
     p.add_argument(
-        "--map_coder", default="context", choices=sorted(MAP_CODERS), help="lossless map coder (default: context)"
+        "--map_coder", default=DEFAULT_MAP_CODER, choices=sorted(MAP_CODERS),
+        help=f"lossless map coder (default: {DEFAULT_MAP_CODER})"
     )
     p.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse larger input images, read from their headers (default {DEFAULT_MAX_PIXELS})")
     add_overwrite_argument(p, "an existing output file")
+    p.add_argument("--target_bpp", type=float, default=None, metavar="BPP",
+                   help="choose the coarse quality giving the highest rate at or below BPP bits per pixel")
+    p.add_argument("--chroma", default=None, choices=["444", "420"],
+                   help="hevc chroma subsampling: 444 (default, the paper's) or 420 (BPG's default)")
     p.set_defaults(func=cmd_encode)
 
 

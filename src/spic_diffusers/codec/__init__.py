@@ -13,6 +13,7 @@ from .bitstream import (
     bpp_breakdown,
     pack_stream,
     read_header,
+    split_stream,
     unpack_stream,
 )
 from .coarse import (
@@ -28,8 +29,9 @@ from .coarse import (
     select_coarse_codec,
 )
 from .receiver import DecodedParts, decode, decode_parts
+from .map_context import PixelContextMapCoder
 from .semantic import MAP_CODERS, ContextMapCoder, MapCoder, get_map_coder
-from .transmitter import Segmenter, encode
+from .transmitter import RateFit, Segmenter, encode, encode_to_rate
 
 
 __all__ = [
@@ -49,6 +51,8 @@ __all__ = [
     "MAX_SIDE",
     "MapCoder",
     "PixelBudgetError",
+    "PixelContextMapCoder",
+    "RateFit",
     "Segmenter",
     "StreamHeader",
     "area_downsample",
@@ -58,11 +62,13 @@ __all__ = [
     "decode",
     "decode_parts",
     "encode",
+    "encode_to_rate",
     "get_coarse_codec",
     "get_map_coder",
     "make_coarse",
     "pack_stream",
     "read_header",
     "select_coarse_codec",
+    "split_stream",
     "unpack_stream",
 ]

@@ -9,11 +9,14 @@ Layout (all integers are unsigned LEB128 varints unless noted)::
     width        varint   original image width
     downsample   varint   coarse image = area downsample of the original by this factor
     map_length   varint   bytes of the semantic-map payload
+    inst_length  varint   version 2 only: bytes of the instance-edge payload
     map payload  map_length bytes
+    instances    version 2 only: inst_length bytes, coded with the map coder
     coarse       the rest up to the trailer (its length is implied, so it is never stored)
     crc32        4 bytes  big-endian CRC-32 of every byte before it
 
-A 256x512 image costs 13-14 bytes of header and trailer.  The decoder checks the CRC before it
+Version 1 streams carry no instance information; :func:`pack_stream` writes version 2 only when
+given an instance payload, so streams without one are unchanged.  A 256x512 image costs 13-14 bytes of header and trailer.  The decoder checks the CRC before it
 looks at any payload and checks every declared length against the bytes really present, so a
 damaged stream fails fast with :class:`BitstreamError` instead of allocating or hanging.
 """
@@ -26,6 +29,8 @@ from dataclasses import dataclass
 
 MAGIC = b"SP"
 FORMAT_VERSION = 1
+INSTANCE_FORMAT_VERSION = 2  # version 1 + an instance-edge payload after the map
+READABLE_VERSIONS = (FORMAT_VERSION, INSTANCE_FORMAT_VERSION)
 MAX_SIDE = 16384
 MAX_PIXELS = 1 << 26
 # What a receiver decodes unless told otherwise: Cityscapes' full 1024x2048 resolution.  Larger images
@@ -35,7 +40,7 @@ MAX_DOWNSAMPLE = 64
 _CRC_BYTES = 4
 
 # Small, stable ids written into the stream; never renumber, only append.
-MAP_CODER_IDS = {"context": 0, "png": 1, "webp": 2, "jxl": 3, "flif": 4}
+MAP_CODER_IDS = {"context": 0, "png": 1, "webp": 2, "jxl": 3, "flif": 4, "context2": 5}
 COARSE_CODEC_IDS = {"hevc": 0, "bpg": 1, "heif": 2, "jxl": 3, "webp": 4, "avif": 5, "jpeg": 6}
 MAP_CODER_NAMES = {v: k for k, v in MAP_CODER_IDS.items()}
 COARSE_CODEC_NAMES = {v: k for k, v in COARSE_CODEC_IDS.items()}
@@ -66,6 +71,8 @@ class StreamHeader:
     map_bytes: int
     coarse_bytes: int
     total_bytes: int
+    instance_bytes: int = 0
+    version: int = FORMAT_VERSION
 
 
 def encode_varint(value: int) -> bytes:
@@ -133,8 +140,12 @@ def pack_stream(
     coarse_codec: str,
     map_payload: bytes,
     coarse_payload: bytes,
+    instance_payload: bytes | None = None,
 ) -> bytes:
-    """Assemble a stream from its parts (the inverse of :func:`unpack_stream`)."""
+    """Assemble a stream from its parts (the inverse of :func:`split_stream`).
+
+    With ``instance_payload`` (instance edges coded by the map coder) the stream is version 2.
+    """
     try:
         check_dimensions(height, width, downsample)
     except BitstreamError as err:
@@ -144,11 +155,14 @@ def pack_stream(
     if coarse_codec not in COARSE_CODEC_IDS:
         raise ValueError(f"unknown coarse codec {coarse_codec!r}; choose from {sorted(COARSE_CODEC_IDS)}")
     body = bytearray(MAGIC)
-    body.append(FORMAT_VERSION)
+    body.append(FORMAT_VERSION if instance_payload is None else INSTANCE_FORMAT_VERSION)
     body.append((MAP_CODER_IDS[map_coder] << 4) | COARSE_CODEC_IDS[coarse_codec])
-    for value in (height, width, downsample, len(map_payload)):
+    lengths = [len(map_payload)] + ([] if instance_payload is None else [len(instance_payload)])
+    for value in (height, width, downsample, *lengths):
         body += encode_varint(value)
     body += map_payload
+    if instance_payload is not None:
+        body += instance_payload
     body += coarse_payload
     body += zlib.crc32(body).to_bytes(_CRC_BYTES, "big")
     return bytes(body)
@@ -165,8 +179,8 @@ def _parse(stream: bytes) -> tuple[StreamHeader, int]:
     if len(data) < len(MAGIC) + 2 + _CRC_BYTES:
         raise BitstreamError("stream truncated: shorter than the smallest possible header")
     version = data[2]
-    if version != FORMAT_VERSION:
-        raise BitstreamError(f"unsupported SPIC format version {version} (this decoder reads {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise BitstreamError(f"unsupported SPIC format version {version} (this decoder reads {READABLE_VERSIONS})")
     end = len(data) - _CRC_BYTES
     stored_crc = int.from_bytes(data[end:], "big")
     if zlib.crc32(data[:end]) != stored_crc:
@@ -183,10 +197,19 @@ def _parse(stream: bytes) -> tuple[StreamHeader, int]:
     width, offset = decode_varint(body, offset, "width")
     downsample, offset = decode_varint(body, offset, "downsample factor")
     map_length, offset = decode_varint(body, offset, "map payload length")
+    instance_length = 0
+    if version == INSTANCE_FORMAT_VERSION:
+        instance_length, offset = decode_varint(body, offset, "instance payload length")
+        if instance_length == 0:
+            raise BitstreamError("a version 2 stream must hold an instance payload")
     check_dimensions(height, width, downsample)
     if map_length > end - offset:
         raise BitstreamError(
             f"map payload length {map_length} exceeds the {end - offset} bytes left in the stream"
+        )
+    if instance_length > end - offset - map_length:
+        raise BitstreamError(
+            f"instance payload length {instance_length} exceeds the {end - offset - map_length} bytes left"
         )
     header = StreamHeader(
         height=height,
@@ -196,8 +219,10 @@ def _parse(stream: bytes) -> tuple[StreamHeader, int]:
         coarse_codec=COARSE_CODEC_NAMES[coarse_id],
         header_bytes=offset + _CRC_BYTES,
         map_bytes=map_length,
-        coarse_bytes=end - offset - map_length,
+        coarse_bytes=end - offset - map_length - instance_length,
         total_bytes=len(data),
+        instance_bytes=instance_length,
+        version=version,
     )
     return header, offset
 
@@ -207,23 +232,33 @@ def read_header(stream: bytes) -> StreamHeader:
     return _parse(stream)[0]
 
 
-def unpack_stream(stream: bytes) -> tuple[StreamHeader, bytes, bytes]:
-    """Split a validated stream into ``(header, map_payload, coarse_payload)``."""
+def split_stream(stream: bytes) -> tuple[StreamHeader, bytes, bytes | None, bytes]:
+    """Split a validated stream into ``(header, map_payload, instance_payload or None, coarse_payload)``."""
     header, offset = _parse(stream)
     data = bytes(stream)
-    map_payload = data[offset : offset + header.map_bytes]
-    coarse_payload = data[offset + header.map_bytes : len(data) - _CRC_BYTES]
+    map_end = offset + header.map_bytes
+    instance_end = map_end + header.instance_bytes
+    instance_payload = data[map_end:instance_end] if header.version == INSTANCE_FORMAT_VERSION else None
+    return header, data[offset:map_end], instance_payload, data[instance_end : len(data) - _CRC_BYTES]
+
+
+def unpack_stream(stream: bytes) -> tuple[StreamHeader, bytes, bytes]:
+    """Split a validated stream into ``(header, map_payload, coarse_payload)`` (instances left out)."""
+    header, map_payload, _, coarse_payload = split_stream(stream)
     return header, map_payload, coarse_payload
 
 
 def bpp_breakdown(stream: bytes) -> dict:
     """Bytes and bits per pixel of each part, over the pixel count of the original image.
 
-    ``header`` includes the CRC trailer; the three parts add up exactly to ``total``.
+    ``header`` includes the CRC trailer; the parts (``instances`` too, in streams that have them)
+    add up exactly to ``total``.
     """
     header = read_header(stream)
     pixels = header.height * header.width
     parts = {"header": header.header_bytes, "map": header.map_bytes, "coarse": header.coarse_bytes}
+    if header.version == INSTANCE_FORMAT_VERSION:
+        parts["instances"] = header.instance_bytes
     parts["total"] = header.total_bytes
     return {
         "height": header.height,

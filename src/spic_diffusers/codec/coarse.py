@@ -164,7 +164,11 @@ def find_ffmpeg() -> str:
 
 
 class HEVCCodec(CoarseCodec):
-    """Raw HEVC intra (BPG's core) via ``ffmpeg``/libx265, 4:4:4, as an Annex-B stream.
+    """Raw HEVC intra (BPG's core) via ``ffmpeg``/libx265, as an Annex-B stream.
+
+    ``chroma`` is ``"444"`` (the SPIC paper's BPG setting, the default) or ``"420"`` (BPG's own
+    default: a quarter of the chroma samples).  The payload's sequence parameter set records it
+    (``chroma_format_idc``), so the decoder needs no flag of its own.
 
     x265's version SEI, hash SEI and access-unit delimiters are switched off, so the payload is
     just the parameter sets and one intra slice.  Sides are padded to an even length of at
@@ -177,6 +181,16 @@ class HEVCCodec(CoarseCodec):
     quality_range = (0, 51)
     higher_is_better = False
     default_quality = 35
+    chroma_formats = ("444", "420")
+
+    def __init__(self, quality: int | float | None = None, chroma: str = "444"):
+        super().__init__(quality)
+        if str(chroma) not in self.chroma_formats:
+            raise ValueError(f"hevc chroma must be one of {self.chroma_formats}, got {chroma!r}")
+        self.chroma = str(chroma)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(quality={self.quality}, chroma={self.chroma!r})"
 
     @staticmethod
     def padded_size(height: int, width: int) -> tuple[int, int]:
@@ -198,7 +212,7 @@ class HEVCCodec(CoarseCodec):
             self._ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{padded.shape[1]}x{padded.shape[0]}", "-i", "pipe:0",
             "-frames:v", "1", "-c:v", "libx265", "-preset", "slow", "-x265-params", params,
-            "-pix_fmt", "yuv444p", "-bitexact", "-f", "hevc", "pipe:1",
+            "-pix_fmt", f"yuv{self.chroma}p", "-bitexact", "-f", "hevc", "pipe:1",
         ]  # fmt: skip
         return _run_tool(args, "ffmpeg (libx265)", padded.tobytes())
 
@@ -422,17 +436,25 @@ COARSE_CODECS: dict[str, type[CoarseCodec]] = {
 }
 
 
-def get_coarse_codec(name: str, quality: int | float | None = None) -> CoarseCodec:
-    """Instantiate a coarse codec by name ('hevc', 'bpg', 'heif', 'jxl', 'webp', 'avif', 'jpeg')."""
+def get_coarse_codec(name: str, quality: int | float | None = None, chroma: str | None = None) -> CoarseCodec:
+    """Instantiate a coarse codec by name ('hevc', 'bpg', 'heif', 'jxl', 'webp', 'avif', 'jpeg').
+
+    ``chroma`` ('444' or '420') is an option of the ``hevc`` codec only; None keeps its default.
+    """
     if name not in COARSE_CODECS:
         raise ValueError(f"unknown coarse codec {name!r}; choose from {sorted(COARSE_CODECS)}")
-    return COARSE_CODECS[name](quality)
+    if chroma is None:
+        return COARSE_CODECS[name](quality)
+    if not hasattr(COARSE_CODECS[name], "chroma_formats"):
+        raise ValueError(f"the {name} coarse codec has no chroma option (only hevc has: '444' or '420')")
+    return COARSE_CODECS[name](quality, chroma=chroma)
 
 
 def select_coarse_codec(
     name: str | None = None,
     quality: int | float | None = None,
     *,
+    chroma: str | None = None,
     fallback: bool | None = None,
     log: Callable[[str], None] | None = None,
 ) -> CoarseCodec:
@@ -447,7 +469,7 @@ def select_coarse_codec(
         name = DEFAULT_COARSE_CODEC
         quality = DEFAULT_COARSE_QUALITY if quality is None else quality
         fallback = True if fallback is None else fallback
-    codec = get_coarse_codec(name, quality)
+    codec = get_coarse_codec(name, quality, chroma=chroma)
     try:
         codec.check_available()
         return codec

@@ -12,9 +12,10 @@ from .bitstream import (
     CodecUnavailableError,
     check_pixel_budget,
     read_header,
-    unpack_stream,
+    split_stream,
 )
 from .coarse import coarse_size, get_coarse_codec
+from .instances import decode_instance_edges
 from .semantic import get_map_coder
 
 
@@ -29,6 +30,7 @@ class DecodedParts:
     downsample: int
     map_coder: str
     coarse_codec: str
+    instance_edges: np.ndarray | None = None  # bool HxW, in streams that carry instances (version 2)
 
 
 def decode_parts(stream: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedParts:
@@ -39,11 +41,15 @@ def decode_parts(stream: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> 
     (before any payload is touched) when the stream declares more than ``max_pixels`` pixels
     (``None``: no budget beyond the container's limits).
     """
-    header, map_payload, coarse_payload = unpack_stream(stream)
+    header, map_payload, instance_payload, coarse_payload = split_stream(stream)
     check_pixel_budget(header.height, header.width, max_pixels)
     small_h, small_w = coarse_size(header.height, header.width, header.downsample)
+    edges = None
     try:
-        semantic_map = get_map_coder(header.map_coder).decode(map_payload, header.height, header.width)
+        coder = get_map_coder(header.map_coder)
+        semantic_map = coder.decode(map_payload, header.height, header.width)
+        if instance_payload is not None:
+            edges = decode_instance_edges(instance_payload, semantic_map, coder)
         coarse_image = get_coarse_codec(header.coarse_codec).decode(coarse_payload, small_h, small_w)
     except BitstreamError:
         raise
@@ -63,6 +69,7 @@ def decode_parts(stream: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> 
         downsample=header.downsample,
         map_coder=header.map_coder,
         coarse_codec=header.coarse_codec,
+        instance_edges=edges,
     )
 
 
@@ -71,10 +78,12 @@ def decode(stream: bytes, pipeline, max_pixels: int | None = DEFAULT_MAX_PIXELS,
 
     ``sampling_kwargs`` go to the pipeline call (``num_inference_steps``, ``guidance_scale``,
     ``generator``, ...).  The map and the coarse image are passed at their decoded sizes; the
-    pipeline adapts them to its model.  ``max_pixels`` bounds what the stream may ask for, checked
-    with the pipeline's memory estimate before any payload is decoded.  Returns a ``PIL.Image``.
+    pipeline adapts them to its model.  A model with an instance-edge channel gets the stream's
+    instance edges (the stream must carry them); other models ignore them.  ``max_pixels`` bounds what the
+    stream may ask for, checked with the pipeline's memory estimate before any payload is decoded.  Returns a
+    ``PIL.Image``.
     """
-    for key in ("segmentation_map", "low_res_image", "output_type", "return_dict"):
+    for key in ("segmentation_map", "low_res_image", "instance_map", "output_type", "return_dict"):
         if key in sampling_kwargs:
             raise ValueError(f"{key!r} comes from the stream and cannot be passed to decode()")
     header = read_header(stream)
@@ -83,8 +92,25 @@ def decode(stream: bytes, pipeline, max_pixels: int | None = DEFAULT_MAX_PIXELS,
     if check_memory is not None:
         check_memory(header.height, header.width, guidance_scale=sampling_kwargs.get("guidance_scale", 1.5))
     parts = decode_parts(stream, max_pixels=max_pixels)
+    segmentation = parts.semantic_map
+    if getattr(pipeline.unet.config, "instance_edge_channel", False):
+        if parts.instance_edges is None:
+            raise ValueError(
+                "this model expects instance edges, but the stream carries none: encode with instance_map=..."
+            )
+        segmentation = _one_hot_with_edges(parts.semantic_map, parts.instance_edges, pipeline.num_classes)
     output = pipeline(
-        parts.semantic_map, parts.coarse_image, output_type="pil", return_dict=True, max_pixels=max_pixels,
+        segmentation, parts.coarse_image, output_type="pil", return_dict=True, max_pixels=max_pixels,
         **sampling_kwargs,
     )  # fmt: skip
     return output.images[0]
+
+
+def _one_hot_with_edges(labels: np.ndarray, edges: np.ndarray, num_classes: int):
+    """[1, C + 1, H, W] float: the one-hot map and the instance-edge channel, as the pipeline builds it."""
+    import torch
+
+    from ..image_processing import labels_to_one_hot, labels_to_tensor
+
+    one_hot = labels_to_one_hot(labels_to_tensor(labels), num_classes)
+    return torch.cat([one_hot, torch.from_numpy(edges)[None, None].float()], dim=1)

@@ -592,8 +592,14 @@ class FLIFMapCoder(MapCoder):
         return _check_decoded(np.asarray(image), height, width, "FLIF")
 
 
+from .map_context import PixelContextMapCoder  # noqa: E402  (it builds on the classes above)
+
+# The map coder every entry point uses unless told otherwise (the smallest on real label maps).
+DEFAULT_MAP_CODER = "context2"
+
 MAP_CODERS: dict[str, type[MapCoder]] = {
     "context": ContextMapCoder,
+    "context2": PixelContextMapCoder,
     "png": PNGMapCoder,
     "webp": WebPMapCoder,
     "jxl": JXLMapCoder,
@@ -602,7 +608,7 @@ MAP_CODERS: dict[str, type[MapCoder]] = {
 
 
 def get_map_coder(name: str, **kwargs) -> MapCoder:
-    """Instantiate a map coder by name ('context', 'png', 'webp', 'jxl', 'flif')."""
+    """Instantiate a map coder by name ('context', 'context2', 'png', 'webp', 'jxl', 'flif')."""
     if name not in MAP_CODERS:
         raise ValueError(f"unknown map coder {name!r}; choose from {sorted(MAP_CODERS)}")
     return MAP_CODERS[name](**kwargs)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
 from .bitstream import pack_stream
-from .coarse import area_downsample, select_coarse_codec
-from .semantic import get_map_coder
+from .coarse import area_downsample, get_coarse_codec, select_coarse_codec
+from .instances import check_instance_map, encode_instance_edges
+from .semantic import DEFAULT_MAP_CODER, get_map_coder
 
 
 _WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
@@ -131,28 +135,24 @@ class Segmenter:
         return self.lut[labels]
 
 
-def encode(
-    image,
-    segmentation_map=None,
-    *,
-    segmenter: str | os.PathLike | Segmenter | None = None,
-    coarse_codec: str | None = None,
-    coarse_quality: int | float | None = None,
-    downsample: int = 4,
-    map_coder: str = "context",
-) -> bytes:
-    """Code an image into a SPIC stream.
+@dataclass(frozen=True)
+class RateFit:
+    """What :func:`encode_to_rate` chose: the stream, its rate, and the coarse settings that gave it."""
 
-    Args:
-        image: PIL image or uint8 HxWx3 array.
-        segmentation_map: train-id map (HxW, 255 = ignore) of the same size; or pass ``segmenter``.
-        segmenter: a :class:`Segmenter` or a path / Hub id of a ``transformers`` segmentation model.
-        coarse_codec: lossy codec for the coarse image (see ``COARSE_CODECS``); None: the default, HEVC at
-            QP 35, or (unavailable) the first available of ``COARSE_FALLBACKS``, with a logged warning.
-        coarse_quality: that codec's quality (its meaning is in ``get_coarse_codec(name).quality_help``).
-        downsample: the coarse image is the area downsample of the image by this factor.
-        map_coder: lossless coder for the map (see ``MAP_CODERS``).
-    """
+    stream: bytes
+    bpp: float
+    target_bpp: float
+    coarse_quality: int
+    downsample: int
+
+
+def _check_downsample(downsample) -> int:
+    if not isinstance(downsample, (int, np.integer)) or isinstance(downsample, bool) or downsample < 1:
+        raise ValueError(f"downsample must be a positive integer, got {downsample!r}")
+    return int(downsample)
+
+
+def _prepare(image, segmentation_map, segmenter, instance_map):
     rgb = _to_rgb_array(image)
     height, width = rgb.shape[:2]
     if (segmentation_map is None) == (segmenter is None):
@@ -165,17 +165,164 @@ def encode(
         labels = _to_label_array(segmentation_map)
     if labels.shape != (height, width):
         raise ValueError(f"segmentation map is {labels.shape[0]}x{labels.shape[1]} but the image is {height}x{width}")
-    if not isinstance(downsample, (int, np.integer)) or isinstance(downsample, bool) or downsample < 1:
-        raise ValueError(f"downsample must be a positive integer, got {downsample!r}")
+    instances = None if instance_map is None else check_instance_map(instance_map, (height, width))
+    return rgb, labels, instances
+
+
+def encode_to_rate(
+    image,
+    segmentation_map=None,
+    *,
+    target_bpp: float,
+    segmenter: str | os.PathLike | Segmenter | None = None,
+    coarse_codec: str | None = None,
+    downsample: int | Sequence[int] = 4,
+    map_coder: str = DEFAULT_MAP_CODER,
+    chroma: str | None = None,
+    instance_map=None,
+) -> RateFit:
+    """Code an image at the highest rate at or below ``target_bpp`` (bits per original pixel).
+
+    The map is lossless, so only the coarse image moves: its quality is searched over the codec's
+    whole range (bisection, then the neighbours of the answer, since rate is not always monotone
+    in quality), for each ``downsample`` factor given; the stream closest to the target from below
+    wins.  Raises ValueError when the target is below what the map alone costs, or below the
+    smallest coarse image's stream.
+    """
+    valid = isinstance(target_bpp, (int, float)) and not isinstance(target_bpp, bool)
+    if not valid or not math.isfinite(target_bpp) or target_bpp <= 0:
+        raise ValueError(f"target_bpp must be a positive number of bits per pixel, got {target_bpp!r}")
+    factors = [downsample] if isinstance(downsample, (int, np.integer)) else list(downsample)
+    if not factors:
+        raise ValueError("downsample must be a positive integer or a non-empty list of them")
+    factors = sorted({_check_downsample(f) for f in factors})
+    rgb, labels, instances = _prepare(image, segmentation_map, segmenter, instance_map)
+    height, width = rgb.shape[:2]
+    pixels = height * width
     coder = get_map_coder(map_coder)
-    codec = select_coarse_codec(coarse_codec, coarse_quality)
-    coarse = area_downsample(rgb, int(downsample))
+    map_payload = coder.encode(labels)
+    instance_payload = None if instances is None else encode_instance_edges(instances, labels, coder)
+    codec = select_coarse_codec(coarse_codec, None, chroma=chroma)  # None: the default codec, or a fallback
+    coarse_codec = codec.name
+
+    def stream_for(factor: int, quality: int) -> bytes:
+        coarse = get_coarse_codec(coarse_codec, quality, chroma=chroma).encode(area_downsample(rgb, factor))
+        return pack_stream(
+            height=height, width=width, downsample=factor, map_coder=coder.name, coarse_codec=codec.name,
+            map_payload=map_payload, coarse_payload=coarse, instance_payload=instance_payload,
+        )  # fmt: skip
+
+    map_only = pack_stream(
+        height=height, width=width, downsample=factors[0], map_coder=coder.name, coarse_codec=codec.name,
+        map_payload=map_payload, coarse_payload=b"", instance_payload=instance_payload,
+    )  # fmt: skip
+    map_bpp = 8 * len(map_only) / pixels
+    if map_bpp >= target_bpp:
+        raise ValueError(
+            f"target_bpp {target_bpp:g} is below the map's own cost: the lossless map (and header) alone take "
+            f"{map_bpp:.4f} bpp"
+        )
+    low, high = codec.quality_range
+    qualities = list(range(int(math.ceil(low)), int(math.floor(high)) + 1))
+    if not codec.higher_is_better:
+        qualities.reverse()  # from the smallest payload to the largest
+    results = []  # per factor: (stream, quality, factor, reached)
+    for factor in factors:
+        stream, index, ok = _search_quality(
+            lambda index, factor=factor: stream_for(factor, qualities[index]), len(qualities), target_bpp, pixels
+        )
+        results.append((stream, qualities[index], factor, ok))
+    reached = [result for result in results if result[3]]
+    if not reached:
+        stream, quality, factor, _ = min(results, key=lambda result: len(result[0]))
+        raise ValueError(
+            f"target_bpp {target_bpp:g} cannot be reached: the smallest coarse image ({coarse_codec} at quality "
+            f"{quality}, downsample {factor}) brings the stream to {8 * len(stream) / pixels:.4f} bpp "
+            f"(the map takes {map_bpp:.4f})"
+        )
+    best = max(reached, key=lambda result: len(result[0]))[:3]
+    stream, quality, factor = best
+    return RateFit(stream=stream, bpp=8 * len(stream) / pixels, target_bpp=float(target_bpp),
+                   coarse_quality=quality, downsample=factor)  # fmt: skip
+
+
+def _search_quality(stream_at, count: int, target_bpp: float, pixels: int) -> tuple[bytes, int, bool]:
+    """Over quality indices ordered from the smallest payload to the largest: ``(stream, index, True)``
+    for the largest stream at or below the target, or ``(smallest stream, 0, False)`` when none is."""
+    cache: dict[int, bytes] = {}
+
+    def at(index: int) -> bytes:
+        if index not in cache:
+            cache[index] = stream_at(index)
+        return cache[index]
+
+    def fits(index: int) -> bool:
+        return 8 * len(at(index)) / pixels <= target_bpp
+
+    if not fits(0):
+        return at(0), 0, False
+    lo, hi = 0, count - 1  # fits(lo) holds; find the last index that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    # Rate is not always monotone in quality: look around the answer too.
+    candidates = [i for i in range(max(0, lo - 2), min(count, lo + 3)) if fits(i)]
+    index = max(candidates, key=lambda i: len(at(i)))
+    return at(index), index, True
+
+
+def encode(
+    image,
+    segmentation_map=None,
+    *,
+    segmenter: str | os.PathLike | Segmenter | None = None,
+    coarse_codec: str | None = None,
+    coarse_quality: int | float | None = None,
+    downsample: int | Sequence[int] = 4,
+    map_coder: str = DEFAULT_MAP_CODER,
+    chroma: str | None = None,
+    target_bpp: float | None = None,
+    instance_map=None,
+) -> bytes:
+    """Code an image into a SPIC stream.
+
+    Args:
+        image: PIL image or uint8 HxWx3 array.
+        segmentation_map: train-id map (HxW, 255 = ignore) of the same size; or pass ``segmenter``.
+        segmenter: a :class:`Segmenter` or a path / Hub id of a ``transformers`` segmentation model.
+        coarse_codec: lossy codec for the coarse image (see ``COARSE_CODECS``); None: the default, HEVC at
+            QP 35, or (unavailable) the first available of ``COARSE_FALLBACKS``, with a logged warning.
+        coarse_quality: that codec's quality (its meaning is in ``get_coarse_codec(name).quality_help``).
+        downsample: the coarse image is the area downsample of the image by this factor; with
+            ``target_bpp``, a list of factors to choose from.
+        map_coder: lossless coder for the map (see ``MAP_CODERS``).
+        chroma: ``hevc`` only: ``"444"`` (default, the paper's) or ``"420"`` (BPG's default).
+        target_bpp: choose the coarse quality (and factor) giving the highest rate at or below this
+            many bits per pixel instead of ``coarse_quality``; :func:`encode_to_rate` also says
+            what it chose.
+        instance_map: instance ids (HxW integers) for models with an instance-edge channel; the
+            stream then carries the instance edges (format version 2).
+    """
+    if target_bpp is not None:
+        if coarse_quality is not None:
+            raise ValueError("pass either coarse_quality or target_bpp, not both")
+        return encode_to_rate(
+            image, segmentation_map, target_bpp=target_bpp, segmenter=segmenter, coarse_codec=coarse_codec,
+            downsample=downsample, map_coder=map_coder, chroma=chroma, instance_map=instance_map,
+        ).stream  # fmt: skip
+    factor = _check_downsample(downsample)
+    rgb, labels, instances = _prepare(image, segmentation_map, segmenter, instance_map)
+    height, width = rgb.shape[:2]
+    coder = get_map_coder(map_coder)
+    codec = select_coarse_codec(coarse_codec, coarse_quality, chroma=chroma)
+    coarse = area_downsample(rgb, factor)
     return pack_stream(
         height=height,
         width=width,
-        downsample=int(downsample),
+        downsample=factor,
         map_coder=coder.name,
         coarse_codec=codec.name,
         map_payload=coder.encode(labels),
         coarse_payload=codec.encode(coarse),
+        instance_payload=None if instances is None else encode_instance_edges(instances, labels, coder),
     )

@@ -9,7 +9,7 @@ from .. import metrics
 from ..pipelines.schedulers import SCHEDULER_CLASSES
 from .report import markdown_table
 from .runner import run_evaluation
-from .settings import DEFAULT_COARSE_CODEC, TRANSMIT_MAPS, EvalConfig, EvaluationError, RateSetting, SamplerSetting
+from .settings import DEFAULT_COARSE_CODEC, DEFAULT_MAP_CODER, TRANSMIT_MAPS, EvalConfig, EvaluationError, RateSetting, SamplerSetting
 from .settings import parse_number_list, parse_sampler_sweep
 
 
@@ -25,7 +25,7 @@ def build_parser():
     parser.add_argument("--coarse_codec", default=DEFAULT_COARSE_CODEC)
     parser.add_argument("--coarse_quality", type=float, default=None, help="codec quality (default: the codec's)")
     parser.add_argument("--downsample", type=int, default=4)
-    parser.add_argument("--map_coder", default="context")
+    parser.add_argument("--map_coder", default=DEFAULT_MAP_CODER)
     parser.add_argument("--segmenter", default=None,
                         help="transformers semantic-segmentation model in Cityscapes train ids (all 19 or a subset)")
     parser.add_argument("--transmit_map", default="ground_truth", choices=TRANSMIT_MAPS,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..codec.coarse import DEFAULT_COARSE_CODEC
+from ..codec.semantic import DEFAULT_MAP_CODER
 from ..pipelines.schedulers import SCHEDULER_CLASSES, scheduler_from_name
 
 SPIC = "SPIC"
@@ -30,7 +31,7 @@ class RateSetting:
     coarse_codec: str = DEFAULT_COARSE_CODEC
     coarse_quality: float | int | None = None
     downsample: int = 4
-    map_coder: str = "context"
+    map_coder: str = DEFAULT_MAP_CODER
 
     def label(self) -> str:
         quality = "default" if self.coarse_quality is None else f"{self.coarse_quality:g}"
