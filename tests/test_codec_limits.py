@@ -25,7 +25,8 @@ from spic_diffusers.codec import (
 )
 from spic_diffusers.codec.coarse import COARSE_CODECS, HEVCCodec
 from spic_diffusers.codec.payload_headers import hevc_size, jxl_size
-from spic_diffusers.codec.semantic import MAP_CODERS, ContextMapCoder
+from spic_diffusers.codec.map_coders import MAP_CODERS
+from spic_diffusers.codec.semantic import ContextMapCoder
 
 GIB = 1 << 30
 SIZE_FROM_CONTAINER = ("context", "png")  # map payloads whose size only the container states

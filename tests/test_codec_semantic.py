@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spic_diffusers.codec import BitstreamError, CodecUnavailableError, get_map_coder
-from spic_diffusers.codec.semantic import MAP_CODERS, FLIFMapCoder
+from spic_diffusers.codec.map_coders import MAP_CODERS
+from spic_diffusers.codec.semantic import FLIFMapCoder
 from spic_diffusers.data.synthetic import make_scene, make_street_map
 
 

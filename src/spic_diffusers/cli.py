@@ -432,7 +432,7 @@ def _codec_help() -> str:
 
 def _add_encode(subparsers) -> None:
     from .codec.coarse import COARSE_CODECS
-    from .codec.semantic import DEFAULT_MAP_CODER, MAP_CODERS
+    from .codec.map_coders import DEFAULT_MAP_CODER, MAP_CODERS
 
     p = subparsers.add_parser("encode", help="code an image and its semantic map into a .spic stream")
     p.add_argument("image", help="input image (any format Pillow reads)")

@@ -30,7 +30,8 @@ from .coarse import (
 )
 from .receiver import DecodedParts, decode, decode_parts
 from .map_context import PixelContextMapCoder
-from .semantic import MAP_CODERS, ContextMapCoder, MapCoder, get_map_coder
+from .map_coders import DEFAULT_MAP_CODER, MAP_CODERS, get_map_coder
+from .semantic import ContextMapCoder, MapCoder
 from .transmitter import RateFit, Segmenter, encode, encode_to_rate
 
 
@@ -46,6 +47,7 @@ __all__ = [
     "DecodedParts",
     "DEFAULT_MAX_PIXELS",
     "FORMAT_VERSION",
+    "DEFAULT_MAP_CODER",
     "MAP_CODERS",
     "MAX_PIXELS",
     "MAX_SIDE",

@@ -16,7 +16,7 @@ from .bitstream import (
 )
 from .coarse import coarse_size, get_coarse_codec
 from .instances import decode_instance_edges
-from .semantic import get_map_coder
+from .map_coders import get_map_coder
 
 
 @dataclass

@@ -590,25 +590,3 @@ class FLIFMapCoder(MapCoder):
                 raise BitstreamError("FLIF map payload cannot be decoded")
             image = open_payload_image(dst.read_bytes(), "FLIF map", height, width).convert("L")
         return _check_decoded(np.asarray(image), height, width, "FLIF")
-
-
-from .map_context import PixelContextMapCoder  # noqa: E402  (it builds on the classes above)
-
-# The map coder every entry point uses unless told otherwise (the smallest on real label maps).
-DEFAULT_MAP_CODER = "context2"
-
-MAP_CODERS: dict[str, type[MapCoder]] = {
-    "context": ContextMapCoder,
-    "context2": PixelContextMapCoder,
-    "png": PNGMapCoder,
-    "webp": WebPMapCoder,
-    "jxl": JXLMapCoder,
-    "flif": FLIFMapCoder,
-}
-
-
-def get_map_coder(name: str, **kwargs) -> MapCoder:
-    """Instantiate a map coder by name ('context', 'context2', 'png', 'webp', 'jxl', 'flif')."""
-    if name not in MAP_CODERS:
-        raise ValueError(f"unknown map coder {name!r}; choose from {sorted(MAP_CODERS)}")
-    return MAP_CODERS[name](**kwargs)

@@ -13,7 +13,7 @@ from PIL import Image
 from .bitstream import pack_stream
 from .coarse import area_downsample, get_coarse_codec, select_coarse_codec
 from .instances import check_instance_map, encode_instance_edges
-from .semantic import DEFAULT_MAP_CODER, get_map_coder
+from .map_coders import DEFAULT_MAP_CODER, get_map_coder
 
 
 _WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")

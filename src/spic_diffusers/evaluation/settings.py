@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..codec.coarse import DEFAULT_COARSE_CODEC
-from ..codec.semantic import DEFAULT_MAP_CODER
+from ..codec.map_coders import DEFAULT_MAP_CODER
 from ..pipelines.schedulers import SCHEDULER_CLASSES, scheduler_from_name
 
 SPIC = "SPIC"
