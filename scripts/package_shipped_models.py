@@ -230,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # build every folder beside its target, then swap them in: a failure leaves the shipped ones as they were
         for target in targets:
             staged[target] = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+            staged[target].chmod(0o755)  # mkdtemp's folders are private; a package's are not
         if args.segmenter_run:
             package_segmenter(args.segmenter_run, args.camvid_dataset, staged[args.assets_dir / SEGMENTER_NAME])
         if args.receiver_run:
