@@ -314,7 +314,7 @@ class SPICPipeline(DiffusionPipeline):
             return torch.cat([eps, cond[:, c:]], dim=1)
         return run(sample, timestep, segmentation_map, low_res_image)
 
-    def _sampling_defaults(self, guidance_scale, num_inference_steps, timesteps):
+    def resolve_sampling_defaults(self, guidance_scale, num_inference_steps, timesteps):
         """Fill what the call left unset from the saved defaults (a student's schedule), else the paper's."""
         if guidance_scale is None:
             saved = self.config.get("default_guidance_scale")
@@ -379,7 +379,7 @@ class SPICPipeline(DiffusionPipeline):
                 where it measured faster and needs half the activation memory, and batched on accelerators.
             channels_last: Run the UNet in channels-last memory format (converts `pipe.unet` in place).
         """
-        guidance_scale, num_inference_steps, timesteps = self._sampling_defaults(
+        guidance_scale, num_inference_steps, timesteps = self.resolve_sampling_defaults(
             guidance_scale, num_inference_steps, timesteps
         )
         unet_dtype = _parse_dtype(unet_dtype)
