@@ -169,3 +169,39 @@ def test_bf16_unet_with_fp32_latents_is_close_to_fp32(tiny_unet, tmp_path):
     torch.testing.assert_close(channels_last, reference, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="unet_dtype"):
         pipe(labels, coarse, unet_dtype="int8")
+
+
+def _stream(tmp_path) -> Path:
+    from PIL import Image
+
+    from spic_diffusers.cli import main
+
+    labels, _ = _inputs()
+    rng = torch.Generator().manual_seed(1)
+    image = (torch.rand(32, 64, 3, generator=rng) * 255).to(torch.uint8).numpy()
+    Image.fromarray(image).save(tmp_path / "image.png")
+    Image.fromarray(labels[0].numpy().astype("uint8")).save(tmp_path / "map.png")
+    stream = tmp_path / "x.spic"
+    assert main(["encode", str(tmp_path / "image.png"), "--segmentation", str(tmp_path / "map.png"),
+                 "--coarse_codec", "jpeg", "-o", str(stream)]) == 0
+    return stream
+
+
+def test_fast_flag_errors_clearly_when_the_shipped_fast_model_is_missing(tmp_path, monkeypatch, capsys):
+    from spic_diffusers import demo
+    from spic_diffusers.cli import main
+
+    stream = _stream(tmp_path)
+    monkeypatch.setitem(demo.SHIPPED_MODELS, "fast", "no-such-model")  # as on an install without the weights
+    capsys.readouterr()
+    out = ["-o", str(tmp_path / "o.png")]
+    assert main(["decode", str(stream), "--fast", *out]) == 1
+    err = capsys.readouterr().err
+    assert "fast" in err and "missing" in err and len(err.strip().splitlines()) == 1
+    assert main(["demo", "--fast", "--output_dir", str(tmp_path / "demo"), "--no_segmenter"]) == 1
+    assert "fast (distilled) model is missing" in capsys.readouterr().err
+    assert main(["decode", str(stream), *out]) == 1
+    assert "--model" in capsys.readouterr().err
+    assert main(["decode", str(stream), "--fast", "--model", "x", *out]) == 1
+    assert "not both" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
