@@ -49,6 +49,7 @@ def _count_calls(unet):
 
 def _distill(teacher, data, out, *extra):
     return distill.main(["--teacher", teacher, "--dataset_name_or_path", data, "--output_dir", str(out), "--cpu",
+                         "--cache_teacher", "--random_crop", "16,32",
                          "--coarse_codec", "none", "--num_student_steps", "2", "--train_batch_size", "2",
                          "--checkpointing_steps", "1", "--checkpoints_total_limit", "5", "--lr_warmup_steps", "0",
                          "--learning_rate", "1e-4", *TEACHER_SPACING, *extra])

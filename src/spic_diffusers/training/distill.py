@@ -80,12 +80,6 @@ def student_timesteps(teacher_ts: Sequence[int], num_steps: int) -> list[int]:
     return [int(teacher_ts[round(i * n / num_steps)]) for i in range(num_steps)]
 
 
-def _alpha_bar(scheduler, t: int, device) -> torch.Tensor:
-    if t < 0:
-        return torch.as_tensor(scheduler.final_alpha_cumprod, device=device, dtype=torch.float32)
-    return scheduler.alphas_cumprod[t].to(device=device, dtype=torch.float32)
-
-
 @torch.no_grad()
 def teacher_states(pipe, segmentation_map, low_res_image, teacher_ts: Sequence[int], stops: Sequence[int],
                    guidance_scale: float = 1.5, unet_dtype=None) -> list[torch.Tensor]:
@@ -108,27 +102,38 @@ def teacher_states(pipe, segmentation_map, low_res_image, teacher_ts: Sequence[i
 
 
 def distillation_loss(student, scheduler, states: Sequence[torch.Tensor], student_ts: Sequence[int],
-                      segmentation_map, low_res_image) -> torch.Tensor:
-    """Mean over the student's steps of max(SNR, 1) * |x0_student - x0_target|^2 (per-sample mean).
+                      segmentation_map, low_res_image, segments: torch.Tensor | None = None) -> torch.Tensor:
+    """Per sample, max(SNR(t), 1) * mean |x0_student - x0_target|^2 on the student's step `segments[b]` (all the
+    student's steps, averaged, when `segments` is None).
 
     x0_target = (z_s - sigma_s / sigma_t * z_t) / (alpha_s - sigma_s / sigma_t * alpha_t) is the clean image that
     makes the DDIM step z_t -> z_s land exactly on the teacher's state z_s (Salimans & Ho, eq. 8)."""
+    if segments is None:
+        batch = states[0].shape[0]
+        return torch.stack([
+            distillation_loss(student, scheduler, states, student_ts, segmentation_map, low_res_image,
+                              torch.full((batch,), i, dtype=torch.long)) for i in range(len(student_ts))
+        ]).mean(0)  # fmt: skip
     channels = student.config.in_channels if hasattr(student, "config") else student.module.config.in_channels
-    total = 0.0
-    for i, t in enumerate(student_ts):
-        s = int(student_ts[i + 1]) if i + 1 < len(student_ts) else -1
-        z_t, z_s = states[i], states[i + 1]
-        abar_t, abar_s = _alpha_bar(scheduler, int(t), z_t.device), _alpha_bar(scheduler, s, z_t.device)
-        alpha_t, sigma_t = abar_t.sqrt(), (1 - abar_t).sqrt()
-        alpha_s, sigma_s = abar_s.sqrt(), (1 - abar_s).sqrt()
-        ratio = sigma_s / sigma_t
-        target = (z_s - ratio * z_t) / (alpha_s - ratio * alpha_t)
-        timestep = torch.full((z_t.shape[0],), int(t), device=z_t.device, dtype=torch.long)
-        eps = student(z_t, timestep, segmentation_map, low_res_image).sample[:, :channels].float()
-        x0 = (z_t - sigma_t * eps) / alpha_t
-        weight = torch.clamp(abar_t / (1 - abar_t), min=1.0)
-        total = total + weight * ((x0 - target) ** 2).mean(dim=(1, 2, 3))
-    return total / len(student_ts)
+    device = states[0].device
+    stacked = torch.stack(list(states))  # [K + 1, B, C, H, W]
+    rows = torch.arange(stacked.shape[1], device=device)
+    segments = segments.to(device)
+    z_t, z_s = stacked[segments, rows], stacked[segments + 1, rows]
+    ts = torch.tensor([int(t) for t in student_ts] + [-1], device=device)
+    t, s = ts[segments], ts[segments + 1]
+    abar = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
+    final = torch.as_tensor(scheduler.final_alpha_cumprod, device=device, dtype=torch.float32)
+    abar_t = abar[t].view(-1, 1, 1, 1)
+    abar_s = torch.where(s >= 0, abar[s.clamp(min=0)], final).view(-1, 1, 1, 1)
+    alpha_t, sigma_t = abar_t.sqrt(), (1 - abar_t).sqrt()
+    alpha_s, sigma_s = abar_s.sqrt(), (1 - abar_s).sqrt()
+    ratio = sigma_s / sigma_t
+    target = (z_s - ratio * z_t) / (alpha_s - ratio * alpha_t)
+    eps = student(z_t, t, segmentation_map, low_res_image).sample[:, :channels].float()
+    x0 = (z_t - sigma_t * eps) / alpha_t
+    weight = torch.clamp(abar_t / (1 - abar_t), min=1.0).view(-1)
+    return weight * ((x0 - target) ** 2).mean(dim=(1, 2, 3))
 
 
 def student_pipeline(unet: SPICUNet2DModel, teacher_scheduler_config, student_ts: Sequence[int]):
@@ -158,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N training rows.")
     p.add_argument("--resolution", type=_resolution, default=None, help="HEIGHT,WIDTH (default: the teacher's).")
     p.add_argument("--random_crop", type=_resolution, default=None,
-                   help="Train on random HEIGHT,WIDTH crops (the teacher runs on the crop).")
+                   help="Train the student on random HEIGHT,WIDTH crops of the teacher's whole-frame states.")
     p.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--coarse_downsample", type=int, default=4)
     p.add_argument("--coarse_source", default="auto", choices=("auto", "column", "on_the_fly"))
@@ -172,7 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher_dtype", default=None, choices=("bf16", "fp16", "fp32"),
                    help="Run the teacher's UNet under autocast in this dtype (bf16 about halves its time on CPU).")
     p.add_argument("--cache_teacher", action="store_true",
-                   help="Keep each example's teacher states in memory (keyed by row id and flip); not with crops.")
+                   help="Keep each example's teacher states in memory (keyed by row id and flip): the teacher then "
+                        "runs once per example and flip (use with --max_train_samples on a CPU).")
+    p.add_argument("--segments", default="random", choices=("random", "all"),
+                   help="Train each sample on one random student step per update ('random': one forward) or on "
+                        "all K of them ('all': K forwards).")
     p.add_argument("--output_dir", required=True)
     p.add_argument("--overwrite_output_dir", action="store_true")
     p.add_argument("--seed", type=int, default=0)
@@ -207,8 +216,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             raise TrainingInputError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.learning_rate <= 0:
         raise TrainingInputError(f"--learning_rate must be > 0, got {args.learning_rate}")
-    if args.cache_teacher and args.random_crop is not None:
-        raise TrainingInputError("--cache_teacher keeps whole-example states: it cannot be combined with --random_crop")
     if args.push_to_hub and not args.hub_model_id:
         raise TrainingInputError("--push_to_hub needs --hub_model_id")
     # What trainer.prepare_data reads besides the options above.
@@ -316,19 +323,26 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
             flips = (torch.rand(args.train_batch_size, generator=step_generator(args.seed + 1, global_step, rank))
                      < 0.5) if args.random_flip else torch.zeros(args.train_batch_size, dtype=torch.bool)
             batch = {k: (v.to(accelerator.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-            batch = augment_batch(batch, generator, random_flip=False, cfg_drop_rate=0.0, crop=args.random_crop,
-                                  coarse_downsample=args.coarse_downsample)
             for key in ("segmentation_map", "low_res_image"):
                 mask = flips.to(batch[key].device).view(-1, 1, 1, 1)
                 batch[key] = torch.where(mask, batch[key].flip(-1), batch[key])
-            segmap, low_res = batch["segmentation_map"], batch["low_res_image"]
             tick = time.perf_counter()
             states = _teacher_states_cached(cache if args.cache_teacher else None, batch.get("id"), flips, teacher,
-                                            segmap, low_res, teacher_ts, student_ts, args.guidance_scale,
-                                            teacher_dtype)
+                                            batch["segmentation_map"], batch["low_res_image"], teacher_ts,
+                                            student_ts, args.guidance_scale, teacher_dtype)
             teacher_seconds += time.perf_counter() - tick
+            # The teacher ran on whole frames; crop its states with the inputs (they ride in `pixel_values`).
+            batch["pixel_values"] = torch.cat(states, dim=1)
+            batch = augment_batch(batch, generator, random_flip=False, cfg_drop_rate=0.0, crop=args.random_crop,
+                                  coarse_downsample=args.coarse_downsample)
+            states = list(batch["pixel_values"].split(states[0].shape[1], dim=1))
+            segmap, low_res = batch["segmentation_map"], batch["low_res_image"]
+            segments = None
+            if args.segments == "random":
+                segments = torch.randint(0, len(student_ts), (segmap.shape[0],), generator=generator)
             with accelerator.autocast():
-                loss = distillation_loss(student, teacher.scheduler, states, student_ts, segmap, low_res).mean()
+                loss = distillation_loss(student, teacher.scheduler, states, student_ts, segmap, low_res,
+                                         segments).mean()
             accelerator.backward(loss)
             if args.max_grad_norm:
                 accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
