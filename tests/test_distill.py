@@ -206,3 +206,9 @@ def test_fast_flag_errors_clearly_when_the_shipped_fast_model_is_missing(tmp_pat
     assert main(["decode", str(stream), "--fast", "--model", "x", *out]) == 1
     assert "not both" in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()
+
+
+def test_student_init_must_be_a_pipeline_of_the_same_architecture(teacher_dir, dataset_dir, tmp_path):
+    with pytest.raises(distill.TrainingInputError, match="--student_init"):
+        _distill(teacher_dir, dataset_dir, tmp_path / "out", "--max_train_steps", "1", "--student_init",
+                 str(tmp_path / "nowhere"))

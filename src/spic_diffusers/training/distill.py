@@ -155,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--teacher", required=True, help="The teacher SPICPipeline folder or Hub id.")
+    p.add_argument("--student_init", default=None,
+                   help="Start the student from this pipeline folder (e.g. a 4-step student when distilling a "
+                        "2-step one) instead of the teacher.")
     p.add_argument("--dataset_name_or_path", required=True,
                    help="A `save_to_disk` folder, a Hub dataset id, a data folder, or data files (as train_spic).")
     p.add_argument("--dataset_config_name", default=None)
@@ -262,7 +265,15 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
 
     rows, processor, _ = prepare_data(args, accelerator, config.num_semantic_channels)
     student = SPICUNet2DModel.from_config(config)
-    student.load_state_dict(teacher.unet.state_dict())
+    if args.student_init:
+        try:
+            init = SPICUNet2DModel.from_pretrained(args.student_init, subfolder="unet")
+            student.load_state_dict(init.state_dict())
+        except (OSError, ValueError, RuntimeError) as err:
+            raise TrainingInputError(f"--student_init {args.student_init!r}: not a pipeline of the teacher's "
+                                     f"architecture ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    else:
+        student.load_state_dict(teacher.unet.state_dict())
     student.requires_grad_(True).train()
     ema = EMAModel(student.parameters(), decay=args.ema_decay, model_cls=SPICUNet2DModel,
                    model_config=student.config) if args.use_ema else None
