@@ -4,6 +4,8 @@
     python benchmarks/bench_decode.py                 # tiny config, all samplers; paper config estimated
                                                       # (about 6 minutes and 13.3 GB of memory on 2 cores)
     python benchmarks/bench_decode.py --paper_full    # paper config, every sampler run for real (about an hour on 2 cores)
+    python benchmarks/bench_decode.py --quality_table --model RECEIVER --student FAST4 --frames CAMVID_DATASET \
+        --num_frames 8 --segmenter SEGFORMER --output_md table.md   # quality against time (decode_quality.py)
 
 Every measurement runs in a fresh subprocess so that its peak resident memory is its own. Wall and CPU
 seconds are both reported: on a shared machine CPU seconds are the steadier basis for ratios. Samplers start
@@ -169,10 +171,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the guided-step timing (tiny config)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per measurement (default: torch's)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    table = parser.add_argument_group("quality against time (--quality_table)")
+    table.add_argument("--quality_table", action="store_true",
+                       help="measure every sampler (and --student) on held-out frames instead; JSON + Markdown")
+    table.add_argument("--model", help="the receiver (SPICPipeline folder)")
+    table.add_argument("--student", nargs="*", default=[], help="distilled student folder(s)")
+    table.add_argument("--student_steps", default="4,2,1", help="student step counts to run (default 4,2,1)")
+    table.add_argument("--frames", help="a `datasets` folder with image and semantic_map columns")
+    table.add_argument("--split", default="test", help="split of --frames (default test)")
+    table.add_argument("--num_frames", type=int, default=8)
+    table.add_argument("--segmenter", default=None, help="segmentation model folder for mIoU")
+    table.add_argument("--coarse_codec", default="hevc")
+    table.add_argument("--dtypes", default="fp32,bf16")
+    table.add_argument("--output_json", default=None)
+    table.add_argument("--output_md", default=None)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
+    if args.quality_table:
+        return quality_table(args)
     configs = ["tiny"] if args.quick else [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
@@ -210,6 +228,36 @@ def main(argv: list[str] | None = None) -> int:
                     "cpu_seconds_per_image": visited * step["guided_step_batched_cpu_s"],
                     "peak_rss_mb": step["peak_rss_mb"],
                 })
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def quality_table(args: argparse.Namespace) -> int:
+    import os
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import decode_quality
+
+    if not args.model or not args.frames:
+        raise SystemExit("--quality_table needs --model and --frames")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    report = decode_quality.run(
+        args.model, args.frames, students=args.student, split=args.split, num_frames=args.num_frames,
+        student_steps=tuple(int(k) for k in args.student_steps.split(",")), segmenter_path=args.segmenter,
+        coarse_codec=args.coarse_codec, dtypes=tuple(args.dtypes.split(",")),
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    table = decode_quality.markdown(report)
+    if args.output_json:
+        with open(args.output_json, "w") as f:
+            json.dump(report, f, indent=2)
+    if args.output_md:
+        with open(args.output_md, "w") as f:
+            f.write(table)
+    print(table, file=sys.stderr)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -151,7 +151,8 @@ def test_guidance_is_one_batched_forward(pipe):
     try:
         labels, low = _inputs(batch=2)
         seen, callback = _record_timesteps()
-        pipe(labels, low, num_inference_steps=20, guidance_scale=1.5, output_type="pt", callback_on_step_end=callback)
+        pipe(labels, low, num_inference_steps=20, guidance_scale=1.5, output_type="pt", callback_on_step_end=callback,
+             guidance_batching="batched")
         assert batches == [4] * len(seen)
         batches.clear()
         pipe(labels, low, num_inference_steps=20, guidance_scale=1.0, output_type="pt")

@@ -310,6 +310,17 @@ def _load_pipeline(model: str, scheduler_name: str | None, device: str | None):
     return pipeline
 
 
+def _model_or_fast(args: argparse.Namespace) -> str | None:
+    """`--model`, or the shipped distilled model for `--fast` (a clear error if it is not installed)."""
+    if not getattr(args, "fast", False):
+        return args.model
+    if args.model is not None:
+        raise CLIError("--fast uses the shipped fast model: pass either --fast or --model, not both")
+    from .demo import shipped_model_path
+
+    return str(shipped_model_path("fast"))
+
+
 def cmd_decode(args: argparse.Namespace) -> int:
     """.spic stream + SPIC model -> reconstructed image."""
     import torch
@@ -322,15 +333,21 @@ def cmd_decode(args: argparse.Namespace) -> int:
     output = _check_output(args.output, args.overwrite)
     fmt = _image_format(output)
     max_pixels = _check_max_pixels(args.max_pixels)
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise CLIError(f"--steps must be >= 1, got {args.steps}")
     _check_device(args.device)
     stream = _read_stream(args.stream)
     header = read_header(stream)
     check_pixel_budget(header.height, header.width, max_pixels)
     decode_parts(stream, max_pixels=max_pixels)  # fail on a bad stream before loading a model
-    pipeline = _load_pipeline(args.model, args.scheduler, args.device)
-    kwargs = {"guidance_scale": args.guidance, "num_inference_steps": args.steps}
+    model = _model_or_fast(args)
+    if model is None:
+        raise CLIError("pass --model PATH_OR_ID (a SPIC pipeline) or --fast (the shipped distilled model)")
+    pipeline = _load_pipeline(model, args.scheduler, args.device)
+    # Unset sampling options fall back to the pipeline's saved defaults (a distilled student's own schedule).
+    kwargs = {k: v for k, v in (("guidance_scale", args.guidance), ("num_inference_steps", args.steps)) if v is not None}
+    if args.unet_dtype is not None:
+        kwargs["unet_dtype"] = args.unet_dtype
     if args.max_timestep is not None:
         kwargs["max_timestep"] = args.max_timestep
     if args.seed is not None:
@@ -347,7 +364,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """A shipped CamVid photograph (or --synthetic, or --image + --segmentation) -> stream -> reconstruction."""
     from . import demo
 
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise CLIError(f"--steps must be >= 1, got {args.steps}")
     if args.eval_scenes < 0:
         raise CLIError(f"--eval_scenes must be >= 0, got {args.eval_scenes}")
@@ -376,7 +393,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     held_out = Path(args.output_dir) / "held_out.json"
     if args.eval_scenes and held_out.exists() and not args.overwrite:
         raise CLIError(f"{held_out} already exists; pass --overwrite to replace it")
-    if args.model is not None or args.scheduler or args.device:
+    if args.fast:
+        pipeline = _load_pipeline(_model_or_fast(args), args.scheduler, args.device)
+    elif args.model is not None or args.scheduler or args.device:
         pipeline = _load_pipeline(args.model or str(demo.shipped_model_path()), args.scheduler, args.device)
     else:
         pipeline = demo.load_pipeline()
@@ -466,11 +485,16 @@ def _add_encode(subparsers) -> None:
 def _add_decode(subparsers) -> None:
     p = subparsers.add_parser("decode", help="reconstruct an image from a .spic stream with a SPIC model")
     p.add_argument("stream", help="input .spic stream")
-    p.add_argument("--model", required=True, metavar="PATH_OR_ID", help="SPICPipeline folder or Hub id")
+    p.add_argument("--model", default=None, metavar="PATH_OR_ID", help="SPICPipeline folder or Hub id")
+    p.add_argument("--fast", action="store_true", help="use the shipped distilled few-step model (instead of --model)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="output image")
     p.add_argument("--scheduler", default=None, help=f"sampler: {', '.join(SCHEDULER_CLASSES)} or a diffusers class")
-    p.add_argument("--steps", type=int, default=100, help="schedule spacing (the paper: 100)")
-    p.add_argument("--guidance", type=float, default=1.5, help="classifier-free guidance scale (the paper: 1.5)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="schedule spacing (default: the model's saved schedule, else 100 as in the paper)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's saved scale, else 1.5 as in the paper)")
+    p.add_argument("--unet_dtype", default=None, choices=("fp32", "bf16", "fp16"),
+                   help="run the UNet in this precision (latents and sampler stay fp32; bf16 is faster on CPU)")
     p.add_argument("--max_timestep", type=int, default=None, help="start timestep (the pipeline's default: 200)")
     p.add_argument("--seed", type=int, default=None, help="random seed")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu")
@@ -509,14 +533,17 @@ def _add_demo(subparsers) -> None:
     p.add_argument("--synthetic", action="store_true", help="code a generated synthetic street scene instead")
     p.add_argument("--scene_seed", type=int, default=2024, help="seed of the synthetic scene (default 2024)")
     p.add_argument("--model", default=None, metavar="PATH_OR_ID", help="another SPIC pipeline (default: shipped)")
+    p.add_argument("--fast", action="store_true", help="decode with the shipped distilled few-step model")
     p.add_argument("--scheduler", default=None, help=f"sampler: {', '.join(SCHEDULER_CLASSES)} or a diffusers class")
     p.add_argument("--coarse_codec", default=None, choices=sorted(COARSE_CODECS), help=_codec_help())
     p.add_argument("--coarse_quality", type=float, default=None,
                    help="coarse codec quality (default: QP 35 for hevc, as in training; else the codec's own)")
     p.add_argument("--downsample", type=int, default=4, help="coarse image downsampling factor (default 4)")
-    p.add_argument("--steps", type=int, default=100, help="schedule spacing (the paper: 100)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="schedule spacing (default: the model's saved schedule, else 100 as in the paper)")
     p.add_argument("--max_timestep", type=int, default=200, help="start timestep (the paper: 200)")
-    p.add_argument("--guidance", type=float, default=1.5, help="classifier-free guidance scale (the paper: 1.5)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale (default: the model's saved scale, else 1.5 as in the paper)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--segmenter", default=None, metavar="MODEL",
                    help="transformers segmentation model (folder or Hub id) for the mIoU figures "

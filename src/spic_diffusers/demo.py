@@ -35,7 +35,7 @@ from .image_processing import InputFileError, open_image_file, read_segmentation
 from .metrics import boundary_mask, masked_psnr, region_colour_errors  # noqa: F401  (the demo's measures)
 
 # The SPIC pipelines shipped in the package, by name: "default" is trained on real CamVid photographs.
-SHIPPED_MODELS = {"default": "spic-camvid-small", "synthetic": "spic-synthetic-tiny"}
+SHIPPED_MODELS = {"default": "spic-camvid-small", "synthetic": "spic-synthetic-tiny", "fast": "spic-camvid-fast"}
 SHIPPED_SEGMENTER = "segformer-camvid-tiny"
 # Real demo scenes: CamVid test frames at 96x128 with their maps in train ids (see assets/camvid_frames).
 DEMO_FRAMES = ("0001TP_009960", "Seq05VD_f04920")
@@ -70,6 +70,9 @@ def shipped_model_path(name: str = "default") -> Path:
         raise DemoError(f"no shipped model {name!r}; choose from {sorted(SHIPPED_MODELS)}")
     path = _asset(SHIPPED_MODELS[name])
     if not (path / "model_index.json").is_file():
+        if name == "fast":
+            raise DemoError(f"the shipped fast (distilled) model is missing from {path}; distil one with "
+                            "training/distill_spic.py and pass --model PATH, or drop --fast")
         raise DemoError(f"the shipped model is missing from {path}; reinstall spic-diffusers or pass --model PATH")
     return path
 
@@ -401,6 +404,10 @@ def run_demo(
 
     parts = decode_parts(stream)
     coarse_up = upsample(parts.coarse_image, height, width)
+    # Unset values come from the pipeline's saved defaults (a distilled student's schedule), else the paper's.
+    guidance_scale, num_inference_steps, timesteps = pipeline.resolve_sampling_defaults(
+        guidance_scale, num_inference_steps, None
+    )
     sampler = {
         "scheduler": type(pipeline.scheduler).__name__,
         "num_inference_steps": num_inference_steps,
@@ -408,13 +415,15 @@ def run_demo(
         "guidance_scale": guidance_scale,
         "seed": seed,
     }
-    log(f"decoding with {sampler['scheduler']}: {num_inference_steps}-step spacing, t <= {max_timestep}, "
-        f"guidance {guidance_scale}")
+    if timesteps is not None:
+        sampler["timesteps"] = timesteps
+    schedule = f"timesteps {timesteps}" if timesteps is not None else f"{num_inference_steps}-step spacing"
+    log(f"decoding with {sampler['scheduler']}: {schedule}, t <= {max_timestep}, guidance {guidance_scale}")
     start = time.perf_counter()
     generator = torch.Generator(device=pipeline.device).manual_seed(seed)
     reconstruction = np.asarray(
         decode(stream, pipeline, num_inference_steps=num_inference_steps, max_timestep=max_timestep,
-               guidance_scale=guidance_scale, generator=generator).convert("RGB")
+               guidance_scale=guidance_scale, timesteps=timesteps, generator=generator).convert("RGB")
     )
     timings["decode"] = time.perf_counter() - start
 

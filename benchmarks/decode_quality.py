@@ -1,0 +1,172 @@
+"""Quality against time of the receiver's samplers on held-out frames (`bench_decode.py --quality_table`).
+
+Every row runs in the same process on the same frames, coarse images and seeds: the paper sampler (DDPM, 100-step
+spacing from t <= 200, guidance 1.5: 40 UNet evaluations), DDIM and DPM-Solver++ at 10 and 5 steps (guided), and
+distilled students at 4 / 2 / 1 single-pass steps, each with the UNet in fp32 and in bf16 (autocast; latents and
+sampler in fp32). Reported per row: UNet evaluations and seconds per image, the speed-up over the paper sampler
+in fp32, PSNR, boundary PSNR and region colour error against the original, and mIoU with `--segmenter`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+PAPER = ("paper (DDPM-100, t<=200, s=1.5)", "DDPMScheduler", 100, {})
+BASELINES = [
+    ("DDIM-10", "DDIMScheduler", 50, {}),
+    ("DDIM-5", "DDIMScheduler", 25, {}),
+    ("DPM-Solver++-10", "DPMSolverMultistepScheduler", 50, {"algorithm_type": "dpmsolver++"}),
+    ("DPM-Solver++-5", "DPMSolverMultistepScheduler", 25, {"algorithm_type": "dpmsolver++"}),
+]
+DTYPES = {"fp32": None, "bf16": "bf16"}
+METRICS = ("psnr", "boundary_psnr", "region_colour_error", "miou")
+
+
+def load_frames(path: str, split: str, num_frames: int, size: tuple[int, int]) -> list[dict[str, Any]]:
+    """The first `num_frames` rows of a `datasets` folder (image + semantic_map), resized to the model's size."""
+    import datasets
+    from PIL import Image
+
+    data = datasets.load_from_disk(path)
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise SystemExit(f"--frames {path!r} has no {split!r} split (it has {sorted(data)})")
+        data = data[split]
+    missing = {"image", "semantic_map"} - set(data.column_names)
+    if missing:
+        raise SystemExit(f"--frames {path!r} lacks the columns {sorted(missing)}")
+    height, width = size
+    frames = []
+    for row in data.select(range(min(num_frames, len(data)))):
+        image = row["image"].convert("RGB").resize((width, height), Image.BICUBIC)
+        labels = row["semantic_map"].resize((width, height), Image.NEAREST)
+        frames.append({"id": str(row.get("id", len(frames))), "image": np.asarray(image),
+                       "labels": np.asarray(labels).astype(np.int64)})
+    return frames
+
+
+def _warm_up(pipe, frame, dtypes) -> None:
+    """One short untimed call per precision, so the first timed row pays no one-off start-up costs."""
+    for dtype in dtypes:
+        pipe(frame["labels"], frame["coarse"], output_type="np", unet_dtype=DTYPES[dtype], timesteps=[10],
+             guidance_scale=1.5)
+
+
+def _row(pipe, frames, name: str, dtype: str, call: dict, segmenter, counted: list) -> dict[str, Any]:
+    import torch
+
+    from spic_diffusers.demo import measure
+
+    scores, seconds, evaluations = [], [], []
+    for index, frame in enumerate(frames):
+        counted.clear()
+        generator = torch.Generator().manual_seed(index)
+        start = time.perf_counter()
+        image = pipe(frame["labels"], frame["coarse"], output_type="np", generator=generator,
+                     unet_dtype=DTYPES[dtype], **call).images[0]
+        seconds.append(time.perf_counter() - start)
+        evaluations.append(sum(counted))
+        recon = np.round(image * 255).astype(np.uint8)
+        scores.append(measure(frame["image"], recon, frame["labels"], segmenter))
+    row = {"sampler": name, "dtype": dtype, "unet_evaluations": float(np.mean(evaluations)),
+           "seconds_per_image": float(np.mean(seconds))}
+    for key in METRICS:
+        values = [s[key] for s in scores if key in s and math.isfinite(s[key])]
+        if values:
+            row[key] = float(np.mean(values))
+    return row
+
+
+def run(model: str, frames_path: str, *, students: list[str] | None = None, split: str = "test",
+        num_frames: int = 8, student_steps: tuple[int, ...] = (4, 2, 1), segmenter_path: str | None = None,
+        coarse_codec: str = "hevc", coarse_quality: float = 35, downsample: int = 4,
+        dtypes: tuple[str, ...] = ("fp32", "bf16"), log=print) -> dict[str, Any]:
+    import diffusers
+    import torch
+
+    from spic_diffusers import SPICPipeline
+    from spic_diffusers.codec import area_downsample, make_coarse
+    from spic_diffusers.training import distill
+
+    torch.set_grad_enabled(False)
+    pipe = SPICPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    size = pipe.unet.config.sample_size
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    frames = load_frames(frames_path, split, num_frames, size)
+    for frame in frames:
+        try:
+            frame["coarse"] = make_coarse(frame["image"], downsample, coarse_codec, coarse_quality)
+        except Exception as err:  # no HEVC encoder on this machine: area downsampling alone
+            log(f"coarse codec {coarse_codec} unavailable ({err}); using area downsampling")
+            frame["coarse"] = area_downsample(frame["image"], downsample)
+    segmenter = None
+    if segmenter_path:
+        from spic_diffusers.codec import Segmenter
+
+        segmenter = Segmenter.from_pretrained(segmenter_path)
+
+    counted: list[int] = []
+    rows = []
+    paper_scheduler = pipe.scheduler
+    _warm_up(pipe, frames[0], dtypes)
+    handle = pipe.unet.register_forward_hook(lambda module, args, out: counted.append(1))
+    for dtype in dtypes:
+        for name, cls, spacing, extra in [PAPER, *BASELINES]:
+            pipe.scheduler = getattr(diffusers, cls).from_config(paper_scheduler.config, **extra)
+            rows.append(_row(pipe, frames, name, dtype, {"num_inference_steps": spacing, "guidance_scale": 1.5},
+                             segmenter, counted))
+            log(f"{rows[-1]}")
+    handle.remove()
+    pipe.scheduler = paper_scheduler
+
+    for path in students or []:
+        student = SPICPipeline.from_pretrained(path)
+        student.set_progress_bar_config(disable=True)
+        grid = distill.teacher_timesteps(student, 100, 200)
+        _warm_up(student, frames[0], dtypes)
+        handle = student.unet.register_forward_hook(lambda module, args, out: counted.append(1))
+        for dtype in dtypes:
+            for k in student_steps:
+                ts = distill.student_timesteps(grid, k)
+                own = list(student.config.default_timesteps or []) == ts
+                call = {} if own else {"timesteps": ts, "guidance_scale": 1.0}
+                label = f"student-{k} ({path.rstrip('/').split('/')[-1]}{'' if own else ', not its own K'})"
+                rows.append(_row(student, frames, label, dtype, call, segmenter, counted))
+                log(f"{rows[-1]}")
+        handle.remove()
+
+    reference = rows[0]
+    for row in rows:
+        row["speedup_vs_paper"] = reference["seconds_per_image"] / row["seconds_per_image"]
+        for key in ("psnr", "boundary_psnr", "region_colour_error", "miou"):
+            if key in row and key in reference:
+                row[f"{key}_vs_paper"] = row[key] - reference[key]
+    return {"benchmark": "decode_quality", "model": model, "students": students or [], "frames": frames_path,
+            "split": split, "num_frames": len(frames), "size": list(size), "coarse_codec": coarse_codec,
+            "threads": torch.get_num_threads(), "rows": rows}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The table as Markdown (speed-up and differences against the paper sampler in fp32)."""
+    has_miou = any("miou" in r for r in report["rows"])
+    head = ["sampler", "UNet", "evals", "s/image", "speed-up", "PSNR", "boundary PSNR", "region colour err"]
+    head += ["mIoU"] if has_miou else []
+    lines = [f"{report['num_frames']} frames of `{report['frames']}` ({report['split']}), "
+             f"{report['size'][0]}x{report['size'][1]}, {report['threads']} threads",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def fmt(row, key, digits=2):
+        return f"{row[key]:.{digits}f}" if key in row else "-"
+
+    for r in report["rows"]:
+        cells = [r["sampler"], r["dtype"], f"{r['unet_evaluations']:.0f}", f"{r['seconds_per_image']:.3f}",
+                 f"{r['speedup_vs_paper']:.1f}x", fmt(r, "psnr"), fmt(r, "boundary_psnr"),
+                 fmt(r, "region_colour_error")]
+        cells += [fmt(r, "miou", 3)] if has_miou else []
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,453 @@
+"""Distil SPIC's guided sampler into a few-step, single-pass student (`training/distill_spic.py`).
+
+The teacher is SPIC's sampler made deterministic: DDIM with eta = 0 and classifier-free guidance s = 1.5, starting
+from the upsampled coarse image at the first visited timestep <= 200 of the 100-step spacing (192, 182, ..., 0:
+20 steps, 40 UNet evaluations). The student starts as a copy of the teacher, runs ONE pass per step (guidance is
+distilled into it, as Meng et al., CVPR 2023, at a fixed scale) and takes K steps (K in {4, 2, 1}) on a subset of
+the teacher's timesteps. Each student DDIM step from t_i to t_{i+1} is trained to land on the teacher's state at
+t_{i+1}: the loss is Salimans & Ho's progressive-distillation x0 target (the x0 that makes one DDIM step from z_t
+reach the teacher's z_s) with their truncated-SNR weighting max(SNR(t), 1).
+
+Why this method: SPIC's sampler is short (20 steps, starting close to the data at t <= 200) and deterministic
+once eta = 0, so the teacher's whole trajectory costs one batch of forwards and gives exact targets for every
+student step at once; matching the trajectory directly needs no rounds of halving (20 is not a power of two)
+and, unlike consistency distillation, no ODE-solver bootstrap whose errors compound at 1-2 steps. The teacher's
+guided output is the target, so guidance and step count are distilled in one run.
+
+The saved folder is an ordinary `SPICPipeline` with a DDIM scheduler and the student's timesteps and guidance
+scale 1.0 registered as the pipeline's defaults: a plain `SPICPipeline.from_pretrained(folder)(labels, coarse)`
+runs the K single-pass steps. Conventions follow `train_spic.py`: Accelerate, EMA, atomic checkpoints that
+resume (`--resume_from_checkpoint latest`), foreign output folders refused, `--push_to_hub`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..models.unet_spic import SPICUNet2DModel
+from .arguments import TrainingInputError, _resolution
+from .trainer import TrainingProgress, augment_batch, check_output_dir, list_checkpoints, prepare_data, \
+    save_checkpoint, step_generator
+
+logger = logging.getLogger("spic_diffusers.training.distill")
+
+DISTILL_MARKER = "spic_distill_args.json"
+SUMMARY_FILE = "distill_summary.json"
+
+
+# ----------------------------------------------------------------------------------------------- schedule
+
+
+def teacher_pipeline(path: str, device=None):
+    """The teacher `SPICPipeline` with a DDIM scheduler built from its own config (eta = 0 makes it an ODE)."""
+    from diffusers import DDIMScheduler
+
+    from ..pipelines.pipeline_spic import SPICPipeline
+
+    try:
+        pipe = SPICPipeline.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise TrainingInputError(f"cannot load the teacher pipeline from {path!r}: {err}") from None
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.unet.eval().requires_grad_(False)
+    if device is not None:
+        pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def teacher_timesteps(pipe, num_inference_steps: int = 100, max_timestep: int = 200) -> list[int]:
+    """The timesteps SPIC's sampler visits (the pipeline's own truncation rule), highest first."""
+    return [int(t) for t in pipe.get_timesteps(num_inference_steps, max_timestep, None, "cpu")]
+
+
+def student_timesteps(teacher_ts: Sequence[int], num_steps: int) -> list[int]:
+    """`num_steps` of the teacher's timesteps, evenly spaced in the teacher's step index, starting at the first."""
+    n = len(teacher_ts)
+    if not 1 <= num_steps <= n:
+        raise TrainingInputError(f"the student's steps must be in 1..{n} (the teacher's steps), got {num_steps}")
+    return [int(teacher_ts[round(i * n / num_steps)]) for i in range(num_steps)]
+
+
+@torch.no_grad()
+def teacher_states(pipe, segmentation_map, low_res_image, teacher_ts: Sequence[int], stops: Sequence[int],
+                   guidance_scale: float = 1.5, unet_dtype=None) -> list[torch.Tensor]:
+    """Run the guided DDIM teacher from the upsampled coarse image; return its states at the timesteps `stops`
+    (each one of `teacher_ts`) and, last, its final output (timestep -1)."""
+    sample = F.interpolate(low_res_image.float(), size=segmentation_map.shape[-2:], mode="bilinear",
+                           align_corners=False)
+    channels = pipe.unet.config.in_channels
+    wanted = set(int(s) for s in stops)
+    states = []
+    for i, t in enumerate(teacher_ts):
+        if t in wanted:
+            states.append(sample)
+        out = pipe.guided_model_output(sample, t, segmentation_map, low_res_image, guidance_scale,
+                                       guidance_batching="auto", unet_dtype=unet_dtype)
+        prev_t = int(teacher_ts[i + 1]) if i + 1 < len(teacher_ts) else -1
+        sample = pipe._ddim_step(out[:, :channels], int(t), prev_t, sample, 0.0, None)
+    states.append(sample)
+    return states
+
+
+def distillation_loss(student, scheduler, states: Sequence[torch.Tensor], student_ts: Sequence[int],
+                      segmentation_map, low_res_image, segments: torch.Tensor | None = None) -> torch.Tensor:
+    """Per sample, max(SNR(t), 1) * mean |x0_student - x0_target|^2 on the student's step `segments[b]` (all the
+    student's steps, averaged, when `segments` is None).
+
+    x0_target = (z_s - sigma_s / sigma_t * z_t) / (alpha_s - sigma_s / sigma_t * alpha_t) is the clean image that
+    makes the DDIM step z_t -> z_s land exactly on the teacher's state z_s (Salimans & Ho, eq. 8)."""
+    if segments is None:
+        batch = states[0].shape[0]
+        return torch.stack([
+            distillation_loss(student, scheduler, states, student_ts, segmentation_map, low_res_image,
+                              torch.full((batch,), i, dtype=torch.long)) for i in range(len(student_ts))
+        ]).mean(0)  # fmt: skip
+    channels = student.config.in_channels if hasattr(student, "config") else student.module.config.in_channels
+    device = states[0].device
+    stacked = torch.stack(list(states))  # [K + 1, B, C, H, W]
+    rows = torch.arange(stacked.shape[1], device=device)
+    segments = segments.to(device)
+    z_t, z_s = stacked[segments, rows], stacked[segments + 1, rows]
+    ts = torch.tensor([int(t) for t in student_ts] + [-1], device=device)
+    t, s = ts[segments], ts[segments + 1]
+    abar = scheduler.alphas_cumprod.to(device=device, dtype=torch.float32)
+    final = torch.as_tensor(scheduler.final_alpha_cumprod, device=device, dtype=torch.float32)
+    abar_t = abar[t].view(-1, 1, 1, 1)
+    abar_s = torch.where(s >= 0, abar[s.clamp(min=0)], final).view(-1, 1, 1, 1)
+    alpha_t, sigma_t = abar_t.sqrt(), (1 - abar_t).sqrt()
+    alpha_s, sigma_s = abar_s.sqrt(), (1 - abar_s).sqrt()
+    ratio = sigma_s / sigma_t
+    target = (z_s - ratio * z_t) / (alpha_s - ratio * alpha_t)
+    eps = student(z_t, t, segmentation_map, low_res_image).sample[:, :channels].float()
+    x0 = (z_t - sigma_t * eps) / alpha_t
+    weight = torch.clamp(abar_t / (1 - abar_t), min=1.0).view(-1)
+    return weight * ((x0 - target) ** 2).mean(dim=(1, 2, 3))
+
+
+def student_pipeline(unet: SPICUNet2DModel, teacher_scheduler_config, student_ts: Sequence[int]):
+    """The student as a plain `SPICPipeline`: DDIM scheduler, its timesteps and guidance 1.0 as the defaults."""
+    from diffusers import DDIMScheduler
+
+    from ..pipelines.pipeline_spic import SPICPipeline
+
+    return SPICPipeline(unet=unet, scheduler=DDIMScheduler.from_config(teacher_scheduler_config),
+                        default_timesteps=list(student_ts), default_guidance_scale=1.0)
+
+
+# ---------------------------------------------------------------------------------------------- arguments
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Distil SPIC's guided 20-step sampler into a single-pass few-step student.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--teacher", required=True, help="The teacher SPICPipeline folder or Hub id.")
+    p.add_argument("--student_init", default=None,
+                   help="Start the student from this pipeline folder (e.g. a 4-step student when distilling a "
+                        "2-step one) instead of the teacher.")
+    p.add_argument("--dataset_name_or_path", required=True,
+                   help="A `save_to_disk` folder, a Hub dataset id, a data folder, or data files (as train_spic).")
+    p.add_argument("--dataset_config_name", default=None)
+    p.add_argument("--train_split", default="train")
+    p.add_argument("--cache_dir", default=None)
+    p.add_argument("--max_train_samples", type=int, default=None, help="Use only the first N training rows.")
+    p.add_argument("--resolution", type=_resolution, default=None, help="HEIGHT,WIDTH (default: the teacher's).")
+    p.add_argument("--random_crop", type=_resolution, default=None,
+                   help="Train the student on random HEIGHT,WIDTH crops of the teacher's whole-frame states.")
+    p.add_argument("--random_flip", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--coarse_downsample", type=int, default=4)
+    p.add_argument("--coarse_source", default="auto", choices=("auto", "column", "on_the_fly"))
+    p.add_argument("--coarse_codec", default="hevc", help="Codec for on-the-fly coarse images ('none': area).")
+    p.add_argument("--coarse_quality", type=float, default=35.0)
+    p.add_argument("--validate_rows", type=int, default=16, help="Rows checked before training.")
+    p.add_argument("--num_student_steps", type=int, default=4, help="K: the student's steps (4, 2 or 1).")
+    p.add_argument("--teacher_num_inference_steps", type=int, default=100, help="The teacher's spacing (paper: 100).")
+    p.add_argument("--max_timestep", type=int, default=200, help="The teacher's start bound (paper: 200).")
+    p.add_argument("--guidance_scale", type=float, default=1.5, help="The teacher's guidance scale (paper: 1.5).")
+    p.add_argument("--teacher_dtype", default=None, choices=("bf16", "fp16", "fp32"),
+                   help="Run the teacher's UNet under autocast in this dtype (bf16 about halves its time on CPU).")
+    p.add_argument("--cache_teacher", action="store_true",
+                   help="Keep each example's teacher states in memory (keyed by row id and flip): the teacher then "
+                        "runs once per example and flip (use with --max_train_samples on a CPU).")
+    p.add_argument("--segments", default="random", choices=("random", "all"),
+                   help="Train each sample on one random student step per update ('random': one forward) or on "
+                        "all K of them ('all': K forwards).")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--overwrite_output_dir", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train_batch_size", type=int, default=4)
+    p.add_argument("--max_train_steps", type=int, default=1000)
+    p.add_argument("--learning_rate", type=float, default=2e-5)
+    p.add_argument("--lr_scheduler", default="constant_with_warmup")
+    p.add_argument("--lr_warmup_steps", type=int, default=20)
+    p.add_argument("--adam_weight_decay", type=float, default=0.0)
+    p.add_argument("--max_grad_norm", type=float, default=1.0)
+    p.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--ema_decay", type=float, default=0.999)
+    p.add_argument("--checkpointing_steps", type=int, default=100)
+    p.add_argument("--checkpoints_total_limit", type=int, default=2)
+    p.add_argument("--resume_from_checkpoint", default=None, help="A checkpoint folder or 'latest'.")
+    p.add_argument("--logging_steps", type=int, default=10)
+    p.add_argument("--dataloader_num_workers", type=int, default=0)
+    p.add_argument("--mixed_precision", default="no", choices=("no", "fp16", "bf16"))
+    p.add_argument("--cpu", action="store_true", help="Train on the CPU even when an accelerator is present.")
+    p.add_argument("--push_to_hub", action="store_true")
+    p.add_argument("--hub_model_id", default=None)
+    p.add_argument("--hub_token", default=None)
+    p.add_argument("--hub_private_repo", action="store_true")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    for name in ("train_batch_size", "max_train_steps", "num_student_steps", "checkpointing_steps",
+                 "logging_steps", "coarse_downsample", "teacher_num_inference_steps"):
+        if getattr(args, name) < 1:
+            raise TrainingInputError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.learning_rate <= 0:
+        raise TrainingInputError(f"--learning_rate must be > 0, got {args.learning_rate}")
+    if args.push_to_hub and not args.hub_model_id:
+        raise TrainingInputError("--push_to_hub needs --hub_model_id")
+    # What trainer.prepare_data reads besides the options above.
+    args.streaming, args.validation_steps, args.num_validation_images = False, 0, 0
+    args.validation_split = None
+    return args
+
+
+# ------------------------------------------------------------------------------------------------ distil
+
+
+def distill(args: argparse.Namespace) -> dict[str, Any]:
+    """Run a distillation; returns the summary also written to `output_dir/distill_summary.json`."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+    from tqdm.auto import tqdm
+
+    from .dataset import ShardedEpochSampler, make_dataloader
+
+    check_output_dir(args.output_dir, args.overwrite_output_dir, args.resume_from_checkpoint is not None,
+                     marker=DISTILL_MARKER)
+    use_cpu = args.cpu or not torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=use_cpu)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if not accelerator.is_main_process:
+        logger.setLevel(logging.WARNING)
+    set_seed(args.seed)
+    world, rank = accelerator.num_processes, accelerator.process_index
+
+    teacher = teacher_pipeline(args.teacher, accelerator.device)
+    config = teacher.unet.config
+    args.num_classes = teacher.num_classes
+    args.use_instance_edges = bool(config.instance_edge_channel)
+    if args.resolution is None:
+        size = config.sample_size
+        args.resolution = (size, size) if isinstance(size, int) else tuple(size)
+    teacher_ts = teacher_timesteps(teacher, args.teacher_num_inference_steps, args.max_timestep)
+    student_ts = student_timesteps(teacher_ts, args.num_student_steps)
+    teacher_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None, None: None}[args.teacher_dtype]
+    logger.info("teacher: %d guided steps %s; student: %d single-pass steps %s", len(teacher_ts), teacher_ts,
+                len(student_ts), student_ts)
+
+    rows, processor, _ = prepare_data(args, accelerator, config.num_semantic_channels)
+    student = SPICUNet2DModel.from_config(config)
+    if args.student_init:
+        try:
+            init = SPICUNet2DModel.from_pretrained(args.student_init, subfolder="unet")
+            student.load_state_dict(init.state_dict())
+        except (OSError, ValueError, RuntimeError) as err:
+            raise TrainingInputError(f"--student_init {args.student_init!r}: not a pipeline of the teacher's "
+                                     f"architecture ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    else:
+        student.load_state_dict(teacher.unet.state_dict())
+    student.requires_grad_(True).train()
+    ema = EMAModel(student.parameters(), decay=args.ema_decay, model_cls=SPICUNet2DModel,
+                   model_config=student.config) if args.use_ema else None
+    optimizer = torch.optim.AdamW(student.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * world,
+                                 num_training_steps=args.max_train_steps * world)
+    sampler = ShardedEpochSampler(len(rows), world, rank, args.seed)
+    steps_per_epoch = sampler.share // args.train_batch_size
+    if steps_per_epoch == 0:
+        raise TrainingInputError(f"{len(rows)} training rows give no full batch of {args.train_batch_size} x "
+                                 f"{world} (processes)")
+    student, optimizer, lr_scheduler = accelerator.prepare(student, optimizer, lr_scheduler)
+    if ema is not None:
+        ema.to(accelerator.device)
+    progress = TrainingProgress()
+    accelerator.register_for_checkpointing(progress)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+
+    resume_path = None
+    if args.resume_from_checkpoint == "latest":
+        found = list_checkpoints(args.output_dir)
+        resume_path = found[-1][1] if found else None
+        if resume_path is None:
+            logger.warning("no checkpoint in %s: starting a new distillation", args.output_dir)
+    elif args.resume_from_checkpoint:
+        resume_path = args.resume_from_checkpoint
+    if resume_path is not None:
+        logger.info("resuming from %s", resume_path)
+        accelerator.load_state(resume_path)
+        if ema is not None:
+            ema.to(accelerator.device)
+    global_step = progress.global_step
+
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+        for name in os.listdir(args.output_dir):
+            if name.startswith("checkpoint-") and name.endswith(".tmp"):
+                shutil.rmtree(os.path.join(args.output_dir, name), ignore_errors=True)
+        with open(os.path.join(args.output_dir, DISTILL_MARKER), "w") as f:
+            json.dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
+                       if k != "hub_token"}, f, indent=2)
+    accelerator.wait_for_everyone()
+
+    cache: dict[tuple[str, bool], list[torch.Tensor]] = {}
+    bar = tqdm(total=args.max_train_steps, initial=global_step, desc="steps",
+               disable=not accelerator.is_local_main_process)
+    epoch = global_step // steps_per_epoch
+    skip = (global_step - epoch * steps_per_epoch) * args.train_batch_size
+    started, steps_this_run, last_loss = time.perf_counter(), 0, float("nan")
+    teacher_seconds = 0.0
+    while global_step < args.max_train_steps:
+        sampler.set_epoch(epoch, start=skip)
+        loader = make_dataloader(rows, processor, batch_size=args.train_batch_size,
+                                 num_workers=args.dataloader_num_workers, sampler=sampler)
+        for batch in loader:
+            generator = step_generator(args.seed, global_step, rank)
+            flips = (torch.rand(args.train_batch_size, generator=step_generator(args.seed + 1, global_step, rank))
+                     < 0.5) if args.random_flip else torch.zeros(args.train_batch_size, dtype=torch.bool)
+            batch = {k: (v.to(accelerator.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+            for key in ("segmentation_map", "low_res_image"):
+                mask = flips.to(batch[key].device).view(-1, 1, 1, 1)
+                batch[key] = torch.where(mask, batch[key].flip(-1), batch[key])
+            tick = time.perf_counter()
+            states = _teacher_states_cached(cache if args.cache_teacher else None, batch.get("id"), flips, teacher,
+                                            batch["segmentation_map"], batch["low_res_image"], teacher_ts,
+                                            student_ts, args.guidance_scale, teacher_dtype)
+            teacher_seconds += time.perf_counter() - tick
+            # The teacher ran on whole frames; crop its states with the inputs (they ride in `pixel_values`).
+            batch["pixel_values"] = torch.cat(states, dim=1)
+            batch = augment_batch(batch, generator, random_flip=False, cfg_drop_rate=0.0, crop=args.random_crop,
+                                  coarse_downsample=args.coarse_downsample)
+            states = list(batch["pixel_values"].split(states[0].shape[1], dim=1))
+            segmap, low_res = batch["segmentation_map"], batch["low_res_image"]
+            segments = None
+            if args.segments == "random":
+                segments = torch.randint(0, len(student_ts), (segmap.shape[0],), generator=generator)
+            with accelerator.autocast():
+                loss = distillation_loss(student, teacher.scheduler, states, student_ts, segmap, low_res,
+                                         segments).mean()
+            accelerator.backward(loss)
+            if args.max_grad_norm:
+                accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.step(accelerator.unwrap_model(student).parameters())
+            global_step += 1
+            steps_this_run += 1
+            progress.global_step = global_step
+            progress.samples_seen += args.train_batch_size * world
+            last_loss = float(loss.detach().item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.5f}")
+            if global_step % args.logging_steps == 0:
+                logger.info("step %d loss %.6f", global_step, last_loss)
+            if global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps:
+                logger.info("saved %s", save_checkpoint(accelerator, args.output_dir, global_step,
+                                                        args.checkpoints_total_limit))
+            if global_step >= args.max_train_steps:
+                break
+        epoch += 1
+        skip = 0
+    bar.close()
+    elapsed = time.perf_counter() - started
+    accelerator.wait_for_everyone()
+
+    summary = {
+        "global_step": global_step,
+        "samples_seen": progress.samples_seen,
+        "last_loss": last_loss,
+        "teacher_timesteps": teacher_ts,
+        "student_timesteps": student_ts,
+        "seconds_this_run": elapsed,
+        "teacher_seconds_this_run": teacher_seconds,
+        "steps_per_second": steps_this_run / elapsed if elapsed > 0 else None,
+    }
+    if accelerator.is_main_process:
+        model = accelerator.unwrap_model(student)
+        if ema is not None:
+            ema.copy_to(model.parameters())
+        model.eval()
+        pipeline = student_pipeline(model, teacher.scheduler.config, student_ts)
+        pipeline.save_pretrained(args.output_dir)
+        with open(os.path.join(args.output_dir, SUMMARY_FILE), "w") as f:
+            json.dump(summary, f, indent=2)
+        if args.push_to_hub:
+            from ..hub import push_to_hub
+
+            recipe = {
+                "Teacher": f"`{args.teacher}`: guided DDIM (s = {args.guidance_scale}), {len(teacher_ts)} steps "
+                           f"from t <= {args.max_timestep}",
+                "Student": f"{len(student_ts)} single-pass steps at {student_ts}",
+                "Objective": "x0 target of progressive distillation, truncated-SNR weighting",
+                "Data": f"`{args.dataset_name_or_path}` ({args.train_split} split)",
+                "Optimiser": f"AdamW, lr {args.learning_rate:g}, batch {args.train_batch_size}, "
+                             f"{global_step} steps",
+            }
+            push_to_hub(pipeline, args.hub_model_id, private=args.hub_private_repo, token=args.hub_token,
+                        source="distilled with training/distill_spic.py", training=recipe)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return summary
+
+
+def _teacher_states_cached(cache, ids, flips, teacher, segmap, low_res, teacher_ts, student_ts, guidance_scale,
+                           unet_dtype) -> list[torch.Tensor]:
+    """Teacher states for a batch, reusing those already computed for the same (row id, flip)."""
+    if cache is None or not ids or not all(str(i) for i in ids):
+        return teacher_states(teacher, segmap, low_res, teacher_ts, student_ts, guidance_scale, unet_dtype)
+    keys = [(str(i), bool(f)) for i, f in zip(ids, flips.tolist())]
+    missing = [j for j, key in enumerate(keys) if key not in cache]
+    if missing:
+        index = torch.tensor(missing, device=segmap.device)
+        fresh = teacher_states(teacher, segmap[index], low_res[index], teacher_ts, student_ts, guidance_scale,
+                               unet_dtype)
+        for n, j in enumerate(missing):
+            cache[keys[j]] = [state[n : n + 1] for state in fresh]
+    return [torch.cat([cache[key][k] for key in keys]) for k in range(len(student_ts) + 1)]
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse options and distil (the body of `training/distill_spic.py`)."""
+    return distill(parse_args(argv))
+
+
+def cli(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry: input problems print one clear line and exit with status 2."""
+    import sys
+
+    try:
+        main(argv)
+    except TrainingInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

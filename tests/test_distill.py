@@ -1,0 +1,214 @@
+"""Guidance + few-step distillation at tiny size, and the reduced-precision / guidance options of the pipeline."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from spic_diffusers import SPICPipeline, SPICUNet2DModel
+from spic_diffusers.pipelines.pipeline_spic import default_scheduler
+from spic_diffusers.training import distill
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import TINY_UNET  # noqa: E402
+
+TEACHER_SPACING = ["--teacher_num_inference_steps", "20", "--max_timestep", "200"]
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("teacher") / "pipe"
+    SPICPipeline(SPICUNet2DModel(**TINY_UNET).eval(), default_scheduler()).save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory) -> str:
+    from spic_diffusers.data import make_synthetic_dataset
+
+    path = tmp_path_factory.mktemp("data") / "synthetic"
+    make_synthetic_dataset(4, 32, 64, seed=0, splits={"train": 4}).save_to_disk(str(path))
+    return str(path)
+
+
+def _inputs(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 19, (1, 32, 64), generator=g), torch.rand(1, 3, 8, 16, generator=g) * 2 - 1
+
+
+def _count_calls(unet):
+    calls = []
+    handle = unet.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    return calls, handle
+
+
+def _distill(teacher, data, out, *extra):
+    return distill.main(["--teacher", teacher, "--dataset_name_or_path", data, "--output_dir", str(out), "--cpu",
+                         "--cache_teacher", "--random_crop", "16,32",
+                         "--coarse_codec", "none", "--num_student_steps", "2", "--train_batch_size", "2",
+                         "--checkpointing_steps", "1", "--checkpoints_total_limit", "5", "--lr_warmup_steps", "0",
+                         "--learning_rate", "1e-4", *TEACHER_SPACING, *extra])
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return SPICUNet2DModel.from_pretrained(folder, subfolder="unet").state_dict()
+
+
+def test_distillation_runs_resumes_exactly_and_saves_a_plain_few_step_student(teacher_dir, dataset_dir, tmp_path):
+    whole = _distill(teacher_dir, dataset_dir, tmp_path / "whole", "--max_train_steps", "2")
+    teacher_ts = whole["teacher_timesteps"]
+    assert len(teacher_ts) == 4 and teacher_ts[0] <= 200, "the 20-step spacing below t = 200"
+    assert whole["global_step"] == 2 and whole["student_timesteps"] == teacher_ts[::2]
+    _distill(teacher_dir, dataset_dir, tmp_path / "split", "--max_train_steps", "1")
+    resumed = _distill(teacher_dir, dataset_dir, tmp_path / "split", "--max_train_steps", "2",
+                       "--resume_from_checkpoint", "latest")
+    assert resumed["global_step"] == 2 and resumed["samples_seen"] == 4
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "split")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    teacher = _weights(Path(teacher_dir))
+    assert any(not torch.equal(a[k], teacher[k]) for k in a), "the student did not train"
+
+    student = SPICPipeline.from_pretrained(tmp_path / "whole")
+    assert isinstance(student.scheduler, DDIMScheduler)
+    assert student.config.default_timesteps == teacher_ts[::2] and student.config.default_guidance_scale == 1.0
+    student.set_progress_bar_config(disable=True)
+    calls, handle = _count_calls(student.unet)
+    labels, coarse = _inputs()
+    image = student(labels, coarse, output_type="pt").images
+    handle.remove()
+    assert calls == [1, 1], "two single-pass steps"
+    assert image.shape == (1, 3, 32, 64) and torch.isfinite(image).all()
+
+
+def test_foreign_output_folder_is_refused(teacher_dir, dataset_dir, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep")
+    with pytest.raises(distill.TrainingInputError, match="not a previous run"):
+        _distill(teacher_dir, dataset_dir, out, "--max_train_steps", "1")
+    assert (out / "notes.txt").read_text() == "keep"
+
+
+def test_x0_target_is_exact_when_the_student_is_the_teacher():
+    """Unguided teacher, student = teacher at the teacher's own steps: the loss must vanish."""
+    torch.manual_seed(0)
+    scheduler = DDIMScheduler.from_config(default_scheduler().config, clip_sample=False)
+    pipe = SPICPipeline(SPICUNet2DModel(**TINY_UNET).eval(), scheduler)
+    ts = distill.teacher_timesteps(pipe, 50, 200)
+    labels, coarse = _inputs()
+    segmap = pipe.prepare_segmentation_map(labels)
+    states = distill.teacher_states(pipe, segmap, coarse, ts, ts, guidance_scale=1.0)
+    with torch.no_grad():
+        exact = distill.distillation_loss(pipe.unet, pipe.scheduler, states, ts, segmap, coarse)
+        short = distill.student_timesteps(ts, 2)
+        coarse_states = distill.teacher_states(pipe, segmap, coarse, ts, short, guidance_scale=1.0)
+        off = distill.distillation_loss(pipe.unet, pipe.scheduler, coarse_states, short, segmap, coarse)
+    assert exact.item() < 1e-8
+    assert off.item() > 1e-4
+
+
+def test_student_schedule_is_validated():
+    assert distill.student_timesteps(list(range(190, -1, -10)), 4) == [190, 140, 90, 40]
+    assert distill.student_timesteps([192, 92], 1) == [192]
+    with pytest.raises(distill.TrainingInputError, match="1..2"):
+        distill.student_timesteps([192, 92], 3)
+
+
+def test_paper_pipeline_is_unchanged_by_the_new_defaults(tiny_unet):
+    pipe = SPICPipeline(tiny_unet, default_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.default_timesteps is None and pipe.config.default_guidance_scale is None
+    calls, handle = _count_calls(pipe.unet)
+    labels, coarse = _inputs()
+    pipe(labels, coarse, output_type="pt", num_inference_steps=20)
+    handle.remove()
+    assert calls == [1, 1] * 4, "guided (two passes), 4 steps of the 20-step spacing below t = 200, sequential on CPU"
+
+
+def test_sequential_and_batched_guidance_agree(tiny_unet):
+    pipe = SPICPipeline(tiny_unet, default_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.resolve_guidance_batching("auto") == "sequential"
+    labels, coarse = _inputs()
+    out = {}
+    for mode in ("batched", "sequential"):
+        calls, handle = _count_calls(pipe.unet)
+        out[mode] = pipe(labels, coarse, output_type="pt", num_inference_steps=20, guidance_batching=mode,
+                         generator=torch.Generator().manual_seed(0)).images
+        handle.remove()
+        assert calls == ([2] * 4 if mode == "batched" else [1, 1] * 4)
+    # One batch of two and two batches of one round differently only in the last float bits.
+    torch.testing.assert_close(out["batched"], out["sequential"], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="guidance_batching"):
+        pipe(labels, coarse, guidance_batching="parallel")
+
+
+def test_bf16_unet_with_fp32_latents_is_close_to_fp32(tiny_unet, tmp_path):
+    pipe = SPICPipeline(tiny_unet, default_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    labels, coarse = _inputs()
+    kwargs = dict(output_type="pt", num_inference_steps=20)
+    reference = pipe(labels, coarse, generator=torch.Generator().manual_seed(0), **kwargs).images
+    autocast = pipe(labels, coarse, unet_dtype="bf16", generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert 0 < (autocast - reference).abs().max() < 0.05
+    pipe.save_pretrained(tmp_path / "p")
+    loaded = SPICPipeline.from_pretrained(tmp_path / "p", dtype=torch.bfloat16)
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.unet.dtype == torch.bfloat16
+    seen = []
+    cast = loaded(labels, coarse, generator=torch.Generator().manual_seed(0), callback_on_step_end=lambda p, i, t, kw: seen.append(kw["sample"].dtype) or {},
+                  **kwargs).images
+    assert set(seen) == {torch.float32}, "latents stay fp32"
+    assert (cast - reference).abs().max() < 0.05
+    channels_last = pipe(labels, coarse, channels_last=True, generator=torch.Generator().manual_seed(0),
+                         **kwargs).images
+    torch.testing.assert_close(channels_last, reference, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="unet_dtype"):
+        pipe(labels, coarse, unet_dtype="int8")
+
+
+def _stream(tmp_path) -> Path:
+    from PIL import Image
+
+    from spic_diffusers.cli import main
+
+    labels, _ = _inputs()
+    rng = torch.Generator().manual_seed(1)
+    image = (torch.rand(32, 64, 3, generator=rng) * 255).to(torch.uint8).numpy()
+    Image.fromarray(image).save(tmp_path / "image.png")
+    Image.fromarray(labels[0].numpy().astype("uint8")).save(tmp_path / "map.png")
+    stream = tmp_path / "x.spic"
+    assert main(["encode", str(tmp_path / "image.png"), "--segmentation", str(tmp_path / "map.png"),
+                 "--coarse_codec", "jpeg", "-o", str(stream)]) == 0
+    return stream
+
+
+def test_fast_flag_errors_clearly_when_the_shipped_fast_model_is_missing(tmp_path, monkeypatch, capsys):
+    from spic_diffusers import demo
+    from spic_diffusers.cli import main
+
+    stream = _stream(tmp_path)
+    monkeypatch.setitem(demo.SHIPPED_MODELS, "fast", "no-such-model")  # as on an install without the weights
+    capsys.readouterr()
+    out = ["-o", str(tmp_path / "o.png")]
+    assert main(["decode", str(stream), "--fast", *out]) == 1
+    err = capsys.readouterr().err
+    assert "fast" in err and "missing" in err and len(err.strip().splitlines()) == 1
+    assert main(["demo", "--fast", "--output_dir", str(tmp_path / "demo"), "--no_segmenter"]) == 1
+    assert "fast (distilled) model is missing" in capsys.readouterr().err
+    assert main(["decode", str(stream), *out]) == 1
+    assert "--model" in capsys.readouterr().err
+    assert main(["decode", str(stream), "--fast", "--model", "x", *out]) == 1
+    assert "not both" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_student_init_must_be_a_pipeline_of_the_same_architecture(teacher_dir, dataset_dir, tmp_path):
+    with pytest.raises(distill.TrainingInputError, match="--student_init"):
+        _distill(teacher_dir, dataset_dir, tmp_path / "out", "--max_train_steps", "1", "--student_init",
+                 str(tmp_path / "nowhere"))
