@@ -319,7 +319,7 @@ def test_models_the_original_code_cannot_build_are_refused_in_one_line(tmp_path)
     for family, (build, options) in FAMILIES.items():
         assert original_code_incompatibilities(resolve_unet_config(original_state_dict(**build), options)) == [], family
     script = Path(__file__).resolve().parents[1] / "scripts" / "convert_spic_diffusers_to_original.py"
-    result = subprocess.run([sys.executable, str(script), "--model", str(shipped_model_path()),
+    result = subprocess.run([sys.executable, str(script), "--model", str(shipped_model_path("synthetic")),
                              "--output", str(tmp_path / "model.pt")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "cannot express" in result.stderr and "spade_hidden_channels=32" in result.stderr

@@ -120,10 +120,10 @@ def test_demo_cli_refuses_to_overwrite_without_overwrite(tmp_path, capsys):
     assert main(["demo", "--output_dir", str(out), *FAST]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     capsys.readouterr()
-    assert main(["demo", "--output_dir", str(out), *FAST, "--scene_seed", "5"]) == 1
+    assert main(["demo", "--output_dir", str(out), *FAST, "--frame", "1"]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    assert main(["demo", "--output_dir", str(out), *FAST, "--scene_seed", "5", "--overwrite"]) == 0
+    assert main(["demo", "--output_dir", str(out), *FAST, "--frame", "1", "--overwrite"]) == 0
     assert (out / "original.png").read_bytes() != before["original.png"]
 
 

@@ -382,17 +382,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         except ValueError:
             raise CLIError(f"--size must be 'model', 'native' or HEIGHT,WIDTH, got {size!r}") from None
         size = (height, width)
-    segmenter = None
+    demo.check_demo_inputs(args.output_dir, args.image, args.segmentation, args.label_ids, args.overwrite)
+    held_out = Path(args.output_dir) / "held_out.json"
+    if args.eval_scenes and held_out.exists() and not args.overwrite:
+        raise CLIError(f"{held_out} already exists; pass --overwrite to replace it")
+    segmenter = None  # loaded after the cheap input checks
     if args.segmenter:
         from .codec import Segmenter
 
         segmenter = Segmenter.from_pretrained(args.segmenter)
     elif not args.no_segmenter and not args.synthetic:
         segmenter = demo.load_shipped_segmenter()
-    demo.check_demo_inputs(args.output_dir, args.image, args.segmentation, args.label_ids, args.overwrite)
-    held_out = Path(args.output_dir) / "held_out.json"
-    if args.eval_scenes and held_out.exists() and not args.overwrite:
-        raise CLIError(f"{held_out} already exists; pass --overwrite to replace it")
     if args.fast:
         pipeline = _load_pipeline(_model_or_fast(args), args.scheduler, args.device)
     elif args.model is not None or args.scheduler or args.device:
