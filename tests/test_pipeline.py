@@ -310,7 +310,8 @@ def test_callback_can_cut_classifier_free_guidance_off(pipe):
         return {}
 
     try:
-        pipe(*_inputs(), guidance_scale=1.5, output_type="pt", callback_on_step_end=cut_off)
+        pipe(*_inputs(), guidance_scale=1.5, guidance_batching="batched", output_type="pt",
+             callback_on_step_end=cut_off)
     finally:
         hook.remove()
     assert batch_sizes == [2] * 5 + [1] * 15  # conditional + unconditional, then conditional only
