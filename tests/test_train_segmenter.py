@@ -41,7 +41,8 @@ def test_train_resume_and_load_as_a_segmenter(data, tmp_path):
     present = set(np.unique(np.concatenate([np.asarray(m).ravel() for m in
                                             __import__("datasets").load_from_disk(str(data))["train"]["semantic_map"]])))
     assert set(classes) == {int(c) for c in present if c != 255} and len(classes) < 19
-    assert (out / "checkpoint-2").is_dir()
+    assert (out / "checkpoint-2" / "training_state.json").is_file()
+    assert not list((out / "checkpoint-2").glob("custom_checkpoint_*.pkl"))  # counters as JSON, never pickled
 
     resumed = _run("--dataset_name_or_path", str(data), "--output_dir", str(out), "--max_train_steps", "3",
                    "--validation_steps", "1", "--checkpointing_steps", "1", "--resume_from_checkpoint", "latest",

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from ..models.unet_spic import SPICUNet2DModel
 from .arguments import TrainingInputError, _resolution
-from .trainer import TrainingProgress, augment_batch, check_output_dir, list_checkpoints, prepare_data, \
+from .trainer import TrainingProgress, augment_batch, check_output_dir, prepare_data, resume_checkpoint, \
     save_checkpoint, step_generator
 
 logger = logging.getLogger("spic_diffusers.training.distill")
@@ -288,24 +288,8 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
     student, optimizer, lr_scheduler = accelerator.prepare(student, optimizer, lr_scheduler)
     if ema is not None:
         ema.to(accelerator.device)
-    progress = TrainingProgress()
-    accelerator.register_for_checkpointing(progress)
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
-
-    resume_path = None
-    if args.resume_from_checkpoint == "latest":
-        found = list_checkpoints(args.output_dir)
-        resume_path = found[-1][1] if found else None
-        if resume_path is None:
-            logger.warning("no checkpoint in %s: starting a new distillation", args.output_dir)
-    elif args.resume_from_checkpoint:
-        resume_path = args.resume_from_checkpoint
-    if resume_path is not None:
-        logger.info("resuming from %s", resume_path)
-        accelerator.load_state(resume_path)
-        if ema is not None:
-            ema.to(accelerator.device)
+    progress = TrainingProgress()  # saved as JSON beside accelerate's state (no pickle)
+    resume_checkpoint(accelerator, args.resume_from_checkpoint, args.output_dir, progress, ema)
     global_step = progress.global_step
 
     if accelerator.is_main_process:
@@ -373,7 +357,7 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
                 logger.info("step %d loss %.6f", global_step, last_loss)
             if global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps:
                 logger.info("saved %s", save_checkpoint(accelerator, args.output_dir, global_step,
-                                                        args.checkpoints_total_limit))
+                                                        args.checkpoints_total_limit, progress, ema))
             if global_step >= args.max_train_steps:
                 break
         epoch += 1

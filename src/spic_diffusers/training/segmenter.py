@@ -29,7 +29,7 @@ from PIL import Image
 
 from ..data.cityscapes import ID2LABEL, IGNORE_INDEX, NUM_CLASSES
 from .arguments import TrainingInputError
-from .trainer import check_output_dir, list_checkpoints, save_checkpoint
+from .trainer import check_output_dir, resume_checkpoint, save_checkpoint
 
 logger = logging.getLogger("spic_diffusers.training.segmenter")
 
@@ -290,19 +290,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     schedule = get_polynomial_decay_schedule_with_warmup(optimizer, args.lr_warmup_steps, args.max_train_steps,
                                                          lr_end=args.learning_rate * 0.01, power=1.0)
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
-    progress = _Progress()
-    accelerator.register_for_checkpointing(progress)
-
-    resume = args.resume_from_checkpoint
-    if resume == "latest":
-        found = list_checkpoints(args.output_dir)
-        resume = found[-1][1] if found else None
-        if resume is None:
-            logger.warning("no checkpoint in %s: starting a new training", args.output_dir)
-    if resume:
-        if not os.path.isdir(resume):
-            raise TrainingInputError(f"--resume_from_checkpoint {resume!r} is not a checkpoint folder")
-        accelerator.load_state(resume)
+    progress = _Progress()  # saved as JSON beside accelerate's state (no pickle)
+    resume_checkpoint(accelerator, args.resume_from_checkpoint, args.output_dir, progress)
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, RUN_MARKER), "w") as f:
         json.dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "hub_token"},
@@ -347,7 +336,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                                 {"validation_miou": miou, "step": step, "classes": classes,
                                  "validation_iou": {ID2LABEL[c]: _nan_none(v) for c, v in zip(classes, ious)}})
             if step % args.checkpointing_steps == 0 or step == args.max_train_steps:
-                save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit)
+                save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit, progress)
             if step >= args.max_train_steps:
                 break
         epoch, skip = epoch + 1, 0

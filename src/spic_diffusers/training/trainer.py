@@ -326,6 +326,33 @@ def check_resumable(folder: str) -> None:
         )
 
 
+def resume_checkpoint(accelerator, resume_from: str | None, output_dir: str, progress, ema=None) -> str | None:
+    """Restore a run from `resume_from` (a checkpoint folder, or ``"latest"`` in `output_dir`; None: nothing).
+
+    Shared by every trainer of the project: an explicit resume that finds nothing fails, pickled state is refused
+    before accelerate reads anything, and step counters (any object with ``state_dict``/``load_state_dict``)
+    and EMA come back from JSON and safetensors. Returns the checkpoint used.
+    """
+    if not resume_from:
+        return None
+    if resume_from == "latest":
+        found = list_checkpoints(output_dir)
+        if not found:
+            raise TrainingInputError(
+                f"--resume_from_checkpoint latest: no checkpoint in {output_dir}; drop the option to start anew"
+            )
+        resume_from = found[-1][1]
+    if not os.path.isdir(resume_from):
+        raise TrainingInputError(f"--resume_from_checkpoint {resume_from!r} is not a checkpoint folder")
+    logger.info("resuming from %s", resume_from)
+    check_resumable(resume_from)
+    accelerator.load_state(resume_from)
+    load_training_state(resume_from, progress, ema)
+    if ema is not None:
+        ema.to(accelerator.device)
+    return resume_from
+
+
 def save_checkpoint(accelerator, output_dir: str, step: int, total_limit: int | None,
                     progress: TrainingProgress | None = None, ema=None) -> str:
     """`save_state` into `checkpoint-N.tmp`, then rename: a checkpoint folder is either whole or absent.
@@ -491,24 +518,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     timestep_bias = None if args.timestep_bias_max is None else (args.timestep_bias_max, args.timestep_bias_fraction)
 
     # Resume.
-    resume_path = None
-    if args.resume_from_checkpoint == "latest":
-        found = list_checkpoints(args.output_dir)
-        if not found:
-            raise TrainingInputError(
-                f"--resume_from_checkpoint latest: no checkpoint in {args.output_dir}; drop the option to start "
-                "a new training"
-            )
-        resume_path = found[-1][1]
-    elif args.resume_from_checkpoint:
-        resume_path = args.resume_from_checkpoint
-    if resume_path is not None:
-        logger.info("resuming from %s", resume_path)
-        check_resumable(resume_path)
-        accelerator.load_state(resume_path)
-        load_training_state(resume_path, progress, ema)
-        if ema is not None:
-            ema.to(accelerator.device)
+    resume_checkpoint(accelerator, args.resume_from_checkpoint, args.output_dir, progress, ema)
     global_step = progress.global_step
     if global_step >= max_train_steps:
         logger.warning("the checkpoint is at step %d >= max_train_steps %d: nothing to train", global_step,
