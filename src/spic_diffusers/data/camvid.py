@@ -27,6 +27,7 @@ from .cityscapes import (
     IGNORE_INDEX,
     LABEL2ID,
     encode_png,
+    generate_rows,
     parse_coarse_spec,
     push_dataset_to_hub,
     require_make_coarse,
@@ -193,15 +194,7 @@ def _encode_camvid_record(record: CamVidRecord, coarse: tuple | None = None) -> 
 
 def _generate_camvid(records: list[CamVidRecord], stamps: list, coarse: tuple | None, num_proc: int):
     del stamps  # in gen_kwargs only so that the cache fingerprint follows the files
-    if num_proc <= 1:
-        for record in records:
-            yield _encode_camvid_record(record, coarse)
-        return
-    import multiprocessing  # noqa: PLC0415
-    from functools import partial  # noqa: PLC0415
-
-    with multiprocessing.get_context().Pool(num_proc) as pool:
-        yield from pool.imap(partial(_encode_camvid_record, coarse=coarse), records, chunksize=4)
+    yield from generate_rows(_encode_camvid_record, records, num_proc, chunksize=4, coarse=coarse)
 
 
 def _coarse_settings(precompute_coarse, coarse_image_size, coarse_downsample) -> tuple | None:

@@ -352,20 +352,27 @@ def _encode_record(record: CityscapesRecord, coarse: tuple | None = None) -> dic
     return example
 
 
-def _generate_examples(records: list[CityscapesRecord], stamps: list, coarse: tuple | None, num_proc: int):
-    # `stamps` is unused here: it is part of gen_kwargs so the cache fingerprint changes when files do.
-    del stamps
+def generate_rows(encode: Callable, records: list, num_proc: int, chunksize: int = 1, **kwargs):
+    """``encode(record, **kwargs)`` for every record, in order, in `num_proc` worker processes when > 1.
+
+    A process pool re-raises workers' exceptions as they are (datasets' own num_proc loses them), and imap
+    keeps the rows in order. `encode` must be a module-level function (it is pickled to the workers).
+    """
     if num_proc <= 1:
         for record in records:
-            yield _encode_record(record, coarse)
+            yield encode(record, **kwargs)
         return
-    # A process pool re-raises workers' exceptions as they are (datasets' own num_proc loses them),
-    # and imap keeps the rows in order.
     import multiprocessing  # noqa: PLC0415
     from functools import partial  # noqa: PLC0415
 
     with multiprocessing.get_context().Pool(num_proc) as pool:
-        yield from pool.imap(partial(_encode_record, coarse=coarse), records, chunksize=1)
+        yield from pool.imap(partial(encode, **kwargs), records, chunksize=chunksize)
+
+
+def _generate_examples(records: list[CityscapesRecord], stamps: list, coarse: tuple | None, num_proc: int):
+    # `stamps` is unused here: it is part of gen_kwargs so the cache fingerprint changes when files do.
+    del stamps
+    yield from generate_rows(_encode_record, records, num_proc, coarse=coarse)
 
 
 def build_cityscapes_dataset(
