@@ -318,3 +318,15 @@ def test_payload_headers_declaring_huge_images_are_refused_before_decoding(name,
         forged = forged[12:]
     with pytest.raises(BitstreamError):
         _bounded(lambda: codec.decode(forged, 24, 40))
+
+
+def test_bpg_and_flif_sizes_are_read_from_their_headers_without_the_tools():
+    from spic_diffusers.codec.payload_headers import bpg_size, flif_size
+
+    # width 300 = 0b10_0101100 -> 0x82 0x2C; height 5 -> 0x05
+    assert bpg_size(b"BPG\xfb\x00\x00\x82\x2c\x05" + b"\x00" * 4, "coarse") == (5, 300)
+    assert flif_size(b"FLIF\x31\x08\x82\x2b\x04", "map") == (5, 300)  # sizes stored minus one
+    with pytest.raises(BitstreamError, match="truncated"):
+        bpg_size(b"BPG\xfb\x00\x00\x82", "coarse")
+    with pytest.raises(BitstreamError, match="runaway"):
+        flif_size(b"FLIF\x31\x08" + b"\xff" * 6, "map")

@@ -179,10 +179,8 @@ def hevc_size(data: bytes, label: str) -> tuple[int, int]:
 # ------------------------------------------------------------------------- BPG and FLIF tools
 
 
-def bpg_size(data: bytes, label: str) -> tuple[int, int]:
-    """``(height, width)`` from a BPG file header (magic, two format bytes, two ue7 sizes)."""
-    if data[:4] != b"BPG\xfb":
-        raise BitstreamError(f"{label} payload is not a BPG file")
+def _two_size_fields(data: bytes, label: str) -> list[int]:
+    """The two big-endian 7-bit varints (width, height) after a 6-byte magic + format prefix (BPG and FLIF)."""
     offset, values = 6, []
     for _ in range(2):
         value = 0
@@ -197,6 +195,14 @@ def bpg_size(data: bytes, label: str) -> tuple[int, int]:
             if count == 4:
                 raise BitstreamError(f"{label} payload header has a runaway size field")
         values.append(value)
+    return values
+
+
+def bpg_size(data: bytes, label: str) -> tuple[int, int]:
+    """``(height, width)`` from a BPG file header (magic, two format bytes, two ue7 sizes)."""
+    if data[:4] != b"BPG\xfb":
+        raise BitstreamError(f"{label} payload is not a BPG file")
+    values = _two_size_fields(data, label)
     width, height = values
     return height, width
 
@@ -205,20 +211,7 @@ def flif_size(data: bytes, label: str) -> tuple[int, int]:
     """``(height, width)`` from a FLIF file header (magic, two format bytes, two varints of size - 1)."""
     if data[:4] != b"FLIF" or len(data) < 6:
         raise BitstreamError(f"{label} payload is not a FLIF file")
-    offset, values = 6, []
-    for _ in range(2):
-        value = 0
-        for count in range(5):
-            if offset >= len(data):
-                raise BitstreamError(f"{label} payload header is truncated")
-            byte = data[offset]
-            offset += 1
-            value = (value << 7) | (byte & 0x7F)
-            if not byte & 0x80:
-                break
-            if count == 4:
-                raise BitstreamError(f"{label} payload header has a runaway size field")
-        values.append(value + 1)
+    values = [value + 1 for value in _two_size_fields(data, label)]
     width, height = values
     return height, width
 

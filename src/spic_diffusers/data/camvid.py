@@ -30,6 +30,7 @@ from .cityscapes import (
     generate_rows,
     parse_coarse_spec,
     push_dataset_to_hub,
+    raise_cause,
     require_make_coarse,
     save_dataset_dict,
 )
@@ -254,12 +255,7 @@ def build_camvid_dataset(
                 split=datasets.NamedSplit(CAMVID_SPLITS[split]),
             )  # fmt: skip
         except DatasetGenerationError as error:
-            cause = error.__cause__
-            while cause is not None and not isinstance(cause, CamVidLayoutError):
-                cause = cause.__cause__
-            if cause is not None:
-                raise cause from None
-            raise
+            raise_cause(error, (CamVidLayoutError,))
     return datasets.DatasetDict(result)
 
 

@@ -352,6 +352,17 @@ def _encode_record(record: CityscapesRecord, coarse: tuple | None = None) -> dic
     return example
 
 
+def raise_cause(error: Exception, kinds: tuple[type[Exception], ...]) -> None:
+    """Re-raise the first cause of `error` that is one of `kinds` (our own one-line errors, which `datasets`
+    wraps in `DatasetGenerationError`), else `error` itself."""
+    cause = error.__cause__
+    while cause is not None and not isinstance(cause, kinds):
+        cause = cause.__cause__
+    if cause is not None:
+        raise cause from None
+    raise error
+
+
 def generate_rows(encode: Callable, records: list, num_proc: int, chunksize: int = 1, **kwargs):
     """``encode(record, **kwargs)`` for every record, in order, in `num_proc` worker processes when > 1.
 
@@ -429,12 +440,7 @@ def build_cityscapes_dataset(
                 split=datasets.NamedSplit(SPLIT_NAMES[split]),
             )
         except DatasetGenerationError as error:
-            cause = error.__cause__
-            while cause is not None and not isinstance(cause, (CityscapesLayoutError, ImportError)):
-                cause = cause.__cause__
-            if cause is not None:
-                raise cause from None
-            raise
+            raise_cause(error, (CityscapesLayoutError, ImportError))
     return datasets.DatasetDict(result)
 
 
