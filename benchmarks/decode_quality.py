@@ -1,7 +1,8 @@
 """Quality against time of the receiver's samplers on held-out frames (`bench_decode.py --quality_table`).
 
 Every row runs in the same process on the same frames, coarse images and seeds: the paper sampler (DDPM, 100-step
-spacing from t <= 200, guidance 1.5: 40 UNet evaluations), DDIM and DPM-Solver++ at 10 and 5 steps (guided), and
+spacing from t <= 200, guidance 1.5: 40 UNet evaluations), with students its deterministic twin that they learn
+from (DDIM on the same 20 steps), DDIM and DPM-Solver++ at 10 and 5 steps (guided), and
 distilled students at 4 / 2 / 1 single-pass steps, each with the UNet in fp32 and in bf16 (autocast; latents and
 sampler in fp32). Reported per row: UNet evaluations and seconds per image, the speed-up over the paper sampler
 in fp32, PSNR, boundary PSNR and region colour error against the original, and mIoU with `--segmenter`.
@@ -16,6 +17,8 @@ from typing import Any
 import numpy as np
 
 PAPER = ("paper (DDPM-100, t<=200, s=1.5)", "DDPMScheduler", 100, {})
+# The deterministic form of the paper sampler the students are distilled from (training/distill.py).
+TEACHER = ("DDIM-20 (distillation teacher)", "DDIMScheduler", 100, {})
 BASELINES = [
     ("DDIM-10", "DDIMScheduler", 50, {}),
     ("DDIM-5", "DDIMScheduler", 25, {}),
@@ -27,7 +30,9 @@ METRICS = ("psnr", "boundary_psnr", "region_colour_error", "miou")
 
 
 def load_frames(path: str, split: str, num_frames: int, size: tuple[int, int]) -> list[dict[str, Any]]:
-    """The first `num_frames` rows of a `datasets` folder (image + semantic_map), resized to the model's size."""
+    """`num_frames` rows spread evenly over a `datasets` split (image + semantic_map), resized to the model's size.
+
+    Spread, not the first rows: video datasets such as CamVid store consecutive frames of one sequence together."""
     import datasets
     from PIL import Image
 
@@ -41,7 +46,8 @@ def load_frames(path: str, split: str, num_frames: int, size: tuple[int, int]) -
         raise SystemExit(f"--frames {path!r} lacks the columns {sorted(missing)}")
     height, width = size
     frames = []
-    for row in data.select(range(min(num_frames, len(data)))):
+    count = min(num_frames, len(data))
+    for row in data.select([i * len(data) // count for i in range(count)]):
         image = row["image"].convert("RGB").resize((width, height), Image.BICUBIC)
         labels = row["semantic_map"].resize((width, height), Image.NEAREST)
         frames.append({"id": str(row.get("id", len(frames))), "image": np.asarray(image),
@@ -116,7 +122,7 @@ def run(model: str, frames_path: str, *, students: list[str] | None = None, spli
     _warm_up(pipe, frames[0], dtypes)
     handle = pipe.unet.register_forward_hook(lambda module, args, out: counted.append(1))
     for dtype in dtypes:
-        for name, cls, spacing, extra in [PAPER, *BASELINES]:
+        for name, cls, spacing, extra in [PAPER, *([TEACHER] if students else []), *BASELINES]:
             pipe.scheduler = getattr(diffusers, cls).from_config(paper_scheduler.config, **extra)
             rows.append(_row(pipe, frames, name, dtype, {"num_inference_steps": spacing, "guidance_scale": 1.5},
                              segmenter, counted))

@@ -2,13 +2,17 @@
 """Package trained CamVid models into the folders that ship inside spic-diffusers, with their model cards.
 
     python scripts/package_shipped_models.py --receiver_run RUN --segmenter_run SEG_RUN \
-        --camvid_dataset DATA [--receiver_results eval.json] [--assets_dir src/spic_diffusers/assets] [--overwrite]
+        --camvid_dataset DATA [--receiver_results eval.json] [--fast_run FAST --fast_table table.json] \
+        [--assets_dir src/spic_diffusers/assets] [--overwrite]
 
 RUN is the output of scripts/train_camvid_receiver.sh (WORK_DIR/run), SEG_RUN that of
 scripts/train_camvid_segmenter.sh, DATA the CamVid dataset (scripts/convert_camvid_to_datasets.py). The
 segmenter's test mIoU is measured here, on DATA's test split, at 96x128 (the receiver's size) and at the
 frames' own size. --receiver_results is a JSON list of evaluation entries for the receiver's card
-(`spic_diffusers.hub.normalize_eval_results` format). Existing asset folders are replaced only with --overwrite.
+(`spic_diffusers.hub.normalize_eval_results` format). FAST is a distilled student (WORK_DIR/fast-K of
+scripts/distill_camvid_receiver.sh), shipped as the `--fast` model; --fast_table is the JSON of
+`benchmarks/bench_decode.py --quality_table` with that student among its rows, for its card. Existing asset folders
+are replaced only with --overwrite.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import numpy as np
 
 RECEIVER_NAME = "spic-camvid-small"
 SEGMENTER_NAME = "segformer-camvid-tiny"
+FAST_NAME = "spic-camvid-fast"
+QUALITY_KEYS = ("psnr", "boundary_psnr", "region_colour_error", "miou")
 CAMVID_CREDIT = (
     "CamVid (G. J. Brostow, J. Fauqueur, R. Cipolla, *Semantic object classes in video: a high-definition ground "
     "truth database*, Pattern Recognition Letters 2009), in the SegNet tutorial's 11-class release "
@@ -206,12 +212,83 @@ def package_receiver(run: Path, target: Path, eval_results) -> None:
     )  # fmt: skip
 
 
+def fast_rows(table: dict, run: Path) -> tuple[dict, list[dict]]:
+    """The paper sampler's row and the rows of the student `run` at its own step count, from a quality table."""
+    name = run.resolve().name
+    rows = [r for r in table["rows"] if r["sampler"].startswith("student-") and f"({name})" in r["sampler"]]
+    if not rows:
+        raise SystemExit(f"--fast_table has no row of the student {name!r} at its own step count; run "
+                         "benchmarks/bench_decode.py --quality_table with --student pointing at it")
+    return table["rows"][0], rows
+
+
+def package_fast(run: Path, target: Path, table: dict | None) -> None:
+    from spic_diffusers import SPICPipeline
+    from spic_diffusers.hub import save_for_hub
+
+    pipe = SPICPipeline.from_pretrained(run)
+    args = json.loads((run / "spic_distill_args.json").read_text())
+    summary = json.loads((run / "distill_summary.json").read_text())
+    steps = list(pipe.config.default_timesteps or [])
+    training = {
+        "Teacher": f"`{RECEIVER_NAME}` with its sampler made deterministic: DDIM (eta = 0), guidance "
+                   f"{args['guidance_scale']:g}, {len(summary['teacher_timesteps'])} steps from t = "
+                   f"{summary['teacher_timesteps'][0]} (40 UNet evaluations)",
+        "Student": f"{len(steps)} single-pass step(s) at t = {steps}, initialised from "
+                   + (f"a student with more steps (`{Path(args['student_init']).name}`)" if args.get("student_init")
+                      else "the teacher"),
+        "Objective": "progressive distillation's x0 target (the x0 whose DDIM step lands on the teacher's state), "
+                     "max(SNR, 1) weighting; guidance and step count distilled together",
+        "Data": f"{'the first ' + str(args['max_train_samples']) if args.get('max_train_samples') else 'all'} "
+                f"CamVid train frames at {args['resolution'][0]}x{args['resolution'][1]} (teacher trajectories on "
+                "whole frames, student on "
+                + (f"{args['random_crop'][0]}x{args['random_crop'][1]} crops)" if args.get("random_crop")
+                   else "whole frames)"),
+        "Optimiser": f"AdamW, lr {args['learning_rate']:g} ({args['lr_warmup_steps']} warm-up steps), batch "
+                     f"{args['train_batch_size']}, {summary['global_step']} steps, EMA {args['ema_decay']}",
+        "Command": f"`bash scripts/distill_camvid_receiver.sh DATA WORK {len(steps)}` (training/distill_spic.py)",
+    }
+    results, comparison = None, ""
+    if table is not None:
+        paper, rows = fast_rows(table, run)
+        dataset = {"name": f"CamVid test, {table['num_frames']} frames spread over the split "
+                           f"({table['size'][0]}x{table['size'][1]})", "type": "camvid", "split": "test"}
+        results = [{"dataset": dataset, "metrics": {k: r[k] for k in QUALITY_KEYS if k in r},
+                    "settings": {"steps": len(steps), "UNet": r["dtype"]}} for r in rows]
+        lines = [f"- {r['dtype']}: {r['speedup_vs_paper']:.1f}x faster than the paper sampler (fp32) in the same "
+                 f"run; PSNR {r.get('psnr_vs_paper', float('nan')):+.2f} dB, boundary PSNR "
+                 f"{r.get('boundary_psnr_vs_paper', float('nan')):+.2f} dB, region colour error "
+                 f"{100 * r.get('region_colour_error_vs_paper', float('nan')) / paper['region_colour_error']:+.1f} %"
+                 + (f", mIoU {100 * r['miou_vs_paper']:+.1f} points" if "miou_vs_paper" in r else "")
+                 for r in rows]
+        comparison = ("\n- Against the teacher's paper sampler (DDPM, 40 UNet evaluations) on the same frames "
+                      f"({table['threads']} CPU thread(s), `benchmarks/bench_decode.py --quality_table`):\n  "
+                      + "\n  ".join(lines))
+    pipe.unet.half()
+    save_for_hub(
+        pipe, target, overwrite=True, model_id=f"src/spic_diffusers/assets/{FAST_NAME}", title=FAST_NAME,
+        summary=(f"The fast receiver of `spic-diffusers`: `{RECEIVER_NAME}` distilled into {len(steps)} single-pass "
+                 f"step(s) ({len(steps)} UNet evaluation(s) instead of the paper sampler's 40). It ships inside the "
+                 "package as the `--fast` model: `spic decode --fast`, `spic demo --fast`, or "
+                 "`SPICPipeline.from_pretrained(spic_diffusers.demo.shipped_model_path(\"fast\"))`, whose plain call "
+                 "runs the saved schedule."),
+        source=f"distilled by spic-diffusers from {RECEIVER_NAME} with training/distill_spic.py",
+        eval_results=results, training=training, datasets=["camvid"],
+        limitations=("- Distilled for the teacher's settings: 96x128 CamVid-like frames, HEVC QP 35 coarse images, "
+                     "the start at t = 192. Passing other timesteps or a guidance scale above 1 leaves what it "
+                     "was trained for." + comparison + f"\n- {CAMVID_CREDIT}."),
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--receiver_run", type=Path, default=None)
     parser.add_argument("--segmenter_run", type=Path, default=None)
     parser.add_argument("--camvid_dataset", type=Path, default=None, help="needed with --segmenter_run")
     parser.add_argument("--receiver_results", type=Path, default=None, help="JSON evaluation entries for the card")
+    parser.add_argument("--fast_run", type=Path, default=None, help="a distilled student to ship as --fast")
+    parser.add_argument("--fast_table", type=Path, default=None,
+                        help="bench_decode.py --quality_table JSON holding the student's rows (for its card)")
     parser.add_argument("--assets_dir", type=Path, default=Path(__file__).resolve().parents[1] / "src" /
                         "spic_diffusers" / "assets")  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace existing shipped folders")
@@ -223,8 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         targets.append(args.assets_dir / SEGMENTER_NAME)
     if args.receiver_run:
         targets.append(args.assets_dir / RECEIVER_NAME)
+    if args.fast_run:
+        targets.append(args.assets_dir / FAST_NAME)
     if not targets:
-        parser.error("nothing to package: pass --receiver_run and/or --segmenter_run")
+        parser.error("nothing to package: pass --receiver_run, --segmenter_run and/or --fast_run")
     existing = [str(t) for t in targets if t.exists() and any(t.iterdir())]
     if existing and not args.overwrite:
         print(f"error: {', '.join(existing)} already exist; pass --overwrite to replace them", file=sys.stderr)
@@ -240,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.receiver_run:
             results = json.loads(args.receiver_results.read_text()) if args.receiver_results else None
             package_receiver(args.receiver_run, staged[args.assets_dir / RECEIVER_NAME], results)
+        if args.fast_run:
+            table = json.loads(args.fast_table.read_text()) if args.fast_table else None
+            package_fast(args.fast_run, staged[args.assets_dir / FAST_NAME], table)
         for target, folder in staged.items():
             if target.exists():
                 shutil.rmtree(target)

@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 from conftest import FIXTURES, TINY_UNET
+from diffusers import DDIMScheduler
 from huggingface_hub import HfApi
 
 from spic_diffusers import SPICPipeline, SPICUNet2DModel
@@ -75,6 +76,26 @@ def test_card_metadata_and_body_hold_real_values(pipe):
     assert "DDPMScheduler" in body and "learned_range" in body
     assert "Pezone, Francesco and Musa, Osman and Caire, Giuseppe and Barbarossa, Sergio" in body
     assert "ICASSP" in body
+
+
+def _decode_example(body: str) -> str:
+    return next(line for line in body.splitlines() if line.startswith("image = decode(")) + "\n" + \
+        body.split("image = decode(", 1)[1].split("```", 1)[0]
+
+
+def test_card_example_decodes_with_the_pipelines_own_sampler(pipe):
+    _, body = split_card(render_model_card(pipe, model_id="someone/spic-tiny"))
+    assert "guidance_scale=1.5, num_inference_steps=100, max_timestep=200" in _decode_example(body)
+    assert "the paper's sampler" in body
+    # A distilled student: its saved schedule must not be overridden by the paper's arguments in the example.
+    student = SPICPipeline(unet=pipe.unet, scheduler=DDIMScheduler.from_config(pipe.scheduler.config),
+                           default_timesteps=[192, 91], default_guidance_scale=1.0)
+    text = render_model_card(student, model_id="someone/spic-fast")
+    assert_no_placeholders(text)
+    _, body = split_card(text)
+    example = _decode_example(body)
+    assert "guidance_scale" not in example and "num_inference_steps" not in example
+    assert "2 step(s) at t = [192, 91], one pass each" in body
 
 
 def test_card_without_results_has_no_model_index(pipe):

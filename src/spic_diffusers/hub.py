@@ -257,6 +257,20 @@ def _scheduler_facts(pipeline) -> dict[str, str]:
     return {"scheduler_class": type(scheduler).__name__, "scheduler_summary": ", ".join(parts)}
 
 
+def _sampler_facts(pipeline) -> dict[str, str]:
+    """How the card's example decodes: a distilled student's saved schedule, else the paper's sampler spelled out."""
+    config = getattr(pipeline, "config", None)
+    timesteps = config.get("default_timesteps") if config is not None and hasattr(config, "get") else None
+    if timesteps:
+        scale = config.get("default_guidance_scale")
+        passes = "one pass" if scale in (None, 1.0) else f"guidance {scale:g}"
+        return {"sampler_comment": f"this model's own schedule, saved in its config: {len(timesteps)} step(s) at "
+                                   f"t = {list(timesteps)}, {passes} each",
+                "sampler_arguments": ""}
+    return {"sampler_comment": "the paper's sampler: DDPM, 100-step spacing, t <= 200, guidance 1.5",
+            "sampler_arguments": "guidance_scale=1.5, num_inference_steps=100, max_timestep=200,\n               "}
+
+
 def _training_text(training: Any) -> str:
     if training is None:
         return "No training details were given for this checkpoint."
@@ -357,6 +371,7 @@ def render_model_card(
         **{k: codec_settings[k] for k in DEFAULT_CODEC},
         **_unet_facts(pipeline),
         **_scheduler_facts(pipeline),
+        **_sampler_facts(pipeline),
     }
     text = Template(template if template is not None else model_card_template(), undefined=StrictUndefined,
                     keep_trailing_newline=True).render(**values)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Distil the shipped CamVid receiver into a single-pass student of K steps (the `--fast` model, spic-camvid-fast).
+#
+#   bash scripts/distill_camvid_receiver.sh DATA WORK_DIR K [INIT] [STEPS] [SAMPLES]
+#
+# DATA: CamVid in datasets format with coarse images at 96x128 (scripts/convert_camvid_to_datasets.py
+#       --precompute_coarse hevc:35 --coarse_image_size 96x128, or WORK_DIR/data of train_camvid_receiver.sh).
+# K: the student's steps (4, 2 or 1). INIT: a student folder to start from (a 4-step student for K = 2, a 2-step
+#    one for K = 1: progressive); default the teacher. The result is WORK_DIR/fast-K, a SPICPipeline folder.
+# TEACHER (environment) picks the teacher folder (default: the shipped spic-camvid-small); PYTHON the interpreter.
+# One CPU thread: the teacher's guided trajectory (bf16) is computed once per training frame (the first SAMPLES
+# rows, default 128: about 17 minutes), then STEPS (default 400) updates on 48x64 crops of the whole-frame states
+# (about 3 s each). Checkpoints every 50 steps: rerun the same command to resume an interrupted run.
+# Packaging into the package's assets is a separate, explicit step: scripts/package_shipped_models.py --fast_run.
+set -euo pipefail
+DATA=${1:?usage: distill_camvid_receiver.sh DATA WORK_DIR K [INIT] [STEPS] [SAMPLES]}
+WORK_DIR=${2:?usage: distill_camvid_receiver.sh DATA WORK_DIR K [INIT] [STEPS] [SAMPLES]}
+K=${3:?usage: distill_camvid_receiver.sh DATA WORK_DIR K [INIT] [STEPS] [SAMPLES]}
+INIT=${4:-}
+STEPS=${5:-400}
+SAMPLES=${6:-128}
+PY=${PYTHON:-python}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+TEACHER=${TEACHER:-$HERE/src/spic_diffusers/assets/spic-camvid-small}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+OUT="$WORK_DIR/fast-$K"
+mkdir -p "$WORK_DIR"
+
+extra=()
+if [ -n "$INIT" ]; then extra+=(--student_init "$INIT"); fi
+if ls -d "$OUT"/checkpoint-* >/dev/null 2>&1; then extra+=(--resume_from_checkpoint latest); fi
+"$PY" "$HERE/training/distill_spic.py" --cpu --teacher "$TEACHER" --dataset_name_or_path "$DATA" \
+  --num_student_steps "$K" --teacher_dtype bf16 --cache_teacher --max_train_samples "$SAMPLES" --no-random_flip \
+  --random_crop 48,64 --train_batch_size 8 --max_train_steps "$STEPS" --learning_rate 5e-5 --lr_warmup_steps 20 \
+  --ema_decay 0.995 --checkpointing_steps 50 --output_dir "$OUT" "${extra[@]}"
