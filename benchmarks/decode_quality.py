@@ -87,6 +87,17 @@ def _row(pipe, frames, name: str, dtype: str, call: dict, segmenter, counted: li
     return row
 
 
+def _students_start_noise(students: list[str]) -> str:
+    """The start the students were distilled from; they must agree, the teacher row has one."""
+    from spic_diffusers import SPICPipeline
+
+    starts = {SPICPipeline.load_config(path).get("default_start_noise") or "none" for path in students}
+    if len(starts) > 1:
+        raise SystemExit(f"the students were distilled from different starts ({sorted(starts)}): compare them "
+                         "in separate runs, each against its own teacher")
+    return starts.pop() if starts else "none"
+
+
 def run(model: str, frames_path: str, *, students: list[str] | None = None, split: str = "test",
         num_frames: int = 8, student_steps: tuple[int, ...] = (4, 2, 1), segmenter_path: str | None = None,
         coarse_codec: str = "hevc", coarse_quality: float = 35, downsample: int = 4,
@@ -116,16 +127,22 @@ def run(model: str, frames_path: str, *, students: list[str] | None = None, spli
 
         segmenter = Segmenter.from_pretrained(segmenter_path)
 
+    # The teacher row starts as the students were taught to (their saved `default_start_noise`).
+    teacher_start = _students_start_noise(students or [])
+    teacher_row = (f"{TEACHER[0][:-1]}, {teacher_start}-noised start)" if teacher_start != "none" else TEACHER[0],
+                   *TEACHER[1:])
     counted: list[int] = []
     rows = []
     paper_scheduler = pipe.scheduler
     _warm_up(pipe, frames[0], dtypes)
     handle = pipe.unet.register_forward_hook(lambda module, args, out: counted.append(1))
     for dtype in dtypes:
-        for name, cls, spacing, extra in [PAPER, *([TEACHER] if students else []), *BASELINES]:
+        for name, cls, spacing, extra in [PAPER, *([teacher_row] if students else []), *BASELINES]:
             pipe.scheduler = getattr(diffusers, cls).from_config(paper_scheduler.config, **extra)
-            rows.append(_row(pipe, frames, name, dtype, {"num_inference_steps": spacing, "guidance_scale": 1.5},
-                             segmenter, counted))
+            call = {"num_inference_steps": spacing, "guidance_scale": 1.5}
+            if name == teacher_row[0]:
+                call["start_noise"] = teacher_start
+            rows.append(_row(pipe, frames, name, dtype, call, segmenter, counted))
             log(f"{rows[-1]}")
     handle.remove()
     pipe.scheduler = paper_scheduler

@@ -7,9 +7,10 @@
 #       --precompute_coarse hevc:35 --coarse_image_size 96x128, or WORK_DIR/data of train_camvid_receiver.sh).
 # K: the student's steps (4, 2 or 1). INIT: a student folder to start from (a 4-step student for K = 2, a 2-step
 #    one for K = 1: progressive); default the teacher. The result is WORK_DIR/fast-K, a SPICPipeline folder.
+# The teacher starts from the coarse image noised to t = 192 (distill_spic.py --start_noise forward, its default).
 # TEACHER (environment) picks the teacher folder (default: the shipped spic-camvid-small); PYTHON the interpreter.
 # One CPU thread: the teacher's guided trajectory (bf16) is computed once per training frame (the first SAMPLES
-# rows, default 128: about 17 minutes), then STEPS (default 400) updates on 48x64 crops of the whole-frame states
+# rows, default 96: about 13 minutes), then STEPS (default 300) updates on 48x64 crops of the whole-frame states
 # (about 3 s each). Checkpoints every 50 steps: rerun the same command to resume an interrupted run.
 # Packaging into the package's assets is a separate, explicit step: scripts/package_shipped_models.py --fast_run.
 set -euo pipefail
@@ -17,8 +18,8 @@ DATA=${1:?usage: distill_camvid_receiver.sh DATA WORK_DIR K [INIT] [STEPS] [SAMP
 WORK_DIR=${2:?usage: distill_camvid_receiver.sh DATA WORK_DIR K [INIT] [STEPS] [SAMPLES]}
 K=${3:?usage: distill_camvid_receiver.sh DATA WORK_DIR K [INIT] [STEPS] [SAMPLES]}
 INIT=${4:-}
-STEPS=${5:-400}
-SAMPLES=${6:-128}
+STEPS=${5:-300}
+SAMPLES=${6:-96}
 PY=${PYTHON:-python}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 TEACHER=${TEACHER:-$HERE/src/spic_diffusers/assets/spic-camvid-small}

@@ -233,7 +233,10 @@ def package_fast(run: Path, target: Path, table: dict | None) -> None:
     training = {
         "Teacher": f"`{RECEIVER_NAME}` with its sampler made deterministic: DDIM (eta = 0), guidance "
                    f"{args['guidance_scale']:g}, {len(summary['teacher_timesteps'])} steps from t = "
-                   f"{summary['teacher_timesteps'][0]} (40 UNet evaluations)",
+                   f"{summary['teacher_timesteps'][0]} (40 UNet evaluations), "
+                   + ("starting from the upsampled coarse image noised to that timestep (fresh Gaussian noise; the "
+                      "student keeps this start)" if args.get("start_noise", "none") == "forward"
+                      else "starting from the upsampled coarse image as is"),
         "Student": f"{len(steps)} single-pass step(s) at t = {steps}, initialised from "
                    + (f"a student with more steps (`{Path(args['student_init']).name}`)" if args.get("student_init")
                       else "the teacher"),
@@ -275,7 +278,7 @@ def package_fast(run: Path, target: Path, table: dict | None) -> None:
         source=f"distilled by spic-diffusers from {RECEIVER_NAME} with training/distill_spic.py",
         eval_results=results, training=training, datasets=["camvid"],
         limitations=("- Distilled for the teacher's settings: 96x128 CamVid-like frames, HEVC QP 35 coarse images, "
-                     "the start at t = 192. Passing other timesteps or a guidance scale above 1 leaves what it "
+                     f"the start at t = {steps[0] if steps else 192}. Passing other timesteps or a guidance scale above 1 leaves what it "
                      "was trained for." + comparison + f"\n- {CAMVID_CREDIT}."),
     )  # fmt: skip
 

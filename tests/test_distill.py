@@ -83,6 +83,33 @@ def test_distillation_runs_resumes_exactly_and_saves_a_plain_few_step_student(te
     handle.remove()
     assert calls == [1, 1], "two single-pass steps"
     assert image.shape == (1, 3, 32, 64) and torch.isfinite(image).all()
+    # Distilled from the forward-noised start (the default), the student keeps it: seeded, like the paper sampler.
+    assert student.config.default_start_noise == "forward"
+    seeded = [student(labels, coarse, output_type="pt", generator=torch.Generator().manual_seed(s)).images
+              for s in (0, 0, 1)]
+    assert torch.equal(seeded[0], seeded[1]) and not torch.equal(seeded[0], seeded[2])
+    explicit = student(labels, coarse, output_type="pt", generator=torch.Generator().manual_seed(0),
+                       start_noise="forward").images
+    assert torch.equal(seeded[0], explicit)
+
+
+def test_teacher_states_follow_the_pipelines_forward_noised_guided_ddim(tiny_unet):
+    """The trajectory the student learns is the one `SPICPipeline` samples with DDIM, guidance 1.5 and
+    `start_noise="forward"` on the same noise."""
+    pipe = SPICPipeline(tiny_unet, DDIMScheduler.from_config(default_scheduler().config))
+    pipe.set_progress_bar_config(disable=True)
+    ts = distill.teacher_timesteps(pipe, 20, 200)
+    labels, coarse = _inputs()
+    segmap = pipe.prepare_segmentation_map(labels)
+    noise = torch.randn((1, 3, 32, 64), generator=torch.Generator().manual_seed(5))
+    states = distill.teacher_states(pipe, segmap, coarse, ts, ts[:1], guidance_scale=1.5, noise=noise)
+    start = torch.nn.functional.interpolate(coarse, size=(32, 64), mode="bilinear", align_corners=False)
+    assert not torch.allclose(states[0], start, atol=1e-2), "the start is noised"
+    image = pipe(labels, coarse, output_type="pt", timesteps=ts, guidance_scale=1.5, start_noise="forward",
+                 generator=torch.Generator().manual_seed(5)).images
+    assert torch.allclose(image, (states[-1] / 2 + 0.5).clamp(0, 1), atol=1e-5)
+    with pytest.raises(ValueError, match="default_start_noise"):
+        SPICPipeline(tiny_unet, default_scheduler(), default_start_noise="sometimes")
 
 
 def test_foreign_output_folder_is_refused(teacher_dir, dataset_dir, tmp_path):
@@ -123,6 +150,7 @@ def test_paper_pipeline_is_unchanged_by_the_new_defaults(tiny_unet):
     pipe = SPICPipeline(tiny_unet, default_scheduler())
     pipe.set_progress_bar_config(disable=True)
     assert pipe.config.default_timesteps is None and pipe.config.default_guidance_scale is None
+    assert pipe.config.default_start_noise is None, "the paper starts from the coarse image as is"
     calls, handle = _count_calls(pipe.unet)
     labels, coarse = _inputs()
     pipe(labels, coarse, output_type="pt", num_inference_steps=20)

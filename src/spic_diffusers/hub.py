@@ -264,8 +264,10 @@ def _sampler_facts(pipeline) -> dict[str, str]:
     if timesteps:
         scale = config.get("default_guidance_scale")
         passes = "one pass" if scale in (None, 1.0) else f"guidance {scale:g}"
+        start = config.get("default_start_noise") or "none"
+        start = "" if start == "none" else f", from the coarse image {start}-noised to the first step"
         return {"sampler_comment": f"this model's own schedule, saved in its config: {len(timesteps)} step(s) at "
-                                   f"t = {list(timesteps)}, {passes} each",
+                                   f"t = {list(timesteps)}, {passes} each{start}",
                 "sampler_arguments": ""}
     return {"sampler_comment": "the paper's sampler: DDPM, 100-step spacing, t <= 200, guidance 1.5",
             "sampler_arguments": "guidance_scale=1.5, num_inference_steps=100, max_timestep=200,\n               "}

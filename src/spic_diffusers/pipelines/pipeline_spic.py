@@ -73,6 +73,8 @@ class SPICPipeline(DiffusionPipeline):
             (a distilled few-step student saves its schedule here).
         default_guidance_scale: Guidance scale of a call that passes none (1.5 when unset; a student with
             guidance distilled into it saves 1.0, one pass per step).
+        default_start_noise: `start_noise` of a call that passes none ("none" when unset, the paper; a student
+            distilled from a forward-noised start saves "forward").
     """
 
     model_cpu_offload_seq = "unet"
@@ -84,12 +86,16 @@ class SPICPipeline(DiffusionPipeline):
         scheduler: SchedulerMixin,
         default_timesteps: list[int] | None = None,
         default_guidance_scale: float | None = None,
+        default_start_noise: str | None = None,
     ):
         super().__init__()
+        if default_start_noise is not None and default_start_noise not in START_NOISE_MODES:
+            raise ValueError(f"default_start_noise must be one of {START_NOISE_MODES}, got {default_start_noise!r}")
         self.register_modules(unet=unet, scheduler=scheduler)
         if default_timesteps is not None:
             default_timesteps = [int(t) for t in default_timesteps]
-        self.register_to_config(default_timesteps=default_timesteps, default_guidance_scale=default_guidance_scale)
+        self.register_to_config(default_timesteps=default_timesteps, default_guidance_scale=default_guidance_scale,
+                                default_start_noise=default_start_noise)
 
     # Read by the denoising loop at every step, so a `callback_on_step_end` may change them mid-run
     # (e.g. `pipe._guidance_scale = 0.0` after some steps: the "CFG cut-off" recipe).
@@ -431,7 +437,7 @@ class SPICPipeline(DiffusionPipeline):
         guidance_scale: float | None = None,
         num_inference_steps: int | None = None,
         max_timestep: int | None = 200,
-        start_noise: str = "none",
+        start_noise: str | None = None,
         timesteps: Sequence[int] | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
@@ -457,7 +463,7 @@ class SPICPipeline(DiffusionPipeline):
                 `timesteps` is given, a saved `default_timesteps` schedule is used, else 100.
             max_timestep: Start at the first scheduled timestep <= this; `None` starts from pure noise at the top.
             start_noise: `"none"` uses the upsampled coarse image as is (the paper); `"forward"` noises it to the
-                start timestep first.
+                start timestep first. Default: the saved `default_start_noise`, else "none".
             timesteps: Explicit original timesteps to visit (overrides the spacing; `max_timestep` still applies).
             generator: Random generator(s) for reproducibility.
             output_type: `"pil"`, `"np"` (HWC in [0, 1]) or `"pt"` (`[B,3,H,W]` in [0, 1]).
@@ -480,6 +486,8 @@ class SPICPipeline(DiffusionPipeline):
         guidance_scale, num_inference_steps, timesteps = self.resolve_sampling_defaults(
             guidance_scale, num_inference_steps, timesteps
         )
+        if start_noise is None:
+            start_noise = self.config.get("default_start_noise") or "none"
         unet_dtype = _parse_dtype(unet_dtype)
         guidance_batching = self.resolve_guidance_batching(guidance_batching)
         if channels_last:

@@ -1,8 +1,15 @@
 """Distil SPIC's guided sampler into a few-step, single-pass student (`training/distill_spic.py`).
 
-The teacher is SPIC's sampler made deterministic: DDIM with eta = 0 and classifier-free guidance s = 1.5, starting
-from the upsampled coarse image at the first visited timestep <= 200 of the 100-step spacing (192, 182, ..., 0:
-20 steps, 40 UNet evaluations). The student starts as a copy of the teacher, runs ONE pass per step (guidance is
+The teacher is SPIC's sampler made deterministic: DDIM with eta = 0 and classifier-free guidance s = 1.5 on the
+paper's steps (the first visited timestep <= 200 of the 100-step spacing: 192, 182, ..., 0; 20 steps, 40 UNet
+evaluations), starting from the upsampled coarse image noised to t = 192 with fresh Gaussian noise
+(`--start_noise forward`, the default) or, as the paper's stochastic sampler does, from the coarse image as is
+(`none`). Measured on CamVid test with the shipped receiver (6 frames), DDIM from the clean coarse image lost 5 % of
+region colour error and 2 mIoU points against the paper's DDPM sampler: without noise the model never sees an input
+like those it was trained on. From the forward-noised start, DDIM matched or beat the paper sampler (region colour
+error -28 %, mIoU +2 points, PSNR +0.2 dB, boundary PSNR -0.3 dB), so that is the teacher, and the student keeps its
+start (`default_start_noise` in the saved pipeline): like the paper's sampler it is stochastic, seeded by the
+call's generator. The student starts as a copy of the teacher, runs ONE pass per step (guidance is
 distilled into it, as Meng et al., CVPR 2023, at a fixed scale) and takes K steps (K in {4, 2, 1}) on a subset of
 the teacher's timesteps. Each student DDIM step from t_i to t_{i+1} is trained to land on the teacher's state at
 t_{i+1}: the loss is Salimans & Ho's progressive-distillation x0 target (the x0 that makes one DDIM step from z_t
@@ -82,11 +89,16 @@ def student_timesteps(teacher_ts: Sequence[int], num_steps: int) -> list[int]:
 
 @torch.no_grad()
 def teacher_states(pipe, segmentation_map, low_res_image, teacher_ts: Sequence[int], stops: Sequence[int],
-                   guidance_scale: float = 1.5, unet_dtype=None) -> list[torch.Tensor]:
-    """Run the guided DDIM teacher from the upsampled coarse image; return its states at the timesteps `stops`
-    (each one of `teacher_ts`) and, last, its final output (timestep -1)."""
+                   guidance_scale: float = 1.5, unet_dtype=None, noise: torch.Tensor | None = None
+                   ) -> list[torch.Tensor]:
+    """Run the guided DDIM teacher from the upsampled coarse image (noised to the first timestep with `noise`, as
+    the pipeline's `start_noise="forward"`, when given); return its states at the timesteps `stops` (each one of
+    `teacher_ts`) and, last, its final output (timestep -1)."""
     sample = F.interpolate(low_res_image.float(), size=segmentation_map.shape[-2:], mode="bilinear",
                            align_corners=False)
+    if noise is not None:
+        first = torch.full((sample.shape[0],), int(teacher_ts[0]), dtype=torch.long, device=sample.device)
+        sample = pipe.scheduler.add_noise(sample, noise.to(sample), first)
     channels = pipe.unet.config.in_channels
     wanted = set(int(s) for s in stops)
     states = []
@@ -136,14 +148,17 @@ def distillation_loss(student, scheduler, states: Sequence[torch.Tensor], studen
     return weight * ((x0 - target) ** 2).mean(dim=(1, 2, 3))
 
 
-def student_pipeline(unet: SPICUNet2DModel, teacher_scheduler_config, student_ts: Sequence[int]):
-    """The student as a plain `SPICPipeline`: DDIM scheduler, its timesteps and guidance 1.0 as the defaults."""
+def student_pipeline(unet: SPICUNet2DModel, teacher_scheduler_config, student_ts: Sequence[int],
+                     start_noise: str = "none"):
+    """The student as a plain `SPICPipeline`: DDIM scheduler; its timesteps, guidance 1.0 and the teacher's start
+    as the defaults."""
     from diffusers import DDIMScheduler
 
     from ..pipelines.pipeline_spic import SPICPipeline
 
     return SPICPipeline(unet=unet, scheduler=DDIMScheduler.from_config(teacher_scheduler_config),
-                        default_timesteps=list(student_ts), default_guidance_scale=1.0)
+                        default_timesteps=list(student_ts), default_guidance_scale=1.0,
+                        default_start_noise=None if start_noise == "none" else start_noise)
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -177,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher_num_inference_steps", type=int, default=100, help="The teacher's spacing (paper: 100).")
     p.add_argument("--max_timestep", type=int, default=200, help="The teacher's start bound (paper: 200).")
     p.add_argument("--guidance_scale", type=float, default=1.5, help="The teacher's guidance scale (paper: 1.5).")
+    p.add_argument("--start_noise", default="forward", choices=("forward", "none"),
+                   help="The teacher's (and the student's) start: the coarse image noised to the first timestep "
+                        "('forward'), or as is ('none', the paper's start made deterministic).")
     p.add_argument("--teacher_dtype", default=None, choices=("bf16", "fp16", "fp32"),
                    help="Run the teacher's UNet under autocast in this dtype (bf16 about halves its time on CPU).")
     p.add_argument("--cache_teacher", action="store_true",
@@ -322,9 +340,13 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
                 mask = flips.to(batch[key].device).view(-1, 1, 1, 1)
                 batch[key] = torch.where(mask, batch[key].flip(-1), batch[key])
             tick = time.perf_counter()
+            noise = None
+            if args.start_noise == "forward":
+                shape = (batch["segmentation_map"].shape[0], config.in_channels, *batch["segmentation_map"].shape[-2:])
+                noise = torch.randn(shape, generator=step_generator(args.seed + 2, global_step, rank))
             states = _teacher_states_cached(cache if args.cache_teacher else None, batch.get("id"), flips, teacher,
                                             batch["segmentation_map"], batch["low_res_image"], teacher_ts,
-                                            student_ts, args.guidance_scale, teacher_dtype)
+                                            student_ts, args.guidance_scale, teacher_dtype, noise)
             teacher_seconds += time.perf_counter() - tick
             # The teacher ran on whole frames; crop its states with the inputs (they ride in `pixel_values`).
             batch["pixel_values"] = torch.cat(states, dim=1)
@@ -381,7 +403,7 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
         if ema is not None:
             ema.copy_to(model.parameters())
         model.eval()
-        pipeline = student_pipeline(model, teacher.scheduler.config, student_ts)
+        pipeline = student_pipeline(model, teacher.scheduler.config, student_ts, args.start_noise)
         pipeline.save_pretrained(args.output_dir)
         with open(os.path.join(args.output_dir, SUMMARY_FILE), "w") as f:
             json.dump(summary, f, indent=2)
@@ -405,16 +427,17 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _teacher_states_cached(cache, ids, flips, teacher, segmap, low_res, teacher_ts, student_ts, guidance_scale,
-                           unet_dtype) -> list[torch.Tensor]:
-    """Teacher states for a batch, reusing those already computed for the same (row id, flip)."""
+                           unet_dtype, noise=None) -> list[torch.Tensor]:
+    """Teacher states for a batch, reusing those already computed for the same (row id, flip): a cached example
+    keeps the start noise of its first visit (the student trains from the start its teacher states came from)."""
     if cache is None or not ids or not all(str(i) for i in ids):
-        return teacher_states(teacher, segmap, low_res, teacher_ts, student_ts, guidance_scale, unet_dtype)
+        return teacher_states(teacher, segmap, low_res, teacher_ts, student_ts, guidance_scale, unet_dtype, noise)
     keys = [(str(i), bool(f)) for i, f in zip(ids, flips.tolist())]
     missing = [j for j, key in enumerate(keys) if key not in cache]
     if missing:
         index = torch.tensor(missing, device=segmap.device)
         fresh = teacher_states(teacher, segmap[index], low_res[index], teacher_ts, student_ts, guidance_scale,
-                               unet_dtype)
+                               unet_dtype, None if noise is None else noise[index.cpu()])
         for n, j in enumerate(missing):
             cache[keys[j]] = [state[n : n + 1] for state in fresh]
     return [torch.cat([cache[key][k] for key in keys]) for k in range(len(student_ts) + 1)]

@@ -1,0 +1,173 @@
+"""The fast receiver: the quality-against-time table, packaging a student, and the shipped `--fast` model."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_UNET
+
+from spic_diffusers import SPICPipeline, SPICUNet2DModel
+from spic_diffusers.pipelines.pipeline_spic import default_scheduler
+from spic_diffusers.training import distill
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+import decode_quality  # noqa: E402
+
+
+def _package_script():
+    spec = importlib.util.spec_from_file_location("package_shipped_models",
+                                                  REPO_ROOT / "scripts" / "package_shipped_models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """A tiny teacher, a 2-step student distilled from it, and frames with a test split."""
+    from spic_diffusers.data import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("fast")
+    torch.manual_seed(0)
+    teacher = root / "teacher"
+    SPICPipeline(SPICUNet2DModel(**TINY_UNET).eval(), default_scheduler()).save_pretrained(teacher)
+    data = root / "frames"
+    make_synthetic_dataset({"train": 4, "test": 5}, 32, 64, seed=0, splits={"train": 4, "test": 5}).save_to_disk(
+        str(data))
+    student = root / "fast-2"
+    distill.main(["--teacher", str(teacher), "--dataset_name_or_path", str(data), "--output_dir", str(student),
+                  "--cpu", "--cache_teacher", "--coarse_codec", "none", "--num_student_steps", "2",
+                  "--train_batch_size", "2", "--max_train_steps", "2", "--lr_warmup_steps", "0",
+                  "--max_train_samples", "4", "--no-random_flip"])
+    return {"teacher": str(teacher), "data": str(data), "student": str(student)}
+
+
+@pytest.fixture(scope="module")
+def report(chain):
+    from spic_diffusers.demo import shipped_segmenter_path
+
+    return decode_quality.run(chain["teacher"], chain["data"], students=[chain["student"]], num_frames=1,
+                              student_steps=(2, 1), segmenter_path=str(shipped_segmenter_path()),
+                              coarse_codec="jpeg", dtypes=("fp32", "bf16"), log=lambda line: None)
+
+
+def test_quality_table_runs_every_sampler_and_student_in_one_run(report):
+    rows = {(r["sampler"], r["dtype"]): r for r in report["rows"]}
+    assert report["num_frames"] == 1 and report["size"] == [32, 64]
+    assert len(report["rows"]) == 2 * (1 + 1 + len(decode_quality.BASELINES) + 2)
+    paper = rows[(decode_quality.PAPER[0], "fp32")]
+    assert report["rows"][0] is paper and paper["speedup_vs_paper"] == 1.0
+    assert paper["unet_evaluations"] == 40, "20 guided steps from t <= 200, two passes each"
+    teacher = rows[("DDIM-20 (distillation teacher, forward-noised start)", "bf16")]
+    assert teacher["unet_evaluations"] == 40, "the students' teacher, started as they were taught"
+    assert rows[("DDIM-5", "fp32")]["unet_evaluations"] == 10
+    own = rows[("student-2 (fast-2)", "fp32")]
+    assert own["unet_evaluations"] == 2, "the student's own schedule: two single-pass steps"
+    assert rows[("student-1 (fast-2, not its own K)", "bf16")]["unet_evaluations"] == 1
+    for row in report["rows"]:
+        assert all(np.isfinite(row[k]) for k in ("psnr", "boundary_psnr", "region_colour_error", "miou"))
+        assert row["seconds_per_image"] > 0 and np.isclose(row["psnr_vs_paper"], row["psnr"] - paper["psnr"])
+    table = decode_quality.markdown(report)
+    assert table.count("\n| ") == len(report["rows"]) + 1 and "mIoU" in table and "| 1.0x |" in table
+
+
+def test_frames_are_spread_over_the_split(chain):
+    import datasets
+
+    ids = [f["id"] for f in decode_quality.load_frames(chain["data"], "test", 2, (32, 64))]
+    test_ids = datasets.load_from_disk(chain["data"])["test"]["id"]
+    assert ids == [str(test_ids[0]), str(test_ids[2])], "every other of 5 rows, not the first two"
+    with pytest.raises(SystemExit, match="no 'validation' split"):
+        decode_quality.load_frames(chain["data"], "validation", 2, (32, 64))
+
+
+def test_packaging_a_student_writes_a_loadable_fast_folder_with_its_card(chain, report, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    table = tmp_path / "table.json"
+    table.write_text(json.dumps(report))
+    script = _package_script()
+    assets = tmp_path / "assets"
+    target = assets / script.FAST_NAME
+    target.mkdir(parents=True)
+    (target / "keep.txt").write_text("mine")
+    args = ["--fast_run", chain["student"], "--fast_table", str(table), "--assets_dir", str(assets)]
+    assert script.main(args) == 1, "an existing folder is replaced only with --overwrite"
+    assert "--overwrite" in capsys.readouterr().err and (target / "keep.txt").read_text() == "mine"
+    assert script.main([*args, "--overwrite"]) == 0
+    assert not (target / "keep.txt").exists()
+    card = (target / "README.md").read_text()
+    assert "2 single-pass step(s)" in card and "faster than the paper sampler" in card
+    assert "guidance_scale=1.5" not in card.split("image = decode(", 1)[1].split("```")[0]
+    pipe = SPICPipeline.from_pretrained(target)
+    weights = load_file(target / "unet" / "diffusion_pytorch_model.safetensors")
+    assert {w.dtype for w in weights.values()} == {torch.float16}, "shipped in half precision"
+    assert pipe.config.default_guidance_scale == 1.0
+    assert pipe.config.default_timesteps == SPICPipeline.from_pretrained(chain["student"]).config.default_timesteps
+
+    table.write_text(json.dumps({**report, "rows": report["rows"][:3]}))  # a table without the student
+    with pytest.raises(SystemExit, match="no row of the student"):
+        script.main([*args, "--overwrite"])
+    assert SPICPipeline.from_pretrained(target).config.default_timesteps, "the shipped folder is left as it was"
+
+
+# ------------------------------------------------------------------------------------------ the shipped model
+
+
+@pytest.fixture(scope="module")
+def fast():
+    from spic_diffusers.demo import shipped_model_path
+
+    pipe = SPICPipeline.from_pretrained(shipped_model_path("fast"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_shipped_fast_model_runs_its_few_single_pass_steps_and_beats_the_coarse_image(fast):
+    from PIL import Image
+
+    from spic_diffusers import metrics
+    from spic_diffusers.codec import make_coarse
+    from spic_diffusers.demo import demo_frame, shipped_model_path
+
+    steps = fast.config.default_timesteps
+    assert 1 <= len(steps) <= 4 and steps[0] <= 200 and fast.config.default_guidance_scale == 1.0
+    teacher = SPICPipeline.from_pretrained(shipped_model_path())
+    assert fast.unet.config == teacher.unet.config, "the student keeps the teacher's architecture"
+    calls = []
+    handle = fast.unet.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    for index in (0, 1):
+        image, labels, _ = demo_frame(index)
+        coarse = make_coarse(image, 4, "jpeg", 40)
+        calls.clear()
+        out = fast(labels, coarse, output_type="np").images[0]
+        assert calls == [1] * len(steps), "one single-pass UNet evaluation per step"
+        recon = np.round(out * 255).astype(np.uint8)
+        upsampled = np.asarray(Image.fromarray(coarse).resize(image.shape[1::-1], Image.BILINEAR))
+        assert metrics.psnr(image, recon) > metrics.psnr(image, upsampled), "no better than the coarse image"
+        assert recon.shape == image.shape and recon.std() > 5
+
+
+def test_fast_flag_decodes_and_demos_with_the_shipped_student(tmp_path, capsys):
+    from PIL import Image
+
+    from spic_diffusers.cli import main
+    from spic_diffusers.demo import demo_frame
+
+    image, labels, _ = demo_frame(0)
+    Image.fromarray(image).save(tmp_path / "frame.png")
+    Image.fromarray(labels).save(tmp_path / "map.png")
+    stream = tmp_path / "frame.spic"
+    assert main(["encode", str(tmp_path / "frame.png"), "--segmentation", str(tmp_path / "map.png"),
+                 "--coarse_codec", "jpeg", "-o", str(stream)]) == 0
+    assert main(["decode", str(stream), "--fast", "-o", str(tmp_path / "out.png")]) == 0
+    assert np.asarray(Image.open(tmp_path / "out.png")).shape == image.shape
+    capsys.readouterr()
+    assert main(["demo", "--fast", "--output_dir", str(tmp_path / "demo"), "--no_segmenter"]) == 0
+    out = capsys.readouterr().out
+    assert "decoding with DDIMScheduler: timesteps [" in out and "guidance 1.0" in out, "the student's own schedule"
