@@ -24,6 +24,11 @@ PY=${PYTHON:-python}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 TEACHER=${TEACHER:-$HERE/src/spic_diffusers/assets/spic-camvid-small}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+# bf16 autocast halves the teacher's time on CPUs with native bf16 and is tens of times slower without it
+# (measured: 38 s against 0.8 s per UNet evaluation on an AVX2-only AMD EPYC).
+if [ -z "${TEACHER_DTYPE:-}" ]; then
+  if grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null; then TEACHER_DTYPE=bf16; else TEACHER_DTYPE=fp32; fi
+fi
 OUT="$WORK_DIR/fast-$K"
 mkdir -p "$WORK_DIR"
 
@@ -31,6 +36,7 @@ extra=()
 if [ -n "$INIT" ]; then extra+=(--student_init "$INIT"); fi
 if ls -d "$OUT"/checkpoint-* >/dev/null 2>&1; then extra+=(--resume_from_checkpoint latest); fi
 "$PY" "$HERE/training/distill_spic.py" --cpu --teacher "$TEACHER" --dataset_name_or_path "$DATA" \
-  --num_student_steps "$K" --teacher_dtype bf16 --cache_teacher --max_train_samples "$SAMPLES" --no-random_flip \
+  --num_student_steps "$K" --teacher_dtype "$TEACHER_DTYPE" --teacher_cache "$WORK_DIR/teacher-$SAMPLES.safetensors" \
+  --max_train_samples "$SAMPLES" --no-random_flip \
   --random_crop 48,64 --train_batch_size 8 --max_train_steps "$STEPS" --learning_rate 5e-5 --lr_warmup_steps 20 \
   --ema_decay 0.995 --checkpointing_steps 50 --output_dir "$OUT" "${extra[@]}"

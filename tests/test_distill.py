@@ -240,3 +240,27 @@ def test_student_init_must_be_a_pipeline_of_the_same_architecture(teacher_dir, d
     with pytest.raises(distill.TrainingInputError, match="--student_init"):
         _distill(teacher_dir, dataset_dir, tmp_path / "out", "--max_train_steps", "1", "--student_init",
                  str(tmp_path / "nowhere"))
+
+
+def test_teacher_cache_file_is_shared_between_students_and_refused_for_another_teacher(teacher_dir, dataset_dir,
+                                                                                       tmp_path):
+    cache = tmp_path / "teacher.safetensors"
+    memory = _distill(teacher_dir, dataset_dir, tmp_path / "memory", "--max_train_steps", "2")
+    first = _distill(teacher_dir, dataset_dir, tmp_path / "first", "--max_train_steps", "2",
+                     "--teacher_cache", str(cache))
+    assert cache.exists() and first["teacher_examples_computed"] == 4
+    a, b = _weights(tmp_path / "memory"), _weights(tmp_path / "first")
+    assert all(torch.equal(a[k], b[k]) for k in a), "the file keeps the same trajectories as the memory cache"
+    # Another step count reads every state it needs from the file: the teacher does not run again.
+    other = _distill(teacher_dir, dataset_dir, tmp_path / "one-step", "--max_train_steps", "2",
+                     "--teacher_cache", str(cache), "--num_student_steps", "1")
+    assert other["teacher_examples_computed"] == 0 and other["student_timesteps"] == first["teacher_timesteps"][:1]
+    before = cache.read_bytes()
+    with pytest.raises(distill.TrainingInputError, match="guidance_scale=1.5 there, 2.0 here"):
+        _distill(teacher_dir, dataset_dir, tmp_path / "guided", "--max_train_steps", "1",
+                 "--teacher_cache", str(cache), "--guidance_scale", "2.0")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a cache")
+    with pytest.raises(distill.TrainingInputError, match="cannot be read"):
+        _distill(teacher_dir, dataset_dir, tmp_path / "bad", "--max_train_steps", "1", "--teacher_cache", str(bad))
+    assert cache.read_bytes() == before and bad.read_bytes() == b"not a cache"

@@ -196,10 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="The teacher's (and the student's) start: the coarse image noised to the first timestep "
                         "('forward'), or as is ('none', the paper's start made deterministic).")
     p.add_argument("--teacher_dtype", default=None, choices=("bf16", "fp16", "fp32"),
-                   help="Run the teacher's UNet under autocast in this dtype (bf16 about halves its time on CPU).")
+                   help="Run the teacher's UNet under autocast in this dtype (bf16 halves its time on CPUs with native "
+                        "bf16, e.g. AVX512-BF16 or AMX, and is tens of times slower on those without).")
     p.add_argument("--cache_teacher", action="store_true",
                    help="Keep each example's teacher states in memory (keyed by row id and flip): the teacher then "
                         "runs once per example and flip (use with --max_train_samples on a CPU).")
+    p.add_argument("--teacher_cache", default=None,
+                   help="A safetensors file of teacher trajectories (all teacher timesteps) shared between runs: "
+                        "read when it exists (its teacher settings must match), extended and rewritten as new "
+                        "examples are computed. Students of 4, 2 and 1 steps from one teacher then pay for the "
+                        "teacher once. Implies --cache_teacher; one process only.")
     p.add_argument("--segments", default="random", choices=("random", "all"),
                    help="Train each sample on one random student step per update ('random': one forward) or on "
                         "all K of them ('all': K forwards).")
@@ -320,7 +326,19 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
                        if k != "hub_token"}, f, indent=2)
     accelerator.wait_for_everyone()
 
-    cache: dict[tuple[str, bool], list[torch.Tensor]] = {}
+    cache = None
+    if args.cache_teacher or args.teacher_cache:
+        if args.teacher_cache and world > 1:
+            raise TrainingInputError("--teacher_cache is for one process (each would write the file); use "
+                                     "--cache_teacher with several")
+        settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k in CACHE_SETTINGS}
+        if settings.get("teacher") and os.path.exists(settings["teacher"]):
+            settings["teacher"] = os.path.abspath(settings["teacher"])
+        if settings.get("dataset_name_or_path") and os.path.exists(settings["dataset_name_or_path"]):
+            settings["dataset_name_or_path"] = os.path.abspath(settings["dataset_name_or_path"])
+        cache = TeacherCache(teacher_ts if args.teacher_cache else student_ts, args.teacher_cache, settings)
+        if cache.entries:
+            logger.info("teacher cache %s: %d examples", args.teacher_cache, len(cache.entries))
     bar = tqdm(total=args.max_train_steps, initial=global_step, desc="steps",
                disable=not accelerator.is_local_main_process)
     epoch = global_step // steps_per_epoch
@@ -344,9 +362,13 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
             if args.start_noise == "forward":
                 shape = (batch["segmentation_map"].shape[0], config.in_channels, *batch["segmentation_map"].shape[-2:])
                 noise = torch.randn(shape, generator=step_generator(args.seed + 2, global_step, rank))
-            states = _teacher_states_cached(cache if args.cache_teacher else None, batch.get("id"), flips, teacher,
-                                            batch["segmentation_map"], batch["low_res_image"], teacher_ts,
-                                            student_ts, args.guidance_scale, teacher_dtype, noise)
+            inputs = (batch["segmentation_map"], batch["low_res_image"], teacher_ts, student_ts, args.guidance_scale,
+                      teacher_dtype, noise)
+            if cache is None:
+                states = teacher_states(teacher, *inputs)
+            else:
+                states = cache.states(batch.get("id"), flips, teacher, *inputs)
+                cache.save()
             teacher_seconds += time.perf_counter() - tick
             # The teacher ran on whole frames; crop its states with the inputs (they ride in `pixel_values`).
             batch["pixel_values"] = torch.cat(states, dim=1)
@@ -396,6 +418,7 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
         "student_timesteps": student_ts,
         "seconds_this_run": elapsed,
         "teacher_seconds_this_run": teacher_seconds,
+        "teacher_examples_computed": cache.computed if cache is not None else None,
         "steps_per_second": steps_this_run / elapsed if elapsed > 0 else None,
     }
     if accelerator.is_main_process:
@@ -426,21 +449,86 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-def _teacher_states_cached(cache, ids, flips, teacher, segmap, low_res, teacher_ts, student_ts, guidance_scale,
-                           unet_dtype, noise=None) -> list[torch.Tensor]:
-    """Teacher states for a batch, reusing those already computed for the same (row id, flip): a cached example
-    keeps the start noise of its first visit (the student trains from the start its teacher states came from)."""
-    if cache is None or not ids or not all(str(i) for i in ids):
-        return teacher_states(teacher, segmap, low_res, teacher_ts, student_ts, guidance_scale, unet_dtype, noise)
-    keys = [(str(i), bool(f)) for i, f in zip(ids, flips.tolist())]
-    missing = [j for j, key in enumerate(keys) if key not in cache]
-    if missing:
-        index = torch.tensor(missing, device=segmap.device)
-        fresh = teacher_states(teacher, segmap[index], low_res[index], teacher_ts, student_ts, guidance_scale,
-                               unet_dtype, None if noise is None else noise[index.cpu()])
-        for n, j in enumerate(missing):
-            cache[keys[j]] = [state[n : n + 1] for state in fresh]
-    return [torch.cat([cache[key][k] for key in keys]) for k in range(len(student_ts) + 1)]
+CACHE_SETTINGS = ("teacher", "dataset_name_or_path", "train_split", "resolution", "guidance_scale",
+                  "teacher_num_inference_steps", "max_timestep", "start_noise", "teacher_dtype", "seed",
+                  "coarse_source", "coarse_codec", "coarse_quality", "coarse_downsample")
+
+
+class TeacherCache:
+    """Teacher trajectories per (row id, flip), kept in memory and, with a `path`, in a safetensors file.
+
+    In memory alone it keeps the states at the student's timesteps; with a file it keeps the whole trajectory
+    (every teacher timestep), so students with any step count can share it. The file records the teacher settings
+    (`CACHE_SETTINGS`) and is refused when they differ: its states would be another teacher's. An example keeps the
+    start noise of its first visit (the student trains from the start its teacher states came from)."""
+
+    def __init__(self, keep_timesteps: Sequence[int], path: str | None = None, settings: dict | None = None):
+        self.keep = [int(t) for t in keep_timesteps]
+        self.path, self.settings = path, settings or {}
+        self.entries: dict[tuple[str, bool], torch.Tensor] = {}
+        self.computed = 0
+        self._dirty = False
+        if path and os.path.exists(path):
+            self._load()
+
+    def _load(self) -> None:
+        from safetensors import safe_open
+
+        try:
+            with safe_open(self.path, framework="pt") as f:
+                saved = json.loads((f.metadata() or {}).get("spic_teacher_cache", "null"))
+                if not isinstance(saved, dict):
+                    raise TrainingInputError(f"--teacher_cache {self.path!r} is not a teacher cache of "
+                                             "distill_spic.py")
+                differ = sorted(k for k in set(saved) | set(self.settings) if saved.get(k) != self.settings.get(k))
+                if differ:
+                    raise TrainingInputError(
+                        f"--teacher_cache {self.path!r} holds another teacher's trajectories (settings differ: "
+                        + ", ".join(f"{k}={saved.get(k)!r} there, {self.settings.get(k)!r} here" for k in differ)
+                        + "); pass another file")
+                for name in f.keys():
+                    row_id, _, flip = name.rpartition("|")
+                    self.entries[(row_id, flip == "1")] = f.get_tensor(name)
+        except TrainingInputError:
+            raise
+        except Exception as err:  # a truncated or foreign file
+            raise TrainingInputError(f"--teacher_cache {self.path!r} cannot be read ({type(err).__name__}: "
+                                     f"{str(err).splitlines()[0] if str(err) else ''})") from None
+
+    def save(self) -> None:
+        """Rewrite the file atomically when examples were added since the last save."""
+        if not self.path or not self._dirty:
+            return
+        from safetensors.torch import save_file
+
+        tensors = {f"{row_id}|{int(flip)}": states.contiguous() for (row_id, flip), states in self.entries.items()}
+        folder = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(folder, exist_ok=True)
+        tmp = f"{self.path}.tmp"
+        save_file(tensors, tmp, metadata={"spic_teacher_cache": json.dumps(self.settings)})
+        os.replace(tmp, self.path)
+        self._dirty = False
+
+    def states(self, ids, flips, teacher, segmap, low_res, teacher_ts, student_ts, guidance_scale, unet_dtype,
+               noise=None) -> list[torch.Tensor]:
+        """The teacher's states at `student_ts` and its final output for a batch, computing only missing rows."""
+        if not ids or not all(str(i) for i in ids):
+            return teacher_states(teacher, segmap, low_res, teacher_ts, student_ts, guidance_scale, unet_dtype,
+                                  noise)
+        keys = [(str(i), bool(f)) for i, f in zip(ids, flips.tolist())]
+        missing = [j for j, key in enumerate(keys) if key not in self.entries]
+        if missing:
+            index = torch.tensor(missing, device=segmap.device)
+            fresh = teacher_states(teacher, segmap[index], low_res[index], teacher_ts, self.keep, guidance_scale,
+                                   unet_dtype, None if noise is None else noise[index.cpu()])
+            stacked = torch.stack(fresh, dim=1).cpu()  # [B, len(keep) + 1, C, H, W]
+            for n, j in enumerate(missing):
+                self.entries[keys[j]] = stacked[n]
+            self.computed += len(missing)
+            self._dirty = True
+        pick = [self.keep.index(int(t)) for t in student_ts] + [len(self.keep)]
+        batch = torch.stack([self.entries[key] for key in keys]).to(segmap.device)
+        return [batch[:, k] for k in pick]
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
