@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     table.add_argument("--segmenter", default=None, help="segmentation model folder for mIoU")
     table.add_argument("--coarse_codec", default="hevc")
     table.add_argument("--dtypes", default="fp32,bf16")
+    table.add_argument("--keep_slow_dtypes", action="store_true",
+                       help="keep a precision even when it runs over 2x slower than fp32 here (left out by default)")
     table.add_argument("--output_json", default=None)
     table.add_argument("--output_md", default=None)
     args = parser.parse_args(argv)
@@ -248,6 +250,7 @@ def quality_table(args: argparse.Namespace) -> int:
         args.model, args.frames, students=args.student, split=args.split, num_frames=args.num_frames,
         student_steps=tuple(int(k) for k in args.student_steps.split(",")), segmenter_path=args.segmenter,
         coarse_codec=args.coarse_codec, dtypes=tuple(args.dtypes.split(",")),
+        slow_dtype_ratio=None if args.keep_slow_dtypes else 2.0,
         log=lambda line: print(line, file=sys.stderr, flush=True),
     )
     table = decode_quality.markdown(report)

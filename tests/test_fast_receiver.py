@@ -53,27 +53,32 @@ def report(chain):
 
     return decode_quality.run(chain["teacher"], chain["data"], students=[chain["student"]], num_frames=1,
                               student_steps=(2, 1), segmenter_path=str(shipped_segmenter_path()),
-                              coarse_codec="jpeg", dtypes=("fp32", "bf16"), log=lambda line: None)
+                              coarse_codec="jpeg", dtypes=("fp32", "bf16"), slow_dtype_ratio=0.0,
+                              log=lambda line: None)
 
 
 def test_quality_table_runs_every_sampler_and_student_in_one_run(report):
     rows = {(r["sampler"], r["dtype"]): r for r in report["rows"]}
     assert report["num_frames"] == 1 and report["size"] == [32, 64]
-    assert len(report["rows"]) == 2 * (1 + 1 + len(decode_quality.BASELINES) + 2)
+    # A precision slower than `slow_dtype_ratio` x fp32 is left out with its measured ratio (0.0: always).
+    assert list(report["skipped_dtypes"]) == ["bf16"] and "the time of fp32" in report["skipped_dtypes"]["bf16"]
+    assert len(report["rows"]) == 1 + 1 + len(decode_quality.BASELINES) + 2
+    assert {r["dtype"] for r in report["rows"]} == {"fp32"}
     paper = rows[(decode_quality.PAPER[0], "fp32")]
     assert report["rows"][0] is paper and paper["speedup_vs_paper"] == 1.0
     assert paper["unet_evaluations"] == 40, "20 guided steps from t <= 200, two passes each"
-    teacher = rows[("DDIM-20 (distillation teacher, forward-noised start)", "bf16")]
+    teacher = rows[("DDIM-20 (distillation teacher, forward-noised start)", "fp32")]
     assert teacher["unet_evaluations"] == 40, "the students' teacher, started as they were taught"
     assert rows[("DDIM-5", "fp32")]["unet_evaluations"] == 10
     own = rows[("student-2 (fast-2)", "fp32")]
     assert own["unet_evaluations"] == 2, "the student's own schedule: two single-pass steps"
-    assert rows[("student-1 (fast-2, not its own K)", "bf16")]["unet_evaluations"] == 1
+    assert rows[("student-1 (fast-2, not its own K)", "fp32")]["unet_evaluations"] == 1
     for row in report["rows"]:
         assert all(np.isfinite(row[k]) for k in ("psnr", "boundary_psnr", "region_colour_error", "miou"))
         assert row["seconds_per_image"] > 0 and np.isclose(row["psnr_vs_paper"], row["psnr"] - paper["psnr"])
     table = decode_quality.markdown(report)
     assert table.count("\n| ") == len(report["rows"]) + 1 and "mIoU" in table and "| 1.0x |" in table
+    assert "bf16: " in table, "the table says why a precision is missing"
 
 
 def test_frames_are_spread_over_the_split(chain):
