@@ -475,7 +475,8 @@ class SPICPipeline(DiffusionPipeline):
             pad_to_multiple_of_model: Pad sizes the UNet cannot take and crop the result back.
             max_pixels: Refuse outputs above this many pixels (per image) before any work; `None` lifts the
                 budget. The memory estimate of the requested size is checked against the device either way.
-            unet_dtype: Run the UNet under autocast in this dtype (`torch.bfloat16` or `"bf16"` works on CPU too);
+            unet_dtype: Run the UNet under autocast in this dtype (`torch.bfloat16` or `"bf16"` works on CPU too,
+                and pays only on CPUs with native bf16: AVX512-BF16 or AMX);
                 a UNet loaded with `torch_dtype=` already runs in its own dtype. The latents and the scheduler's
                 arithmetic stay fp32 either way.
             guidance_batching: `"batched"` runs both guidance passes as one forward of twice the batch,
