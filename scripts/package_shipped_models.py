@@ -212,24 +212,37 @@ def package_receiver(run: Path, target: Path, eval_results) -> None:
     )  # fmt: skip
 
 
-def fast_rows(table: dict, run: Path) -> tuple[dict, list[dict]]:
-    """The paper sampler's row and the rows of the student `run` at its own step count, from a quality table."""
+def fast_rows(table: dict, run: Path, steps: int | None = None) -> tuple[dict, list[dict]]:
+    """The paper sampler's row and the rows of the student `run` at `steps` steps (default: its own count), from a
+    quality table."""
     name = run.resolve().name
-    rows = [r for r in table["rows"] if r["sampler"].startswith("student-") and f"({name})" in r["sampler"]]
+    rows = [r for r in table["rows"] if r["sampler"].startswith("student-") and (
+        f"({name})" in r["sampler"] if steps is None else
+        r["sampler"].startswith(f"student-{steps} (") and f"({name}" in r["sampler"])]
     if not rows:
-        raise SystemExit(f"--fast_table has no row of the student {name!r} at its own step count; run "
+        raise SystemExit(f"--fast_table has no row of the student {name!r} at "
+                         f"{'its own step count' if steps is None else f'{steps} step(s)'}; run "
                          "benchmarks/bench_decode.py --quality_table with --student pointing at it")
     return table["rows"][0], rows
 
 
-def package_fast(run: Path, target: Path, table: dict | None) -> None:
+def package_fast(run: Path, target: Path, table: dict | None, num_steps: int | None = None) -> None:
     from spic_diffusers import SPICPipeline
     from spic_diffusers.hub import save_for_hub
+    from spic_diffusers.training.distill import student_timesteps
 
     pipe = SPICPipeline.from_pretrained(run)
     args = json.loads((run / "spic_distill_args.json").read_text())
     summary = json.loads((run / "distill_summary.json").read_text())
-    steps = list(pipe.config.default_timesteps or [])
+    trained = list(pipe.config.default_timesteps or [])
+    steps = trained
+    if num_steps is not None and num_steps != len(trained):
+        # Shipped with fewer steps than it was trained for, where the quality table measured it better.
+        try:
+            steps = student_timesteps(summary["teacher_timesteps"], num_steps)
+        except ValueError as err:
+            raise SystemExit(f"--fast_steps {num_steps}: {err}") from None
+        pipe.register_to_config(default_timesteps=steps)
     training = {
         "Teacher": f"`{RECEIVER_NAME}` with its sampler made deterministic: DDIM (eta = 0), guidance "
                    f"{args['guidance_scale']:g}, {len(summary['teacher_timesteps'])} steps from t = "
@@ -237,9 +250,12 @@ def package_fast(run: Path, target: Path, table: dict | None) -> None:
                    + ("starting from the upsampled coarse image noised to that timestep (fresh Gaussian noise; the "
                       "student keeps this start)" if args.get("start_noise", "none") == "forward"
                       else "starting from the upsampled coarse image as is"),
-        "Student": f"{len(steps)} single-pass step(s) at t = {steps}, initialised from "
+        "Student": f"{len(trained)} single-pass step(s) at t = {trained}, initialised from "
                    + (f"a student with more steps (`{Path(args['student_init']).name}`)" if args.get("student_init")
-                      else "the teacher"),
+                      else "the teacher")
+                   + ("" if steps == trained else f"; shipped with {len(steps)} step(s) at t = {steps} as its "
+                      "default, which measured better on the quality table (pass `timesteps=` to run the "
+                      "trained schedule)"),
         "Objective": "progressive distillation's x0 target (the x0 whose DDIM step lands on the teacher's state), "
                      "max(SNR, 1) weighting; guidance and step count distilled together",
         "Data": f"{'the first ' + str(args['max_train_samples']) if args.get('max_train_samples') else 'all'} "
@@ -249,11 +265,12 @@ def package_fast(run: Path, target: Path, table: dict | None) -> None:
                    else "whole frames)"),
         "Optimiser": f"AdamW, lr {args['learning_rate']:g} ({args['lr_warmup_steps']} warm-up steps), batch "
                      f"{args['train_batch_size']}, {summary['global_step']} steps, EMA {args['ema_decay']}",
-        "Command": f"`bash scripts/distill_camvid_receiver.sh DATA WORK {len(steps)}` (training/distill_spic.py)",
+        "Command": f"`bash scripts/distill_camvid_receiver.sh DATA WORK {len(trained)} \"\" {summary['global_step']} "
+                   f"{args.get('max_train_samples') or ''}` (training/distill_spic.py)",
     }
     results, comparison = None, ""
     if table is not None:
-        paper, rows = fast_rows(table, run)
+        paper, rows = fast_rows(table, run, None if steps == trained else len(steps))
         dataset = {"name": f"CamVid test, {table['num_frames']} frames spread over the split "
                            f"({table['size'][0]}x{table['size'][1]})", "type": "camvid", "split": "test"}
         results = [{"dataset": dataset, "metrics": {k: r[k] for k in QUALITY_KEYS if k in r},
@@ -270,16 +287,19 @@ def package_fast(run: Path, target: Path, table: dict | None) -> None:
     pipe.unet.half()
     save_for_hub(
         pipe, target, overwrite=True, model_id=f"src/spic_diffusers/assets/{FAST_NAME}", title=FAST_NAME,
-        summary=(f"The fast receiver of `spic-diffusers`: `{RECEIVER_NAME}` distilled into {len(steps)} single-pass "
-                 f"step(s) ({len(steps)} UNet evaluation(s) instead of the paper sampler's 40). It ships inside the "
+        summary=(f"The fast receiver of `spic-diffusers`: `{RECEIVER_NAME}` distilled into {len(trained)} single-pass "
+                 f"step(s)" + ("" if steps == trained else f" and shipped running {len(steps)} of them") +
+                 f" ({len(steps)} UNet evaluation(s) instead of the paper sampler's 40). It ships inside the "
                  "package as the `--fast` model: `spic decode --fast`, `spic demo --fast`, or "
                  "`SPICPipeline.from_pretrained(spic_diffusers.demo.shipped_model_path(\"fast\"))`, whose plain call "
                  "runs the saved schedule."),
         source=f"distilled by spic-diffusers from {RECEIVER_NAME} with training/distill_spic.py",
         eval_results=results, training=training, datasets=["camvid"],
         limitations=("- Distilled for the teacher's settings: 96x128 CamVid-like frames, HEVC QP 35 coarse images, "
-                     f"the start at t = {steps[0] if steps else 192}. Passing other timesteps or a guidance scale above 1 leaves what it "
-                     "was trained for." + comparison + f"\n- {CAMVID_CREDIT}."),
+                     f"the start at t = {steps[0] if steps else 192}. Timesteps outside {trained} or a guidance "
+                     "scale above 1 leave what it was trained for. Fewer steps give a smoother image (the model's "
+                     "estimate of the mean), which distortion metrics reward; the distortion and mIoU figures below "
+                     "do not measure texture." + comparison + f"\n- {CAMVID_CREDIT}."),
     )  # fmt: skip
 
 
@@ -290,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--camvid_dataset", type=Path, default=None, help="needed with --segmenter_run")
     parser.add_argument("--receiver_results", type=Path, default=None, help="JSON evaluation entries for the card")
     parser.add_argument("--fast_run", type=Path, default=None, help="a distilled student to ship as --fast")
+    parser.add_argument("--fast_steps", type=int, default=None,
+                        help="ship the student with this many steps as its default (fewer than it was trained for; "
+                             "default: its own); the table must hold its rows at that count")
     parser.add_argument("--fast_table", type=Path, default=None,
                         help="bench_decode.py --quality_table JSON holding the student's rows (for its card)")
     parser.add_argument("--assets_dir", type=Path, default=Path(__file__).resolve().parents[1] / "src" /
@@ -324,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             package_receiver(args.receiver_run, staged[args.assets_dir / RECEIVER_NAME], results)
         if args.fast_run:
             table = json.loads(args.fast_table.read_text()) if args.fast_table else None
-            package_fast(args.fast_run, staged[args.assets_dir / FAST_NAME], table)
+            package_fast(args.fast_run, staged[args.assets_dir / FAST_NAME], table, args.fast_steps)
         for target, folder in staged.items():
             if target.exists():
                 shutil.rmtree(target)

@@ -115,6 +115,15 @@ def test_packaging_a_student_writes_a_loadable_fast_folder_with_its_card(chain, 
     assert pipe.config.default_guidance_scale == 1.0
     assert pipe.config.default_timesteps == SPICPipeline.from_pretrained(chain["student"]).config.default_timesteps
 
+    # Shipped with fewer steps than it was trained for: the default schedule and the card's rows follow.
+    assert script.main([*args, "--overwrite", "--fast_steps", "1"]) == 0
+    pipe = SPICPipeline.from_pretrained(target)
+    assert pipe.config.default_timesteps == SPICPipeline.from_pretrained(chain["student"]).config.default_timesteps[:1]
+    card = (target / "README.md").read_text()
+    assert "shipped with 1 step(s)" in card and "distilled into 2 single-pass step(s) and shipped running 1" in card
+    with pytest.raises(SystemExit, match="no row of the student .fast-2. at 3 step"):
+        script.main([*args, "--overwrite", "--fast_steps", "3"])
+
     table.write_text(json.dumps({**report, "rows": report["rows"][:3]}))  # a table without the student
     with pytest.raises(SystemExit, match="no row of the student"):
         script.main([*args, "--overwrite"])
@@ -124,8 +133,8 @@ def test_packaging_a_student_writes_a_loadable_fast_folder_with_its_card(chain, 
 # ------------------------------------------------------------------------------------------ the shipped model
 
 
-SHIPPED_FAST = REPO_ROOT / "src" / "spic_diffusers" / "assets" / "spic-camvid-fast"
-needs_shipped_fast = pytest.mark.skipif(not SHIPPED_FAST.exists(), reason="spic-camvid-fast is not shipped yet")
+# Measured on demo frame 1: the shipped student 36.7 dB from its teacher's output, the coarse image 26.5 dB.
+MARGIN_DB = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +146,10 @@ def fast():
     return pipe
 
 
-@needs_shipped_fast
-def test_shipped_fast_model_runs_its_few_single_pass_steps_and_beats_the_coarse_image(fast):
+def test_shipped_fast_model_runs_its_few_single_pass_steps_and_lands_near_its_teacher(fast):
+    """From the same start noise, the student's few single-pass steps land near the guided 20-step DDIM teacher's
+    output: much nearer than the coarse image it started from."""
+    from diffusers import DDIMScheduler
     from PIL import Image
 
     from spic_diffusers import metrics
@@ -147,23 +158,30 @@ def test_shipped_fast_model_runs_its_few_single_pass_steps_and_beats_the_coarse_
 
     steps = fast.config.default_timesteps
     assert 1 <= len(steps) <= 4 and steps[0] <= 200 and fast.config.default_guidance_scale == 1.0
+    assert fast.config.default_start_noise == "forward"
     teacher = SPICPipeline.from_pretrained(shipped_model_path())
-    assert fast.unet.config == teacher.unet.config, "the student keeps the teacher's architecture"
+    def architecture(unet):
+        return {k: v for k, v in unet.config.items() if not k.startswith("_")}
+
+    assert architecture(fast.unet) == architecture(teacher.unet), "the student keeps the teacher's architecture"
+    teacher.scheduler = DDIMScheduler.from_config(teacher.scheduler.config)
+    teacher.set_progress_bar_config(disable=True)
+    image, labels, _ = demo_frame(1)
+    coarse = make_coarse(image, 4, "jpeg", 40)
     calls = []
     handle = fast.unet.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
-    for index in (0, 1):
-        image, labels, _ = demo_frame(index)
-        coarse = make_coarse(image, 4, "jpeg", 40)
-        calls.clear()
-        out = fast(labels, coarse, output_type="np").images[0]
-        assert calls == [1] * len(steps), "one single-pass UNet evaluation per step"
-        recon = np.round(out * 255).astype(np.uint8)
-        upsampled = np.asarray(Image.fromarray(coarse).resize(image.shape[1::-1], Image.BILINEAR))
-        assert metrics.psnr(image, recon) > metrics.psnr(image, upsampled), "no better than the coarse image"
-        assert recon.shape == image.shape and recon.std() > 5
+    out = fast(labels, coarse, output_type="np", generator=torch.Generator().manual_seed(0)).images[0]
+    handle.remove()
+    assert calls == [1] * len(steps), "one single-pass UNet evaluation per step"
+    target = teacher(labels, coarse, output_type="np", num_inference_steps=100, guidance_scale=1.5,
+                     start_noise="forward", generator=torch.Generator().manual_seed(0)).images[0]
+    recon, target = (np.round(x * 255).astype(np.uint8) for x in (out, target))
+    upsampled = np.asarray(Image.fromarray(coarse).resize(image.shape[1::-1], Image.BILINEAR))
+    assert recon.shape == image.shape
+    near, coarse_only = metrics.psnr(target, recon), metrics.psnr(target, upsampled)
+    assert near > coarse_only + MARGIN_DB
 
 
-@needs_shipped_fast
 def test_fast_flag_decodes_and_demos_with_the_shipped_student(tmp_path, capsys):
     from PIL import Image
 
