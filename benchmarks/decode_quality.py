@@ -120,7 +120,15 @@ def _students_start_noise(students: list[str]) -> str:
     return starts.pop() if starts else "none"
 
 
-def run(model: str, frames_path: str, *, students: list[str] | None = None, split: str = "test",
+def run(model: str, frames_path: str, **kwargs) -> dict[str, Any]:
+    """The table's report (see the module docstring); `kwargs` as `_run`. Gradients stay off only inside."""
+    import torch
+
+    with torch.no_grad():
+        return _run(model, frames_path, **kwargs)
+
+
+def _run(model: str, frames_path: str, *, students: list[str] | None = None, split: str = "test",
         num_frames: int = 8, student_steps: tuple[int, ...] = (4, 2, 1), segmenter_path: str | None = None,
         coarse_codec: str = "hevc", coarse_quality: float = 35, downsample: int = 4,
         dtypes: tuple[str, ...] = ("fp32", "bf16"), slow_dtype_ratio: float | None = 2.0,
@@ -132,7 +140,6 @@ def run(model: str, frames_path: str, *, students: list[str] | None = None, spli
     from spic_diffusers.codec import area_downsample, make_coarse
     from spic_diffusers.training import distill
 
-    torch.set_grad_enabled(False)
     pipe = SPICPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
     size = pipe.unet.config.sample_size

@@ -58,6 +58,7 @@ def report(chain):
 
 
 def test_quality_table_runs_every_sampler_and_student_in_one_run(report):
+    assert torch.is_grad_enabled(), "the benchmark leaves autograd as it found it"
     rows = {(r["sampler"], r["dtype"]): r for r in report["rows"]}
     assert report["num_frames"] == 1 and report["size"] == [32, 64]
     # A precision slower than `slow_dtype_ratio` x fp32 is left out with its measured ratio (0.0: always).
