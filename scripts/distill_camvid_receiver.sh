@@ -9,9 +9,11 @@
 #    one for K = 1: progressive); default the teacher. The result is WORK_DIR/fast-K, a SPICPipeline folder.
 # The teacher starts from the coarse image noised to t = 192 (distill_spic.py --start_noise forward, its default).
 # TEACHER (environment) picks the teacher folder (default: the shipped spic-camvid-small); PYTHON the interpreter.
-# One CPU thread: the teacher's guided trajectory (bf16) is computed once per training frame (the first SAMPLES
-# rows, default 96: about 13 minutes), then STEPS (default 300) updates on 48x64 crops of the whole-frame states
-# (about 3 s each). Checkpoints every 50 steps: rerun the same command to resume an interrupted run.
+# One CPU thread (OMP_NUM_THREADS overrides): the teacher's guided trajectory is computed once per training frame
+# (the first SAMPLES rows, default 96) and kept in WORK_DIR/teacher-SAMPLES.safetensors, which the runs for the
+# other K reuse (64 frames: 22 minutes on 2 threads in fp32), then STEPS (default 300) updates on 48x64 crops of
+# the whole-frame states (about 3 s each on 2 threads). The shipped student: K = 4, STEPS 300, SAMPLES 64.
+# Checkpoints every 50 steps: rerun the same command to resume an interrupted run.
 # Packaging into the package's assets is a separate, explicit step: scripts/package_shipped_models.py --fast_run.
 set -euo pipefail
 DATA=${1:?usage: distill_camvid_receiver.sh DATA WORK_DIR K [INIT] [STEPS] [SAMPLES]}
