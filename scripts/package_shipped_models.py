@@ -216,9 +216,11 @@ def fast_rows(table: dict, run: Path, steps: int | None = None) -> tuple[dict, l
     """The paper sampler's row and the rows of the student `run` at `steps` steps (default: its own count), from a
     quality table."""
     name = run.resolve().name
-    rows = [r for r in table["rows"] if r["sampler"].startswith("student-") and (
-        f"({name})" in r["sampler"] if steps is None else
-        r["sampler"].startswith(f"student-{steps} (") and f"({name}" in r["sampler"])]
+    if steps is None:  # decode_quality labels a student's own count "student-K (NAME)"
+        rows = [r for r in table["rows"] if r["sampler"].startswith("student-") and f"({name})" in r["sampler"]]
+    else:  # ... and another count "student-K (NAME, not its own K)"
+        rows = [r for r in table["rows"] if r["sampler"].startswith((f"student-{steps} ({name})",
+                                                                      f"student-{steps} ({name}, "))]
     if not rows:
         raise SystemExit(f"--fast_table has no row of the student {name!r} at "
                          f"{'its own step count' if steps is None else f'{steps} step(s)'}; run "

@@ -264,3 +264,30 @@ def test_teacher_cache_file_is_shared_between_students_and_refused_for_another_t
     with pytest.raises(distill.TrainingInputError, match="cannot be read"):
         _distill(teacher_dir, dataset_dir, tmp_path / "bad", "--max_train_steps", "1", "--teacher_cache", str(bad))
     assert cache.read_bytes() == before and bad.read_bytes() == b"not a cache"
+    # The right settings over states of the wrong shape: refused by name, not by a stack error mid-training.
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(cache), framework="pt") as f:
+        metadata, name = f.metadata(), next(iter(f.keys()))
+        states = f.get_tensor(name)
+    damaged = tmp_path / "damaged.safetensors"
+    save_file({name: states[:2].contiguous()}, str(damaged), metadata=metadata)
+    with pytest.raises(distill.TrainingInputError, match=f"entry '{name}' has shape"):
+        _distill(teacher_dir, dataset_dir, tmp_path / "damaged", "--max_train_steps", "1",
+                 "--teacher_cache", str(damaged))
+
+
+def test_native_bf16_is_false_where_bf16_is_emulated():
+    from spic_diffusers.pipelines.pipeline_spic import native_bf16
+
+    assert native_bf16("meta") is False
+    assert native_bf16("cuda") == (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    assert isinstance(native_bf16(), bool)
+
+
+def test_a_teacher_cache_larger_than_memory_is_refused_before_the_teacher_runs():
+    distill.check_cache_memory(4, 21, 3, (32, 64), available_bytes=4 * 21 * 3 * 32 * 64 * 4)
+    with pytest.raises(distill.TrainingInputError, match=r"2975 example\(s\) x 21 states of 3x256x512 float32 = "
+                                                         r"91\.5 GiB but 16\.0 GiB is available; lower --max_train"):
+        distill.check_cache_memory(2975, 21, 3, (256, 512), available_bytes=16 * 2**30)

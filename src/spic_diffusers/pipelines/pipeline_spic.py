@@ -21,22 +21,6 @@ from ..image_processing import image_to_tensor, instance_edges, labels_to_one_ho
 from ..models.unet_spic import SPICUNet2DModel
 
 START_NOISE_MODES = ("none", "forward")
-
-
-def native_bf16(device: str | torch.device = "cpu") -> bool:
-    """Whether bf16 autocast pays on `device`: CUDA GPUs that support it, CPUs with AVX512-BF16 or AMX. Elsewhere
-    torch emulates bf16 and a UNet evaluation takes tens of times longer than in fp32."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 GUIDANCE_BATCHING = ("auto", "batched", "sequential")
 
 # Schedulers that pass the generic checks but do not sample this model correctly.
@@ -71,6 +55,22 @@ def _parse_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
     if value not in _DTYPES:
         raise ValueError(f"unet_dtype must be a torch dtype or one of {sorted(_DTYPES)}, got {value!r}")
     return _DTYPES[value]
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether bf16 autocast pays on `device`: CUDA GPUs that support it, CPUs with AVX512-BF16 or AMX. Elsewhere
+    torch emulates bf16 and a UNet evaluation takes tens of times longer than in fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class SPICPipeline(DiffusionPipeline):

@@ -332,11 +332,13 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
             raise TrainingInputError("--teacher_cache is for one process (each would write the file); use "
                                      "--cache_teacher with several")
         settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k in CACHE_SETTINGS}
-        if settings.get("teacher") and os.path.exists(settings["teacher"]):
-            settings["teacher"] = os.path.abspath(settings["teacher"])
-        if settings.get("dataset_name_or_path") and os.path.exists(settings["dataset_name_or_path"]):
-            settings["dataset_name_or_path"] = os.path.abspath(settings["dataset_name_or_path"])
-        cache = TeacherCache(teacher_ts if args.teacher_cache else student_ts, args.teacher_cache, settings)
+        for key in ("teacher", "dataset_name_or_path"):  # local folders by absolute path, Hub ids as given
+            if settings.get(key) and os.path.exists(settings[key]):
+                settings[key] = os.path.abspath(settings[key])
+        keep = teacher_ts if args.teacher_cache else student_ts
+        check_cache_memory(sampler.share * (2 if args.random_flip else 1), len(keep) + 1, config.in_channels,
+                           args.resolution)
+        cache = TeacherCache(keep, args.teacher_cache, settings)
         if cache.entries:
             logger.info("teacher cache %s: %d examples", args.teacher_cache, len(cache.entries))
     bar = tqdm(total=args.max_train_steps, initial=global_step, desc="steps",
@@ -449,6 +451,23 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
+def check_cache_memory(examples: int, states: int, channels: int, resolution: Sequence[int],
+                       available_bytes: int | None = None) -> None:
+    """Refuse, before the teacher runs, a teacher cache that cannot fit in the memory available now: it keeps
+    `states` float32 images per example (and flip) until training ends."""
+    import psutil
+
+    height, width = resolution
+    need = examples * states * channels * height * width * 4
+    available = psutil.virtual_memory().available if available_bytes is None else available_bytes
+    if need > available:
+        raise TrainingInputError(
+            f"the teacher cache would hold {examples} example(s) x {states} states of {channels}x{height}x{width} "
+            f"float32 = {need / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is available; lower "
+            "--max_train_samples, or cache less (--cache_teacher keeps only the student's timesteps; without either "
+            "option the teacher runs on every batch)")
+
+
 CACHE_SETTINGS = ("teacher", "dataset_name_or_path", "train_split", "resolution", "guidance_scale",
                   "teacher_num_inference_steps", "max_timestep", "start_noise", "teacher_dtype", "seed",
                   "coarse_source", "coarse_codec", "coarse_quality", "coarse_downsample")
@@ -486,9 +505,17 @@ class TeacherCache:
                         f"--teacher_cache {self.path!r} holds another teacher's trajectories (settings differ: "
                         + ", ".join(f"{k}={saved.get(k)!r} there, {self.settings.get(k)!r} here" for k in differ)
                         + "); pass another file")
+                size = list(self.settings.get("resolution") or [])
                 for name in f.keys():
                     row_id, _, flip = name.rpartition("|")
-                    self.entries[(row_id, flip == "1")] = f.get_tensor(name)
+                    states = f.get_tensor(name)
+                    if states.ndim != 4 or states.shape[0] != len(self.keep) + 1 or (
+                            size and list(states.shape[-2:]) != size):
+                        raise TrainingInputError(
+                            f"--teacher_cache {self.path!r}: entry {name!r} has shape {list(states.shape)}, not "
+                            f"[{len(self.keep) + 1}, C, {', '.join(map(str, size)) or 'H, W'}] (one state per "
+                            "teacher timestep and the output); the file is damaged or not this teacher's")
+                    self.entries[(row_id, flip == "1")] = states
         except TrainingInputError:
             raise
         except Exception as err:  # a truncated or foreign file
