@@ -1,7 +1,10 @@
-"""Train a small `transformers` SegFormer from scratch on a SPIC dataset (`training/train_segmenter.py`).
+"""Train a semantic-segmentation network from scratch on a SPIC dataset (`training/train_segmenter.py`).
 
 SPIC's headline metric is the mIoU of a segmentation network run on the reconstruction; with no pretrained
-weights offline, the project trains its own. The model predicts only the train ids that occur in the data
+weights offline, the project trains its own: a `transformers` UperNet on a small ResNet (convolutions and batch
+norm train well from scratch on a few hundred frames) or a SegFormer. Training follows what made ENet work on
+CamVid: crops of full-resolution frames at random scales (0.5-2x), flips and colour jitter, class weights for the
+rare classes and a long polynomial schedule. The model predicts only the train ids that occur in the data
 (CamVid: 11 of the 19), and its ``id2label`` holds their Cityscapes names, so
 :class:`spic_diffusers.codec.Segmenter` maps its outputs back to train ids.
 
@@ -37,10 +40,17 @@ RUN_MARKER = "segmenter_training_args.json"
 RESULTS_FILE = "segmenter_results.json"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SIZES = {  # hidden sizes, depths, heads, decoder width: MiT-b0's layout and a smaller one
+ARCHITECTURES = ("upernet", "segformer")
+SEGFORMER_SIZES = {  # hidden sizes, depths, heads, decoder width: MiT-b0's layout and a smaller one
     "b0": ([32, 64, 160, 256], [2, 2, 2, 2], [1, 2, 5, 8], 256),
     "tiny": ([16, 32, 80, 128], [1, 1, 1, 1], [1, 2, 5, 8], 128),
 }
+UPERNET_SIZES = {  # ResNet stem width, stage widths, basic blocks per stage, UperNet width
+    "r18-half": (32, [32, 64, 128, 256], [2, 2, 2, 2], 64),  # ResNet-18's layout at half its width
+    "tiny": (16, [16, 32, 64, 128], [1, 1, 1, 1], 32),
+}
+SIZES = {"segformer": SEGFORMER_SIZES, "upernet": UPERNET_SIZES}
+ENET_WEIGHT_C = 1.02  # w_c = 1 / ln(c + p_c) (Paszke et al., 2016): bounded weights that lift rare classes
 
 
 def _pair(text: str) -> tuple[int, int]:
@@ -49,9 +59,19 @@ def _pair(text: str) -> tuple[int, int]:
         height, width = (int(p) for p in parts)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HEIGHT,WIDTH, got {text!r}") from None
-    if height < 32 or width < 32 or height % 32 or width % 32:
-        raise argparse.ArgumentTypeError(f"sides must be multiples of 32 and >= 32, got {text!r}")
+    if height < 32 or width < 32 or height > 4096 or width > 4096:
+        raise argparse.ArgumentTypeError(f"sides must be in 32..4096, got {text!r}")
     return height, width
+
+
+def _range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}") from None
+    if not 0.1 <= low <= high <= 8.0:
+        raise argparse.ArgumentTypeError(f"need 0.1 <= LOW <= HIGH <= 8, got {text!r}")
+    return low, high
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,17 +81,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation_split", default="validation", help="picks the best weights ('' for none)")
     p.add_argument("--classes", default="auto",
                    help="train ids the model predicts: 'auto' (those in the training maps), 'all' or e.g. 0,1,2")
-    p.add_argument("--input_size", type=_pair, default=(192, 256), help="HEIGHT,WIDTH the processor resizes to")
-    p.add_argument("--model_size", choices=sorted(SIZES), default="b0")
-    p.add_argument("--low_res_fraction", type=float, default=0.5,
+    p.add_argument("--input_size", type=_pair, default=(360, 480),
+                   help="HEIGHT,WIDTH of the frames the model reads: the processor scales every image to fit it "
+                        "(aspect kept), and training frames are brought to it before augmentation")
+    p.add_argument("--architecture", choices=ARCHITECTURES, default="upernet")
+    p.add_argument("--model_size", default=None,
+                   help=f"upernet: {sorted(UPERNET_SIZES)} (default r18-half); segformer: {sorted(SEGFORMER_SIZES)} "
+                        "(default b0)")
+    p.add_argument("--crop_size", type=_pair, default=None,
+                   help="HEIGHT,WIDTH of the training crops, cut from the scaled frame (default: --input_size)")
+    p.add_argument("--scale_range", type=_range, default=(0.5, 2.0),
+                   help="random scale of each training frame before the crop, relative to --input_size")
+    p.add_argument("--aspect_jitter", type=float, default=1.25,
+                   help="largest random stretch of one side against the other (1 for none)")
+    p.add_argument("--colour_jitter", type=float, default=0.25,
+                   help="largest relative change of brightness, contrast and saturation")
+    p.add_argument("--low_res_fraction", type=float, default=0.25,
                    help="share of samples degraded by a random down-and-up scaling (x1/4..x1), so the model also "
                         "reads low-resolution and reconstructed images")
-    p.add_argument("--min_crop", type=float, default=0.5, help="smallest crop side, as a fraction of the image")
+    p.add_argument("--class_weighting", choices=("enet", "none"), default="enet",
+                   help="enet: weight class c by 1/ln(1.02 + p_c), p_c its share of the training pixels")
+    p.add_argument("--lr_power", type=float, default=0.9, help="power of the polynomial learning-rate decay")
     p.add_argument("--train_batch_size", type=int, default=8)
     p.add_argument("--max_train_steps", type=int, default=2000)
-    p.add_argument("--learning_rate", type=float, default=6e-4)
+    p.add_argument("--learning_rate", type=float, default=2e-3)
     p.add_argument("--weight_decay", type=float, default=0.01)
-    p.add_argument("--lr_warmup_steps", type=int, default=100)
+    p.add_argument("--lr_warmup_steps", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None)
     p.add_argument("--cpu", action="store_true")
@@ -94,8 +129,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("train_batch_size", "max_train_steps", "checkpointing_steps"):
         if getattr(args, name) < 1:
             raise TrainingInputError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if not 0 <= args.low_res_fraction <= 1 or not 0 < args.min_crop <= 1:
-        raise TrainingInputError("--low_res_fraction must be in [0, 1] and --min_crop in (0, 1]")
+    if not 0 <= args.low_res_fraction <= 1:
+        raise TrainingInputError(f"--low_res_fraction must be in [0, 1], got {args.low_res_fraction}")
+    if not 1 <= args.aspect_jitter <= 2 or not 0 <= args.colour_jitter < 1:
+        raise TrainingInputError("--aspect_jitter must be in [1, 2] and --colour_jitter in [0, 1)")
+    if not 0 < args.lr_power <= 4:
+        raise TrainingInputError(f"--lr_power must be in (0, 4], got {args.lr_power}")
+    sizes = SIZES[args.architecture]
+    if args.model_size is None:
+        args.model_size = "r18-half" if args.architecture == "upernet" else "b0"
+    if args.model_size not in sizes:
+        raise TrainingInputError(f"--model_size {args.model_size!r} is not a {args.architecture} size; "
+                                 f"choose one of {sorted(sizes)}")
+    if args.crop_size is None:
+        args.crop_size = args.input_size
     if args.push_to_hub and not args.hub_model_id:
         raise TrainingInputError("--push_to_hub needs --hub_model_id")
     if args.classes not in ("auto", "all"):
@@ -134,13 +181,44 @@ def label_lut(classes: Sequence[int]) -> np.ndarray:
     return lut
 
 
+def class_weights(rows, lut: np.ndarray, num_labels: int, scheme: str) -> torch.Tensor | None:
+    """Per-label loss weights from the training maps' pixel shares (None for ``scheme="none"``)."""
+    if scheme == "none":
+        return None
+    counts = np.zeros(256, dtype=np.int64)
+    for row in rows:
+        counts += np.bincount(lut[np.asarray(row["semantic_map"])].ravel(), minlength=256)[:256]
+    shares = counts[:num_labels] / max(1, counts[:num_labels].sum())
+    return torch.tensor(1.0 / np.log(ENET_WEIGHT_C + shares), dtype=torch.float32)
+
+
+def _resize(tensor: torch.Tensor, size: tuple[int, int], *, labels: bool = False) -> torch.Tensor:
+    """Resize a (C, H, W) float image (antialiased when shrinking) or an (H, W) label map (nearest)."""
+    if tuple(tensor.shape[-2:]) == tuple(size):
+        return tensor
+    if labels:
+        return torch.nn.functional.interpolate(tensor[None, None].float(), size=size, mode="nearest-exact")[0, 0].long()
+    shrink = size[0] < tensor.shape[-2] or size[1] < tensor.shape[-1]
+    return torch.nn.functional.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False,
+                                           antialias=shrink)[0]
+
+
 class SegmentationExamples(torch.utils.data.Dataset):
-    """Rows -> (normalised image, label indices) at the model's input size, with optional augmentation."""
+    """Rows -> (normalised image, label indices).
+
+    Every frame is first brought to ``size`` (what the image processor feeds the model). Without augmentation
+    that is the sample. With it, the frame is scaled by a random factor in ``scale_range`` (one side stretched
+    by up to ``aspect_jitter``), a ``crop_size`` window is cut (padded with ignored pixels where the scaled
+    frame is smaller), flipped, colour-jittered, and a share of samples is degraded by a down-and-up scaling.
+    """
 
     def __init__(self, rows, lut: np.ndarray, size: tuple[int, int], *, augment: bool, seed: int = 0,
-                 low_res_fraction: float = 0.0, min_crop: float = 1.0):
+                 crop_size: tuple[int, int] | None = None, scale_range: tuple[float, float] = (1.0, 1.0),
+                 aspect_jitter: float = 1.0, colour_jitter: float = 0.0, low_res_fraction: float = 0.0):
         self.rows, self.lut, self.size, self.augment = rows, lut, size, augment
-        self.seed, self.low_res_fraction, self.min_crop = seed, low_res_fraction, min_crop
+        self.crop_size = crop_size or size
+        self.seed, self.scale_range, self.aspect_jitter = seed, scale_range, aspect_jitter
+        self.colour_jitter, self.low_res_fraction = colour_jitter, low_res_fraction
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -154,51 +232,92 @@ class SegmentationExamples(torch.utils.data.Dataset):
         if labels.shape != (image.height, image.width):
             raise TrainingInputError(f"row {row.get('id', index)}: map {labels.shape} and image "
                                      f"{(image.height, image.width)} differ in size")
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+        target = torch.from_numpy(self.lut[labels])
+        pixels, target = _resize(pixels, self.size), _resize(target, self.size, labels=True)
+        if self.augment:
+            pixels, target = self._augment(pixels, target, np.random.default_rng([self.seed, self.epoch, index]))
+        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        return {"pixel_values": ((pixels - mean) / std).contiguous(), "labels": target.contiguous()}
+
+    def _augment(self, pixels: torch.Tensor, target: torch.Tensor, rng: np.random.Generator):
         height, width = self.size
-        if self.augment:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            side = rng.uniform(self.min_crop, 1.0)
-            ch, cw = max(8, int(image.height * side)), max(8, int(image.width * side))
-            y, x = int(rng.integers(0, image.height - ch + 1)), int(rng.integers(0, image.width - cw + 1))
-            image, labels = image.crop((x, y, x + cw, y + ch)), labels[y:y + ch, x:x + cw]
-            if rng.random() < 0.5:
-                image, labels = image.transpose(Image.FLIP_LEFT_RIGHT), labels[:, ::-1]
-            if rng.random() < self.low_res_fraction:
-                factor = rng.uniform(1.0, 4.0)
-                small = (max(4, int(width / factor)), max(4, int(height / factor)))
-                image = image.resize(small, Image.BOX)
-        image = image.resize((width, height), Image.BILINEAR)
-        pixels = np.asarray(image, dtype=np.float32) / 255.0
-        if self.augment:
-            gain, bias = rng.uniform(0.8, 1.2), rng.uniform(-0.08, 0.08)
-            pixels = np.clip(pixels * gain + bias, 0.0, 1.0)
-        pixels = (pixels - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
-        rows = np.minimum(((np.arange(height) + 0.5) * labels.shape[0] / height).astype(np.int64), labels.shape[0] - 1)
-        cols = np.minimum(((np.arange(width) + 0.5) * labels.shape[1] / width).astype(np.int64), labels.shape[1] - 1)
-        target = self.lut[labels[rows[:, None], cols[None, :]]]
-        return {"pixel_values": torch.from_numpy(pixels.transpose(2, 0, 1).copy()),
-                "labels": torch.from_numpy(target)}
+        scale = rng.uniform(*self.scale_range)
+        stretch = float(np.exp(rng.uniform(-1.0, 1.0) * np.log(self.aspect_jitter)))
+        scaled = (max(8, round(height * scale * stretch ** 0.5)), max(8, round(width * scale / stretch ** 0.5)))
+        pixels, target = _resize(pixels, scaled), _resize(target, scaled, labels=True)
+        ch, cw = self.crop_size
+        pad_h, pad_w = max(0, ch - scaled[0]), max(0, cw - scaled[1])
+        if pad_h or pad_w:  # grey image, ignored labels around a frame smaller than the crop
+            grey = torch.tensor(IMAGENET_MEAN).view(3, 1, 1).expand(3, scaled[0] + pad_h, scaled[1] + pad_w).clone()
+            grey[:, :scaled[0], :scaled[1]] = pixels
+            padded = torch.full((scaled[0] + pad_h, scaled[1] + pad_w), IGNORE_INDEX, dtype=target.dtype)
+            padded[:scaled[0], :scaled[1]] = target
+            pixels, target = grey, padded
+        y = int(rng.integers(0, pixels.shape[1] - ch + 1))
+        x = int(rng.integers(0, pixels.shape[2] - cw + 1))
+        pixels, target = pixels[:, y:y + ch, x:x + cw], target[y:y + ch, x:x + cw]
+        if rng.random() < 0.5:
+            pixels, target = pixels.flip(-1), target.flip(-1)
+        if self.colour_jitter:
+            j = self.colour_jitter
+            gain, contrast, saturation = (1.0 + rng.uniform(-j, j) for _ in range(3))
+            grey = pixels.mean(0, keepdim=True)
+            pixels = grey + (pixels - grey) * saturation
+            pixels = (pixels - pixels.mean()) * contrast + pixels.mean()
+            pixels = (pixels * gain).clamp(0.0, 1.0)
+        if rng.random() < self.low_res_fraction:
+            factor = rng.uniform(1.0, 4.0)
+            small = (max(4, round(ch / factor)), max(4, round(cw / factor)))
+            pixels = _resize(_resize(pixels, small), (ch, cw))
+        return pixels, target
 
 
 # ----------------------------------------------------------------------------------------------- model
 
 
-def build_model(classes: Sequence[int], size: str, input_size: tuple[int, int]):
-    """A SegFormer with random weights whose labels are the Cityscapes names of `classes`, and its processor."""
-    from transformers import SegformerConfig, SegformerForSemanticSegmentation, SegformerImageProcessor
+def build_processor(input_size: tuple[int, int]):
+    """The image processor saved with the model: scale to fit ``input_size`` with the aspect kept, normalise.
 
-    hidden, depths, heads, decoder = SIZES[size]
+    A 96x128 frame is read at 360x480 as the model was trained, a 256x512 one at 240x480 rather than stretched.
+    """
+    from transformers import DPTImageProcessor
+
+    return DPTImageProcessor(
+        do_resize=True, size={"height": input_size[0], "width": input_size[1]}, keep_aspect_ratio=True,
+        ensure_multiple_of=1, resample=Image.BILINEAR, do_rescale=True, do_normalize=True,
+        image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD), do_pad=False,
+    )  # fmt: skip
+
+
+def build_model(classes: Sequence[int], architecture: str, size: str, input_size: tuple[int, int]):
+    """A model with random weights whose labels are the Cityscapes names of `classes`, and its processor."""
     id2label = {i: ID2LABEL[c] for i, c in enumerate(classes)}
-    config = SegformerConfig(
-        num_labels=len(classes), id2label=id2label, label2id={v: k for k, v in id2label.items()},
-        hidden_sizes=hidden, depths=depths, num_attention_heads=heads, decoder_hidden_size=decoder,
-        semantic_loss_ignore_index=IGNORE_INDEX,
-    )  # fmt: skip
-    processor = SegformerImageProcessor(
-        do_resize=True, size={"height": input_size[0], "width": input_size[1]}, do_rescale=True,
-        do_normalize=True, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD), do_reduce_labels=False,
-    )  # fmt: skip
-    return SegformerForSemanticSegmentation(config), processor
+    labels = {"num_labels": len(classes), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
+    if architecture == "upernet":
+        from transformers import ResNetConfig, UperNetConfig, UperNetForSemanticSegmentation
+
+        stem, hidden, depths, decoder = UPERNET_SIZES[size]
+        backbone = ResNetConfig(embedding_size=stem, hidden_sizes=hidden, depths=depths, layer_type="basic",
+                                out_features=["stage1", "stage2", "stage3", "stage4"])
+        config = UperNetConfig(backbone_config=backbone, hidden_size=decoder, use_auxiliary_head=False,
+                               loss_ignore_index=IGNORE_INDEX, **labels)
+        return UperNetForSemanticSegmentation(config), build_processor(input_size)
+    from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+    hidden, depths, heads, decoder = SEGFORMER_SIZES[size]
+    config = SegformerConfig(hidden_sizes=hidden, depths=depths, num_attention_heads=heads,
+                             decoder_hidden_size=decoder, semantic_loss_ignore_index=IGNORE_INDEX, **labels)
+    return SegformerForSemanticSegmentation(config), build_processor(input_size)
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy at the labels' resolution (logits upsampled bilinearly), ignored pixels left out."""
+    if logits.shape[-2:] != labels.shape[-2:]:
+        logits = torch.nn.functional.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    weight = None if weight is None else weight.to(logits.device, logits.dtype)
+    return torch.nn.functional.cross_entropy(logits.float(), labels, weight=weight, ignore_index=IGNORE_INDEX)
 
 
 def validation_confusion(model, loader, num_labels: int, device):
@@ -274,9 +393,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if val_rows is not None and args.max_validation_samples:
         val_rows = val_rows.select(range(min(args.max_validation_samples, len(val_rows))))
 
-    model, processor = build_model(classes, args.model_size, args.input_size)
+    model, processor = build_model(classes, args.architecture, args.model_size, args.input_size)
+    weight = class_weights(train_rows.select_columns(["semantic_map"]), lut, len(classes), args.class_weighting)
+    if weight is not None:
+        logger.info("class weights: %s", {ID2LABEL[c]: round(float(w), 2) for c, w in zip(classes, weight)})
     train_set = SegmentationExamples(train_rows, lut, args.input_size, augment=True, seed=args.seed,
-                                     low_res_fraction=args.low_res_fraction, min_crop=args.min_crop)
+                                     crop_size=args.crop_size, scale_range=args.scale_range,
+                                     aspect_jitter=args.aspect_jitter, colour_jitter=args.colour_jitter,
+                                     low_res_fraction=args.low_res_fraction)
     generator = torch.Generator().manual_seed(args.seed)
     loader = torch.utils.data.DataLoader(train_set, batch_size=args.train_batch_size, shuffle=True, drop_last=True,
                                          generator=generator)
@@ -285,10 +409,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     val_loader = None
     if val_rows is not None:
         val_loader = torch.utils.data.DataLoader(
-            SegmentationExamples(val_rows, lut, args.input_size, augment=False), batch_size=args.train_batch_size)
+            SegmentationExamples(val_rows, lut, args.input_size, augment=False), batch_size=4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     schedule = get_polynomial_decay_schedule_with_warmup(optimizer, args.lr_warmup_steps, args.max_train_steps,
-                                                         lr_end=args.learning_rate * 0.01, power=1.0)
+                                                         lr_end=args.learning_rate * 0.01, power=args.lr_power)
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
     progress = _Progress()  # saved as JSON beside accelerate's state (no pickle)
     resume_checkpoint(accelerator, args.resume_from_checkpoint, args.output_dir, progress)
@@ -310,19 +434,19 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         for batch_index, batch in enumerate(loader):
             if batch_index < skip:
                 continue
-            outputs = model(pixel_values=batch["pixel_values"].to(accelerator.device),
-                            labels=batch["labels"].to(accelerator.device))
-            if not torch.isfinite(outputs.loss):
-                raise TrainingInputError(f"the loss is {outputs.loss.item()} at step {step + 1}; the last good "
+            logits = model(pixel_values=batch["pixel_values"].to(accelerator.device)).logits
+            loss = segmentation_loss(logits, batch["labels"].to(accelerator.device), weight)
+            if not torch.isfinite(loss):
+                raise TrainingInputError(f"the loss is {loss.item()} at step {step + 1}; the last good "
                                          "checkpoint is kept (lower --learning_rate)")
-            accelerator.backward(outputs.loss)
+            accelerator.backward(loss)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             steps_run += 1
             progress.global_step = step
-            last_loss = outputs.loss.item()
+            last_loss = loss.item()
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.3f}", best_miou=f"{max(progress.best_miou, 0):.3f}")
             if val_loader is not None and (step % args.validation_steps == 0 or step == args.max_train_steps):
@@ -350,9 +474,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(model)
         if val_loader is not None and os.path.isdir(best_dir):
-            from transformers import SegformerForSemanticSegmentation
+            from transformers import AutoModelForSemanticSegmentation
 
-            final = SegformerForSemanticSegmentation.from_pretrained(best_dir)
+            final = AutoModelForSemanticSegmentation.from_pretrained(best_dir)
             with open(os.path.join(best_dir, RESULTS_FILE)) as f:
                 summary["validation"] = json.load(f)
         final.save_pretrained(args.output_dir)
