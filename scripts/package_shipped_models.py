@@ -7,8 +7,8 @@
 
 RUN is the output of scripts/train_camvid_receiver.sh (WORK_DIR/run), SEG_RUN that of
 scripts/train_camvid_segmenter.sh, DATA the CamVid dataset (scripts/convert_camvid_to_datasets.py). The
-segmenter's test mIoU is measured here, on DATA's test split, at 96x128 (the receiver's size) and at the
-frames' own size. --receiver_results is a JSON list of evaluation entries for the receiver's card
+segmenter's test mIoU is measured here, on DATA's test split, at the frames' own size (360x480) and at 96x128
+(`spic_diffusers.evaluation.segmentation`, as `scripts/evaluate_segmenter.py` does). --receiver_results is a JSON list of evaluation entries for the receiver's card
 (`spic_diffusers.hub.normalize_eval_results` format). FAST is a distilled student (WORK_DIR/fast-K of
 scripts/distill_camvid_receiver.sh), shipped as the `--fast` model; --fast_table is the JSON of
 `benchmarks/bench_decode.py --quality_table` with that student among its rows, for its card. Existing asset folders
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 RECEIVER_NAME = "spic-camvid-small"
-SEGMENTER_NAME = "segformer-camvid-tiny"
+SEGMENTER_NAME = "upernet-camvid"
 FAST_NAME = "spic-camvid-fast"
 QUALITY_KEYS = ("psnr", "boundary_psnr", "region_colour_error", "miou")
 CAMVID_CREDIT = (
@@ -40,31 +40,11 @@ CAMVID_CREDIT = (
 )
 
 
-def segmenter_test_miou(segmenter, test_rows, size: tuple[int, int] | None) -> dict:
-    """Set-level mIoU (and per class) of the segmenter on the test split, frames resized to `size` if given."""
-    from spic_diffusers.data import ID2LABEL, resize_image, resize_map
-    from spic_diffusers.metrics import ConfusionMatrix
-
-    confusion = ConfusionMatrix()
-    for row in test_rows:
-        image, labels = np.asarray(row["image"].convert("RGB")), np.asarray(row["semantic_map"])
-        if size is not None:
-            image, labels = resize_image(image, size), resize_map(labels, size)
-        confusion.update(segmenter(image), labels)
-    ious = confusion.iou_per_class()
-    known = segmenter.known_classes
-    return {
-        "miou": float(np.nanmean([ious[c] for c in known])),
-        "pixel_accuracy": confusion.pixel_accuracy(),
-        "iou": {ID2LABEL[c]: (None if not np.isfinite(ious[c]) else round(float(ious[c]), 4)) for c in known},
-        "frames": len(test_rows),
-        "size": list(size) if size else "native (360x480)",
-    }
-
-
-def segmenter_card(results: dict, training: dict, summary: dict) -> str:
+def segmenter_card(results: dict, training: dict, description: str, tags: list[str]) -> str:
     """The segmenter's README: Hub metadata (transformers, image-segmentation, model-index) + Markdown."""
     from huggingface_hub import EvalResult, ModelCardData
+
+    from spic_diffusers.evaluation.segmentation import scores_table
 
     evals = [
         EvalResult(task_type="image-segmentation", dataset_type="camvid", dataset_name="CamVid test",
@@ -73,24 +53,22 @@ def segmenter_card(results: dict, training: dict, summary: dict) -> str:
         for name, result in results.items()
     ]  # fmt: skip
     data = ModelCardData(library_name="transformers", pipeline_tag="image-segmentation", license="cc-by-nc-4.0",
-                         tags=["segformer", "spic", "semantic-segmentation", "camvid", "cityscapes-train-ids"],
+                         tags=[*tags, "spic", "semantic-segmentation", "camvid", "cityscapes-train-ids"],
                          metrics=["mean_iou"], model_name=SEGMENTER_NAME, eval_results=evals)
-    rows = "\n".join(
-        f"| {name} | {r['frames']} | {r['miou']:.3f} | {r['pixel_accuracy']:.3f} | "
-        + " | ".join("-" if v is None else f"{v:.2f}" for v in r["iou"].values()) + " |"
-        for name, r in results.items()
-    )
     classes = list(next(iter(results.values()))["iou"])
     recipe = "\n".join(f"| {k} | {v} |" for k, v in training.items())
+    speed = "; ".join(f"{name}: {r['seconds_per_frame']:.3f} s" for name, r in results.items())
+    threads = next(iter(results.values())).get("threads", "?")
     return f"""---
 {data.to_yaml()}
 ---
 
 # {SEGMENTER_NAME}
 
-A small SegFormer that labels street photographs in **Cityscapes train ids**, trained from random weights on
+{description} It labels street photographs in **Cityscapes train ids** and was trained from random weights on
 CamVid. It is the segmentation network spic-diffusers measures SPIC's semantic fidelity with (the paper's mIoU
-protocol: segment the reconstruction, compare with the transmitted map), offline. It ships inside the package:
+protocol: segment the reconstruction, compare with the transmitted map), and the one `spic encode` transmits
+when no label map is given. It ships inside the package:
 
 ```python
 from spic_diffusers.codec import Segmenter
@@ -101,19 +79,22 @@ labels = segmenter(rgb_uint8_array)        # HxW train ids; 255 where nothing it
 ```
 
 It knows the 11 classes CamVid labels ({", ".join(classes)}); the other 8 train ids (wall, traffic light,
-terrain, truck, bus, train, motorcycle, bicycle) never occur in its output. Its image processor resizes every
-input to 192x256, so any size works; it was trained on frames degraded by random down- and up-scaling as well,
-so that it also reads SPIC's 96x128 reconstructions.
+terrain, truck, bus, train, motorcycle, bicycle) never occur in its output (CamVid counts buses and trucks as
+cars). Its image processor scales every input to fit 360x480 with the aspect ratio kept (a 96x128 frame is read
+at 360x480, a 256x512 one at 240x480) and the map comes back at the input's own size; a quarter of its training
+samples were degraded by a random down-and-up scaling, so that it also reads coarse images and reconstructions.
 
 ## Evaluation
 
-CamVid test split (233 frames never used in training or model selection), set-level IoU per class:
+CamVid test split (233 frames never used in training or model selection), set-level IoU per class over the 11
+classes; `96x128` resizes the frames (area) and maps (nearest) first:
 
-| input | frames | mIoU | pixel acc. | {" | ".join(classes)} |
-|---|---:|---:|---:|{"---:|" * len(classes)}
-{rows}
+{scores_table(results)}
 
-Measured by `scripts/package_shipped_models.py` (which writes this card).
+Command: `python scripts/evaluate_segmenter.py --dataset DATA --split test --sizes native,96x128` (DATA from
+`scripts/convert_camvid_to_datasets.py`); `scripts/package_shipped_models.py`, which writes this card, measures
+the same. Time per frame in that run ({speed}, {threads} CPU thread(s)); `benchmarks/bench_segmenter.py`
+measures it alone.
 
 ## Training
 
@@ -127,46 +108,70 @@ Measured by `scripts/package_shipped_models.py` (which writes this card).
 
 ## Limitations
 
-- A small model trained from scratch on 367 frames of one city: it is a measuring instrument for comparing
-  codecs on CamVid-like scenes, not a general-purpose segmenter. Thin classes (pole, sign, fence) score low.
-- mIoU figures measured with it are comparable with each other, not with the paper's (which used a
-  Cityscapes-trained network on 256x512 Cityscapes frames).
+- A small model trained from scratch on 367 frames of one city: a measuring instrument for comparing codecs on
+  street scenes like CamVid's, not a general-purpose segmenter. Thin and rare classes (pole, sign, fence,
+  rider) score lowest.
+- mIoU figures measured with it compare with each other, not with the paper's (which used InternImage, trained
+  on Cityscapes, on 256x512 Cityscapes frames).
 """
+
+
+def _describe_segmenter(model) -> tuple[str, str, list[str]]:
+    """(card sentence, model row, Hub tags) of a trained segmenter, from its config."""
+    config, params = model.config, sum(p.numel() for p in model.parameters()) / 1e6
+    if config.model_type == "upernet":
+        backbone = config.backbone_config
+        body = (f"UperNet (width {config.hidden_size}, pooling {config.pool_scales}) on a ResNet with basic blocks, "
+                f"stem {backbone.embedding_size}, stages {backbone.hidden_sizes}, depths {backbone.depths}")
+        return (f"A UperNet on a small ResNet ({params:.1f} M parameters).", f"{body} ({params:.2f} M parameters), "
+                "random init", ["upernet", "resnet"])
+    body = f"SegFormer, MiT stages {config.hidden_sizes}, depths {config.depths}, decoder {config.decoder_hidden_size}"
+    return (f"A small SegFormer ({params:.1f} M parameters).", f"{body} ({params:.2f} M parameters), random init",
+            ["segformer"])
 
 
 def package_segmenter(run: Path, dataset_dir: Path, target: Path) -> dict:
     import datasets
+    import torch
     from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
     from spic_diffusers.codec import Segmenter
+    from spic_diffusers.evaluation.segmentation import segmenter_scores
 
-    model = AutoModelForSemanticSegmentation.from_pretrained(run)
+    model = AutoModelForSemanticSegmentation.from_pretrained(run, dtype=torch.float32)
     processor = AutoImageProcessor.from_pretrained(run)
     segmenter = Segmenter(model, processor)
     test = datasets.load_from_disk(str(dataset_dir))["test"]
     started = time.perf_counter()
-    results = {"96x128": segmenter_test_miou(segmenter, test, (96, 128)),
-               "360x480": segmenter_test_miou(segmenter, test, None)}
+    results = {}
+    for size in (None, (96, 128)):
+        scores = segmenter_scores(segmenter, test, size)
+        results[scores["size"]] = {**scores, "threads": torch.get_num_threads()}
     print(json.dumps({k: {"miou": v["miou"]} for k, v in results.items()}), f"({time.perf_counter() - started:.0f} s)")
     args = json.loads((run / "segmenter_training_args.json").read_text())
     summary = json.loads((run / "segmenter_results.json").read_text())
-    params = sum(p.numel() for p in model.parameters())
+    description, body, tags = _describe_segmenter(model)
+    scale, crop = args.get("scale_range", [1, 1]), args.get("crop_size") or args["input_size"]
+    minutes = summary["global_step"] / summary["steps_per_second"] / 60 if summary.get("steps_per_second") else None
     training = {
         "Data": "CamVid train (367 frames) in Cityscapes train ids; validation (101 frames) picks the weights",
-        "Model": f"SegFormer, MiT stages {model.config.hidden_sizes}, depths {model.config.depths}, "
-                 f"decoder {model.config.decoder_hidden_size} ({params / 1e6:.2f} M parameters), random init",
-        "Input": f"{args['input_size'][0]}x{args['input_size'][1]}; random crops ({args['min_crop']:.0%}-100 % "
-                 f"of each side), flips, brightness/contrast jitter, {args['low_res_fraction']:.0%} of samples "
-                 "down- and up-scaled by a random factor of 1-4",
+        "Model": body,
+        "Input": f"frames at {args['input_size'][0]}x{args['input_size'][1]} scaled by {scale[0]:g}-{scale[1]:g}x "
+                 f"(one side stretched up to {args.get('aspect_jitter', 1):g}x), {crop[0]}x{crop[1]} crops, flips, "
+                 f"brightness/contrast/saturation jitter of {args.get('colour_jitter', 0):.0%}, "
+                 f"{args['low_res_fraction']:.0%} of samples down- and up-scaled by a random factor of 1-4",
+        "Loss": ("cross-entropy, class c weighted by 1/ln(1.02 + p_c) (p_c: its share of the training pixels)"
+                 if args.get("class_weighting") == "enet" else "cross-entropy"),
         "Optimiser": f"AdamW lr {args['learning_rate']:g}, weight decay {args['weight_decay']}, "
-                     f"{args['lr_warmup_steps']} warm-up steps then linear decay, batch {args['train_batch_size']}",
-        "Steps": f"{summary['global_step']} on one CPU thread; best validation mIoU "
-                 f"{summary['best_validation_miou']:.3f} at step {summary['best_step']}",
+                     f"{args['lr_warmup_steps']} warm-up steps then polynomial decay (power "
+                     f"{args.get('lr_power', 1.0):g}), batch {args['train_batch_size']}",
+        "Steps": f"{summary['global_step']}" + (f", {minutes:.0f} minutes on a 2-core CPU" if minutes else "")
+                 + f"; best validation mIoU {summary['best_validation_miou']:.3f} at step {summary['best_step']}",
         "Command": "`bash scripts/train_camvid_segmenter.sh DATA` (training/train_segmenter.py)",
     }
     model.save_pretrained(target)
     processor.save_pretrained(target)
-    (target / "README.md").write_text(segmenter_card(results, training, summary), encoding="utf-8")
+    (target / "README.md").write_text(segmenter_card(results, training, description, tags), encoding="utf-8")
     (target / "test_results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 

@@ -36,7 +36,7 @@ from .metrics import boundary_mask, masked_psnr, region_colour_errors  # noqa: F
 
 # The SPIC pipelines shipped in the package, by name: "default" is trained on real CamVid photographs.
 SHIPPED_MODELS = {"default": "spic-camvid-small", "synthetic": "spic-synthetic-tiny", "fast": "spic-camvid-fast"}
-SHIPPED_SEGMENTER = "segformer-camvid-tiny"
+SHIPPED_SEGMENTER = "upernet-camvid"
 # Real demo scenes: CamVid test frames at 96x128 with their maps in train ids (see assets/camvid_frames).
 DEMO_FRAMES = ("0001TP_009960", "Seq05VD_f04920")
 # Synthetic demo scenes come from the synthetic generator's "test" stream, which the shipped model never saw
@@ -78,7 +78,7 @@ def shipped_model_path(name: str = "default") -> Path:
 
 
 def shipped_segmenter_path() -> Path:
-    """The folder of the SegFormer shipped inside the package (CamVid's 11 classes, in Cityscapes train ids)."""
+    """The folder of the segmenter shipped inside the package (a UperNet knowing CamVid's 11 classes, in train ids)."""
     path = _asset(SHIPPED_SEGMENTER)
     if not (path / "config.json").is_file():
         raise DemoError(f"the shipped segmenter is missing from {path}; reinstall spic-diffusers or pass --segmenter")

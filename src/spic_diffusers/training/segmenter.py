@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="enet: weight class c by 1/ln(1.02 + p_c), p_c its share of the training pixels")
     p.add_argument("--lr_power", type=float, default=0.9, help="power of the polynomial learning-rate decay")
     p.add_argument("--train_batch_size", type=int, default=8)
+    p.add_argument("--dataloader_num_workers", type=int, default=0,
+                   help="processes preparing batches (augmentation runs there instead of between steps)")
     p.add_argument("--max_train_steps", type=int, default=2000)
     p.add_argument("--learning_rate", type=float, default=2e-3)
     p.add_argument("--weight_decay", type=float, default=0.01)
@@ -126,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
+    if args.dataloader_num_workers < 0:
+        raise TrainingInputError(f"--dataloader_num_workers must be >= 0, got {args.dataloader_num_workers}")
     for name in ("train_batch_size", "max_train_steps", "checkpointing_steps"):
         if getattr(args, name) < 1:
             raise TrainingInputError(f"--{name} must be >= 1, got {getattr(args, name)}")
@@ -403,7 +407,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                                      low_res_fraction=args.low_res_fraction)
     generator = torch.Generator().manual_seed(args.seed)
     loader = torch.utils.data.DataLoader(train_set, batch_size=args.train_batch_size, shuffle=True, drop_last=True,
-                                         generator=generator)
+                                         generator=generator, num_workers=args.dataloader_num_workers)
     if len(loader) == 0:
         raise TrainingInputError(f"{len(train_set)} training rows give no batch of {args.train_batch_size}")
     val_loader = None
@@ -411,7 +415,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         val_loader = torch.utils.data.DataLoader(
             SegmentationExamples(val_rows, lut, args.input_size, augment=False), batch_size=4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
-    schedule = get_polynomial_decay_schedule_with_warmup(optimizer, args.lr_warmup_steps, args.max_train_steps,
+    warmup = min(args.lr_warmup_steps, args.max_train_steps - 1)  # the decay needs at least one step
+    schedule = get_polynomial_decay_schedule_with_warmup(optimizer, warmup, args.max_train_steps,
                                                          lr_end=args.learning_rate * 0.01, power=args.lr_power)
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
     progress = _Progress()  # saved as JSON beside accelerate's state (no pickle)
