@@ -76,7 +76,6 @@ def test_encode_info_and_overwrite_protection(inputs, capsys):
     [
         (["info", "missing.spic"], "no such file"),
         (["encode", "missing.png", "--segmentation", "map.png", "-o", "y.spic"], "no such image"),
-        (["encode", "image.png", "-o", "y.spic"], "exactly one"),
         (["encode", "image.png", "--segmentation", "image.png", "-o", "y.spic"], "mode RGB"),
         (["decode", "image.png", "--model", "nowhere", "-o", "y.png"], "wrong magic"),
     ],
@@ -87,6 +86,21 @@ def test_user_errors_are_one_line(inputs, capsys, monkeypatch, argv, message):
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_encode_without_a_map_transmits_the_shipped_segmenters_map(tmp_path, capsys):
+    from PIL import Image
+
+    from spic_diffusers.codec import Segmenter
+    from spic_diffusers.demo import demo_frame, shipped_segmenter_path
+
+    image, _, _ = demo_frame(0)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    out = tmp_path / "photo.spic"
+    assert main(["encode", str(tmp_path / "photo.png"), "-o", str(out), "--coarse_codec", "jpeg"]) == 0
+    assert "shipped segmenter (upernet-camvid)" in capsys.readouterr().err
+    predicted = Segmenter.from_pretrained(shipped_segmenter_path())(image)
+    np.testing.assert_array_equal(decode_parts(out.read_bytes()).semantic_map, predicted)
 
 
 def test_damaged_stream_info_is_a_clear_error(inputs, capsys):

@@ -165,8 +165,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from .image_files import InputFileError, image_file_size
 
     output = _check_output(args.output, args.overwrite)
-    if (args.segmentation is None) == (args.segmenter is None):
-        raise CLIError("pass exactly one of --segmentation MAP or --segmenter MODEL")
+    if args.segmentation is not None and args.segmenter is not None:
+        raise CLIError("pass one of --segmentation MAP or --segmenter MODEL, not both")
     max_pixels = _check_max_pixels(args.max_pixels)
     if args.downsample < 1:
         raise CLIError(f"--downsample must be >= 1, got {args.downsample}")
@@ -210,8 +210,21 @@ def cmd_encode(args: argparse.Namespace) -> int:
         else:
             from .codec import Segmenter
 
+            segmenter = args.segmenter
+            if segmenter is None:  # no map given: transmit what the shipped segmenter sees
+                from .demo import DemoError, shipped_segmenter_path
+
+                try:
+                    segmenter = shipped_segmenter_path()
+                except DemoError as err:
+                    raise CLIError(str(err)) from None
+                tqdm.write(f"no --segmentation given: coding the map the shipped segmenter ({segmenter.name}) "
+                           "predicts", file=sys.stderr)
             progress.set_description("segmenting")
-            labels = Segmenter.from_pretrained(args.segmenter)(np.asarray(image))
+            try:
+                labels = Segmenter.from_pretrained(segmenter)(np.asarray(image))
+            except ValueError as err:
+                raise CLIError(str(err)) from None
         progress.update(1)
         progress.set_description("coding")
         if args.target_bpp is not None:
@@ -457,7 +470,9 @@ def _add_encode(subparsers) -> None:
     p.add_argument("image", help="input image (any format Pillow reads)")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--segmentation", metavar="MAP", help="train-id map PNG (mode L, 255 = ignore)")
-    source.add_argument("--segmenter", metavar="MODEL", help="transformers segmentation model: folder or Hub id")
+    source.add_argument("--segmenter", metavar="MODEL",
+                        help="transformers segmentation model (folder or Hub id) that predicts the map; without "
+                             "--segmentation or --segmenter the shipped segmenter does")
     p.add_argument("--label_ids", action="store_true", help="--segmentation holds official Cityscapes label ids")
     p.add_argument("-o", "--output", required=True, metavar="FILE.spic", help="output stream")
     p.add_argument("--coarse_codec", default=None, choices=sorted(COARSE_CODECS), help=_codec_help())
