@@ -82,11 +82,11 @@ def _open_image(path: str, what: str, max_pixels: int | None = None):
         raise CLIError(str(err)) from None
 
 
-def _load_segmentation(path: str, label_ids: bool):
+def _load_segmentation(path: str, label_ids: bool, label_format: str | None = None):
     from .image_files import InputFileError, read_segmentation_file
 
     try:
-        return read_segmentation_file(path, label_ids)
+        return read_segmentation_file(path, label_ids, label_format)
     except InputFileError as err:
         raise CLIError(str(err)) from None
 
@@ -204,7 +204,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise CLIError(f"image {args.image}: {err}") from None
     with tqdm(total=2, desc="encoding", unit="step", disable=None, file=sys.stderr) as progress:
         if args.segmentation is not None:
-            labels = _load_segmentation(args.segmentation, args.label_ids)
+            labels = _load_segmentation(args.segmentation, args.label_ids, args.label_format)
             bad = np.setdiff1d(np.unique(labels), np.r_[np.arange(NUM_CLASSES), 255])
             if bad.size:
                 raise CLIError(
@@ -397,7 +397,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         except ValueError:
             raise CLIError(f"--size must be 'model', 'native' or HEIGHT,WIDTH, got {size!r}") from None
         size = (height, width)
-    demo.check_demo_inputs(args.output_dir, args.image, args.segmentation, args.label_ids, args.overwrite)
+    if args.label_ids and args.label_format not in (None, "labelid"):
+        raise CLIError(f"--label_ids contradicts --label_format {args.label_format}")
+    demo.check_demo_inputs(args.output_dir, args.image, args.segmentation, args.label_ids, args.overwrite,
+                           args.label_format)
     held_out = Path(args.output_dir) / "held_out.json"
     if args.eval_scenes and held_out.exists() and not args.overwrite:
         raise CLIError(f"{held_out} already exists; pass --overwrite to replace it")
@@ -420,6 +423,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         image=args.image,
         segmentation=args.segmentation,
         label_ids=args.label_ids,
+        label_format=args.label_format,
         size=size,
         synthetic=args.synthetic,
         frame=args.frame,
@@ -474,6 +478,9 @@ def _add_encode(subparsers) -> None:
     source.add_argument("--segmentation", metavar="MAP", help="train-id map PNG (mode L, 255 = ignore)")
     source.add_argument("--segmenter", metavar="MODEL", help="transformers segmentation model: folder or Hub id")
     p.add_argument("--label_ids", action="store_true", help="--segmentation holds official Cityscapes label ids")
+    p.add_argument("--label_format", default=None, choices=("trainid", "labelid", "camvid"),
+                   help="what --segmentation holds: Cityscapes train ids (default; a map that looks like raw CamVid "
+                        "annotations is refused), official label ids (= --label_ids) or raw CamVid annotations 0..11")
     p.add_argument("-o", "--output", required=True, metavar="FILE.spic", help="output stream")
     p.add_argument("--coarse_codec", default=None, choices=sorted(COARSE_CODECS), help=_codec_help())
     p.add_argument(
@@ -545,6 +552,9 @@ def _add_demo(subparsers) -> None:
     p.add_argument("--image", default=None, help="your own image (needs --segmentation)")
     p.add_argument("--segmentation", metavar="MAP", default=None, help="its train-id map PNG (mode L, 255 = ignore)")
     p.add_argument("--label_ids", action="store_true", help="--segmentation holds official Cityscapes label ids")
+    p.add_argument("--label_format", default=None, choices=("trainid", "labelid", "camvid"),
+                   help="what --segmentation holds: Cityscapes train ids (default; a map that looks like raw CamVid "
+                        "annotations is refused), official label ids (= --label_ids) or raw CamVid annotations 0..11")
     p.add_argument("--size", default="model",
                    help="'model' (the model's training size, default), 'native' (own size rounded to a multiple "
                         "the model accepts) or HEIGHT,WIDTH")
