@@ -321,6 +321,15 @@ def test_the_licence_follows_the_training_data(pipe, tmp_path):
     assert split_card((tmp_path / "mit" / "README.md").read_text())[0]["license"] == "mit"
 
 
+def test_weights_resaved_from_a_shipped_folder_keep_its_licence(tmp_path):
+    from spic_diffusers.demo import shipped_model_path
+
+    for name, expected in ((None, "cc-by-nc-4.0"), ("synthetic", "apache-2.0")):
+        shipped = SPICPipeline.from_pretrained(shipped_model_path(*([name] if name else [])))
+        folder = save_for_hub(shipped, tmp_path / (name or "camvid"), model_id="someone/spic")
+        assert split_card((folder / "README.md").read_text())[0]["license"] == expected
+
+
 SHIPPED_CARDS = [card for card in sorted((REPO_ROOT / "src/spic_diffusers/assets").glob("*/README.md"))
                  if card.read_text(encoding="utf-8").startswith("---\n")]  # model cards (the frames have none)
 

@@ -206,7 +206,6 @@ def test_the_container_overhead_the_readme_states():
 
 def test_readme_python_snippets_run(demo_run, monkeypatch):
     root, _ = demo_run
-    tmp_path = root
     monkeypatch.chdir(root)  # where `make demo` left demo_output/
     namespace: dict = {"__name__": "__readme__"}
     skipped = []
@@ -219,6 +218,7 @@ def test_readme_python_snippets_run(demo_run, monkeypatch):
         except Exception as err:  # name the snippet that failed
             pytest.fail(f"the README snippet at line {line} fails: {type(err).__name__}: {err}")
     assert namespace["image"].size == namespace["reconstruction"].size == namespace["photo"].size
-    assert (tmp_path / "upload_preview" / "README.md").is_file()
+    card = (root / "upload_preview" / "README.md").read_text(encoding="utf-8")
+    assert "\nlicense: cc-by-nc-4.0\n" in card, "the shipped CamVid receiver's licence carries over"
     if skipped:
         pytest.skip(f"ran the others; skipped by README mark: {', '.join(skipped)}")

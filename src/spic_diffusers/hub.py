@@ -305,6 +305,26 @@ def default_license(datasets: str | Sequence[str] | None = None) -> str:
     return DEFAULT_LICENSE
 
 
+def loaded_card_license(pipeline) -> str | None:
+    """The licence the card of the folder ``pipeline`` was loaded from declares (None when it has none): weights
+    re-saved from a shipped or downloaded folder keep its terms."""
+    import yaml
+
+    path = getattr(pipeline, "name_or_path", None) or getattr(getattr(pipeline, "config", None), "_name_or_path", None)
+    card = Path(path) / "README.md" if path else None
+    if card is None or not card.is_file():
+        return None
+    text = card.read_text(encoding="utf-8")
+    if not text.startswith("---\n") or text.count("---\n") < 2:
+        return None
+    try:
+        meta = yaml.safe_load(text.split("---\n", 2)[1]) or {}
+    except yaml.YAMLError:
+        return None
+    license = meta.get("license") if isinstance(meta, dict) else None
+    return license if isinstance(license, str) else None
+
+
 def render_model_card(
     pipeline,
     *,
@@ -333,7 +353,8 @@ def render_model_card(
         training: the training recipe, as text or a mapping of setting -> value.
         codec: the transmitter settings the model was trained for (defaults: ``DEFAULT_CODEC``).
         datasets: Hub dataset ids for the metadata.
-        license: the weights' Hub licence id (default: see :func:`default_license`).
+        license: the weights' Hub licence id (default: the licence of the card the pipeline was loaded with,
+            else the training data's, see :func:`default_license`).
         template: card template text (default: the packaged ``model_card.md``).
 
     Returns the README text: YAML front matter then Markdown.
@@ -351,7 +372,7 @@ def render_model_card(
     if isinstance(datasets, str):
         datasets = [datasets]
     datasets = list(datasets or [])
-    license = license or default_license(datasets)
+    license = license or loaded_card_license(pipeline) or default_license(datasets)
     default_dataset = eval_dataset_name or (datasets[0] if datasets else "evaluation set")
 
     metric_ids: list[str] = []
@@ -416,8 +437,9 @@ def save_for_hub(
 ) -> Path:
     """Write the folder that :func:`push_to_hub` uploads: ``pipeline.save_pretrained`` + ``README.md``.
 
-    ``license`` is the weights' Hub licence id; by default it follows the training data (``datasets=["camvid"]``
-    gives ``cc-by-nc-4.0``), else Apache-2.0 (:func:`default_license`). ``card_kwargs`` go to
+    ``license`` is the weights' Hub licence id; by default it is the one the card of the folder the pipeline was
+    loaded from declares (the shipped CamVid models: ``cc-by-nc-4.0``), else it follows the training data
+    (``datasets=["camvid"]`` gives ``cc-by-nc-4.0``), else Apache-2.0 (:func:`default_license`). ``card_kwargs`` go to
     :func:`render_model_card`. An existing non-empty ``folder`` is refused unless
     ``overwrite=True`` (then it is replaced). Returns the folder.
     """
