@@ -120,8 +120,8 @@ def test_the_sampler_step_counts_in_the_readme_are_what_the_pipeline_runs(tiny_u
     assert pairs, "the README no longer states the step counts this test checks"
     for spacing, steps in zip((100, 50, 25), pairs.groups()):
         assert run(num_inference_steps=spacing)[0] == int(steps)
-    snippet = re.search(r"num_inference_steps=(\d+)\)\.images\[0\] +# (\d+) steps below t = 200: (\d+) UNet evaluations",
-                        readme_text())
+    snippet = re.search(r"num_inference_steps=(\d+)\)\.images\[0\] +"
+                        r"# (\d+) steps below t = 200: (\d+) UNet evaluations", readme_text())
     assert snippet, "the README's sampler snippet no longer states its steps and evaluations"
     assert run(num_inference_steps=int(snippet[1])) == (int(snippet[2]), int(snippet[3]))  # guidance 1.5: 2 each
 
@@ -138,9 +138,9 @@ def test_the_fast_decoding_table_in_the_readme_is_the_benchmarks():
     written = (docs / "fast_table.md").read_text(encoding="utf-8").splitlines()
     table = json.loads((docs / "fast_table.json").read_text(encoding="utf-8"))
     lines = readme_text().splitlines()
-    start = lines.index("| sampler | UNet | evals | s/image | speed-up | PSNR | boundary PSNR | region colour err | mIoU |")
+    start = next(i for i, line in enumerate(lines) if line.startswith("| sampler | UNet | evals | s/image |"))
     end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
-    assert lines[start:end] == [line for line in written if line.startswith("|")], "the table differs from fast_table.md"
+    assert lines[start:end] == [line for line in written if line.startswith("|")], "table differs from fast_table.md"
     assert written[0] in lines, "the table's heading line (frames, size, threads) differs from fast_table.md"
 
     text = flat(readme_text())
@@ -187,7 +187,7 @@ def test_the_camvid_table_in_the_readme_is_the_evaluations():
                 assert row[column] == "–", f"{name}: {column}"
                 continue
             digits = len(stated.split(".")[1])
-            assert stated == f"{float(row[column]):.{digits}f}", f"{name}: README {column} {stated}, results {row[column]}"
+            assert stated == f"{float(row[column]):.{digits}f}", f"{name}: README {column} {stated}, {row[column]}"
         checked += 1
     assert checked == len(CAMVID_METHODS) + 1
 
