@@ -31,11 +31,15 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --no-deps "torch-fidelity>=0.3"
 	touch $(STAMP)
 
-# The demo's model is tiny: one thread per model call is fastest on a machine with two cores or fewer
-# (several times faster than torch's one thread per core when the cores are shared), and a few threads
-# are enough on larger ones.  Override with `make demo DEMO_THREADS=N`.
+# Threads for the demo: the cores no other work is using (the cores minus the 1-minute load average, at
+# least 1, at most 4: the demo's model is tiny).  On an idle machine all cores are fastest; when other jobs
+# keep the cores busy, torch's one thread per core waits on them and fewer threads are faster.
+# Override with `make demo DEMO_THREADS=N`.
 NPROC := $(shell nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
-DEMO_THREADS ?= $(shell n=$(NPROC); if [ "$$n" -le 2 ]; then echo 1; elif [ "$$n" -lt 8 ]; then echo $$((n / 2)); else echo 4; fi)
+ifndef DEMO_THREADS
+DEMO_THREADS := $(shell awk -v n=$(NPROC) '{ f = int(n - $$1 + 0.5); print (f < 1 ? 1 : (f > 4 ? 4 : f)) }' \
+	/proc/loadavg 2>/dev/null || echo 1)
+endif
 
 demo: $(STAMP)
 	OMP_NUM_THREADS=$(DEMO_THREADS) $(PY) -m spic_diffusers.cli demo --output_dir demo_output --overwrite \

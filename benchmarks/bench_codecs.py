@@ -237,6 +237,33 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
+# Measured: the defaults (6 maps per generator, 3 repeats, every coarse quality) ran 4 minutes on a 2-core CPU.
+DEFAULT_MINUTES = 4.0
+
+
+def announce(args, qualities: dict) -> None:
+    """Say what will run and about how long it takes, before starting (the coarse part does not repeat)."""
+    work = args.num_maps * args.repeats / (6 * 3)
+    minutes = DEFAULT_MINUTES * (0.5 * work + (0 if args.maps_only else 0.5 * sum(map(len, qualities.values()))
+                                               / sum(map(len, QUALITIES.values()))))
+    print(f"bench_codecs: {args.num_maps} maps per generator at {args.height}x{args.width}, {args.repeats} timing "
+          f"repeat(s), {'no coarse codecs' if args.maps_only else f'{len(qualities)} coarse codecs'}"
+          f"{', real maps' if args.camvid_root or args.dataset else ''}; expected about {max(minutes, 0.5):.1f} min "
+          f"on a 2-core CPU ({DEFAULT_MINUTES:g} min measured with the defaults; scaled)",
+          file=sys.stderr, flush=True)
+
+
+def progress(what: str, bench, *args):
+    """Run one part of the benchmark, saying on stderr when it starts and how long it took."""
+    import time
+
+    print(f"bench_codecs: {what} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    result = bench(*args)
+    print(f"bench_codecs: {what} done in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return result
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", default=None, help="write results.json and codecs.png here")
@@ -254,6 +281,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.num_maps, args.repeats = 2, 1
     qualities = {k: (v[::2] if args.quick else v) for k, v in QUALITIES.items()}
+    announce(args, qualities)
 
     scenes = load_scenes(args.num_maps, args.height, args.width)
     images = [image for _, _, image in scenes if image is not None]
@@ -271,8 +299,9 @@ def main(argv=None) -> int:
             "num_images": len(images),
             "repeats": args.repeats,
         },
-        "map_coders": bench_map_coders(scenes, args.repeats),
-        "coarse_codecs": {} if args.maps_only else bench_coarse_codecs(images, args.downsample, qualities),
+        "map_coders": progress("map coders", bench_map_coders, scenes, args.repeats),
+        "coarse_codecs": {} if args.maps_only else progress("coarse codecs", bench_coarse_codecs, images,
+                                                             args.downsample, qualities),
     }
     summary = {k: v for k, v in results.items()}
     summary["map_coders"] = {

@@ -32,6 +32,7 @@ RECEIVER_NAME = "spic-camvid-small"
 SEGMENTER_NAME = "upernet-camvid"
 FAST_NAME = "spic-camvid-fast"
 QUALITY_KEYS = ("psnr", "boundary_psnr", "region_colour_error", "miou")
+CAMVID_LICENSE = "cc-by-nc-4.0"  # the Hub id of CamVid's terms, which weights trained on it inherit
 CAMVID_CREDIT = (
     "CamVid (G. J. Brostow, J. Fauqueur, R. Cipolla, *Semantic object classes in video: a high-definition ground "
     "truth database*, Pattern Recognition Letters 2009), in the SegNet tutorial's 11-class release "
@@ -52,7 +53,7 @@ def segmenter_card(results: dict, training: dict, description: str, tags: list[s
                    metric_name=f"mIoU, 11 CamVid classes, {name} input")
         for name, result in results.items()
     ]  # fmt: skip
-    data = ModelCardData(library_name="transformers", pipeline_tag="image-segmentation", license="cc-by-nc-4.0",
+    data = ModelCardData(library_name="transformers", pipeline_tag="image-segmentation", license=CAMVID_LICENSE,
                          tags=[*tags, "spic", "semantic-segmentation", "camvid", "cityscapes-train-ids"],
                          metrics=["mean_iou"], model_name=SEGMENTER_NAME, eval_results=evals)
     classes = list(next(iter(results.values()))["iou"])
@@ -206,7 +207,7 @@ def package_receiver(run: Path, target: Path, eval_results) -> None:
                  "`spic-diffusers` package as the default model of the demo and the codec: "
                  "`SPICPipeline.from_pretrained(spic_diffusers.demo.shipped_model_path())`."),
         source="trained from scratch by spic-diffusers on CamVid with training/train_spic.py",
-        eval_results=eval_results, training=training, datasets=["camvid"],
+        eval_results=eval_results, training=training, datasets=["camvid"], license=CAMVID_LICENSE,
         limitations=("- Trained on 367 CamVid frames at 96x128 on a CPU budget: it restores edges and colours the "
                      "map implies, not fine texture; at other sizes or on other cities expect less.\n"
                      "- Against whole-image codecs at the same rate on CamVid test (96x128, about 0.4 bpp, of which "
@@ -301,7 +302,7 @@ def package_fast(run: Path, target: Path, table: dict | None, num_steps: int | N
                  "`SPICPipeline.from_pretrained(spic_diffusers.demo.shipped_model_path(\"fast\"))`, whose plain call "
                  "runs the saved schedule."),
         source=f"distilled by spic-diffusers from {RECEIVER_NAME} with training/distill_spic.py",
-        eval_results=results, training=training, datasets=["camvid"],
+        eval_results=results, training=training, datasets=["camvid"], license=CAMVID_LICENSE,
         limitations=("- Distilled for the teacher's settings: 96x128 CamVid-like frames, HEVC QP 35 coarse images, "
                      f"the start at t = {steps[0] if steps else 192}. Timesteps outside {trained} or a guidance "
                      "scale above 1 leave what it was trained for. Fewer steps give a smoother image (the model's "

@@ -150,6 +150,63 @@ def test_decode_end_to_end_as_a_console_command(inputs, tiny_model_dir, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+def test_raw_camvid_maps_are_refused_or_converted_with_label_format(tmp_path, capsys):
+    from spic_diffusers.data.camvid import camvid_to_train_ids
+    from spic_diffusers.demo import demo_frame
+    from test_data_camvid import _raw_camvid
+
+    image, train_ids, _ = demo_frame(0)
+    Image.fromarray(image).save(tmp_path / "frame.png")
+    Image.fromarray(_raw_camvid(train_ids)).save(tmp_path / "raw.png")
+    args = ["encode", str(tmp_path / "frame.png"), "--segmentation", str(tmp_path / "raw.png"), "--coarse_codec",
+            "jpeg", "-o", str(tmp_path / "x.spic")]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "raw CamVid annotation" in err and "--label_format camvid" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.spic").exists()
+    assert main(args + ["--label_format", "camvid"]) == 0
+    np.testing.assert_array_equal(decode_parts((tmp_path / "x.spic").read_bytes()).semantic_map, train_ids)
+    assert main(args + ["--label_format", "trainid", "--overwrite"]) == 0  # taken at its word
+    assert decode_parts((tmp_path / "x.spic").read_bytes()).semantic_map.max() <= 11
+    assert main(["demo", "--image", str(tmp_path / "frame.png"), "--segmentation", str(tmp_path / "raw.png"),
+                 "--output_dir", str(tmp_path / "demo")]) == 1
+    assert "--label_format camvid" in capsys.readouterr().err
+
+
+def test_decode_defaults_to_the_shipped_receiver(inputs, capsys, monkeypatch):
+    """No --model: the shipped CamVid receiver decodes, as `spic demo` does (here with few steps, 1 thread)."""
+    import spic_diffusers.cli as cli
+    from spic_diffusers.demo import shipped_model_path
+
+    tmp, _ = inputs
+    stream, image = tmp / "x.spic", tmp / "out.png"
+    main(encode_args(tmp, stream) + ["--coarse_codec", "jpeg"])
+    loaded = []
+    load = cli._load_pipeline
+    monkeypatch.setattr(cli, "_load_pipeline", lambda model, *a: loaded.append(model) or load(model, *a))
+    argv = ["decode", str(stream), "-o", str(image), "--steps", "10", "--max_timestep", "50", "--threads", "1"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert loaded == [str(shipped_model_path())] and torch.get_num_threads() == 1
+    with Image.open(image) as decoded:
+        assert decoded.size == (64, 32)
+    assert main(argv + ["--overwrite", "--threads", "0"]) == 1
+    assert "--threads must be >= 1" in capsys.readouterr().err
+
+
+def test_decode_with_lcm_and_a_refused_flow_matching_scheduler(inputs, tiny_model_dir, capsys):
+    tmp, _ = inputs
+    stream = tmp / "x.spic"
+    main(encode_args(tmp, stream) + ["--coarse_codec", "jpeg"])
+    capsys.readouterr()
+    argv = ["decode", str(stream), "--model", str(tiny_model_dir), "--seed", "0"]
+    assert main(argv + ["-o", str(tmp / "lcm.png"), "--scheduler", "lcm"]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert main(argv + ["-o", str(tmp / "flow.png"), "--scheduler", "FlowMatchEulerDiscreteScheduler"]) == 1
+    err = capsys.readouterr().err
+    assert "flow-matching" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp / "flow.png").exists()
+
+
 def test_decode_unknown_scheduler_and_missing_model(inputs, tiny_model_dir, capsys):
     tmp, _ = inputs
     stream = tmp / "x.spic"

@@ -117,3 +117,29 @@ def test_script_refuses_to_overwrite_and_overwrites_when_asked(fake, tmp_path):
     bad = subprocess.run(args[:-2] + ["--splits", "bogus", "--output_dir", str(tmp_path / "o2")], capture_output=True,
                          text=True)
     assert bad.returncode == 1 and "unknown CamVid split" in bad.stderr
+
+
+def _raw_camvid(train_ids: np.ndarray) -> np.ndarray:
+    """A train-id map of a CamVid frame back to CamVid's annotation values 0..11 (ignore -> Unlabelled)."""
+    from spic_diffusers.data.camvid import CAMVID_CLASSES, CAMVID_TO_TRAIN_ID
+
+    lut = np.full(256, CAMVID_CLASSES.index("Unlabelled"), dtype=np.uint8)
+    for value, name in enumerate(CAMVID_CLASSES):
+        if CAMVID_TO_TRAIN_ID[name] != 255:
+            lut[CAMVID_TO_TRAIN_ID[name]] = value
+    return lut[train_ids]
+
+
+@pytest.mark.parametrize("frame", [0, 1])
+def test_raw_camvid_annotations_are_told_from_train_ids(frame):
+    from spic_diffusers.data.camvid import camvid_to_train_ids, looks_like_camvid_annotation
+    from spic_diffusers.demo import demo_frame
+
+    _, train_ids, _ = demo_frame(frame)
+    raw = _raw_camvid(train_ids)
+    assert looks_like_camvid_annotation(raw) and not looks_like_camvid_annotation(train_ids)
+    assert np.array_equal(camvid_to_train_ids(raw), train_ids)
+    # A train-id map with no class above 11 and road at the bottom (no car, no sky) is no CamVid annotation.
+    street = np.full((40, 64), 2, dtype=np.uint8)
+    street[30:] = 0
+    assert not looks_like_camvid_annotation(street)

@@ -103,6 +103,7 @@ def test_refuses_foreign_non_empty_output_folder(tmp_path):
         (["--coarse_codec", "jpeg", "--sweep_qualities", "20,500"], "quality must be in"),
         (["--map_coder", "zip"], "unknown map coder"),
         (["--steps", "0"], "--steps must be >= 1"),
+        (["--threads", "0"], "--threads must be >= 1"),
         (["--coarse_codec", "jpeg"], "cannot load split"),
         (["--transmit_map", "segmenter"], "--transmit_map segmenter needs --segmenter"),
         (["--transmit_map", "sent"], "invalid choice"),
@@ -243,10 +244,11 @@ def test_script_runs_without_segmenter(assets, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [
         "evaluate_spic.py", "--model", str(assets / "pipe"), "--dataset", str(assets / "data"),
         "--output_dir", str(out), "--num_samples", "1", "--steps", "5", "--coarse_codec", "jpeg",
-        "--no_baselines", "--quiet",
+        "--no_baselines", "--quiet", "--threads", "1",
     ])
     runpy.run_path(str(ROOT / "scripts" / "evaluate_spic.py"), run_name="__main__")
     assert "| SPIC |" in capsys.readouterr().out
+    assert torch.get_num_threads() == 1
     results = json.loads((out / "results.json").read_text())
     assert results["skipped"]["miou"].startswith("no segmenter")
     assert [r["method"] for r in results["rows"]] == [evaluation.SPIC]

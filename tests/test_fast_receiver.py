@@ -109,6 +109,7 @@ def test_packaging_a_student_writes_a_loadable_fast_folder_with_its_card(chain, 
     assert not (target / "keep.txt").exists()
     card = (target / "README.md").read_text()
     assert "2 single-pass step(s)" in card and "faster than the paper sampler" in card
+    assert "\nlicense: cc-by-nc-4.0\n" in card, "weights trained on CamVid carry CamVid's licence"
     assert "guidance_scale=1.5" not in card.split("image = decode(", 1)[1].split("```")[0]
     pipe = SPICPipeline.from_pretrained(target)
     weights = load_file(target / "unet" / "diffusion_pytorch_model.safetensors")

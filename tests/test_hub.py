@@ -296,3 +296,46 @@ def test_offline_training_push_says_the_saved_run_is_complete(pipe, tmp_path, un
                        "--push_to_hub", "--hub_model_id", "someone/spic-trained", "--hub_token", "hf_x"])
     with pytest.raises(HubUnreachableError, match=f"cannot be reached.*{tmp_path / 'run'} is complete"):
         push_pipeline(pipe, args)
+
+
+def test_offline_push_to_hub_raises_one_short_error(pipe, unreachable_hub):
+    """The Python API says it in one line too, without the HTTP stack's frames."""
+    import traceback
+
+    from spic_diffusers.hub import HubUnreachableError
+
+    with pytest.raises(HubUnreachableError, match="cannot be reached .*nothing was uploaded") as info:
+        push_to_hub(pipe, "someone/spic", token="hf_x")
+    assert "\n" not in str(info.value) and info.value.__cause__ is None and info.value.__suppress_context__
+    assert len(traceback.extract_tb(info.value.__traceback__)) <= 4
+
+
+def test_the_licence_follows_the_training_data(pipe, tmp_path):
+    from spic_diffusers.hub import default_license
+
+    assert default_license(["camvid"]) == default_license("someone/CamVid-spic") == "cc-by-nc-4.0"
+    assert default_license(["someone/synthetic-streets"]) == default_license(None) == "apache-2.0"
+    save_for_hub(pipe, tmp_path / "camvid", datasets=["camvid"])
+    assert split_card((tmp_path / "camvid" / "README.md").read_text())[0]["license"] == "cc-by-nc-4.0"
+    save_for_hub(pipe, tmp_path / "mit", datasets=["camvid"], license="mit")  # the caller's word wins
+    assert split_card((tmp_path / "mit" / "README.md").read_text())[0]["license"] == "mit"
+
+
+def test_weights_resaved_from_a_shipped_folder_keep_its_licence(tmp_path):
+    from spic_diffusers.demo import shipped_model_path
+
+    for name, expected in ((None, "cc-by-nc-4.0"), ("synthetic", "apache-2.0")):
+        shipped = SPICPipeline.from_pretrained(shipped_model_path(*([name] if name else [])))
+        folder = save_for_hub(shipped, tmp_path / (name or "camvid"), model_id="someone/spic")
+        assert split_card((folder / "README.md").read_text())[0]["license"] == expected
+
+
+SHIPPED_CARDS = [card for card in sorted((REPO_ROOT / "src/spic_diffusers/assets").glob("*/README.md"))
+                 if card.read_text(encoding="utf-8").startswith("---\n")]  # model cards (the frames have none)
+
+
+@pytest.mark.parametrize("card", SHIPPED_CARDS, ids=lambda p: p.parent.name)
+def test_shipped_cards_declare_the_licence_their_text_states(card):
+    meta, body = split_card(card.read_text(encoding="utf-8"))
+    restricted = "CC BY-NC 4.0" in body and "trained on it inherit" in body
+    assert meta["license"] == ("cc-by-nc-4.0" if restricted else "apache-2.0"), card

@@ -145,6 +145,32 @@ def test_unusable_schedulers_fail_clearly(pipe):
         pipe(labels, low)
 
 
+@pytest.mark.parametrize("name", ["LCMScheduler", "TCDScheduler"])
+def test_lcm_and_tcd_run_with_their_own_spacing(pipe, name):
+    """They pick steps from an `original_inference_steps` grid (50): the default spacing follows it, and the
+    paper's spacing of 100 widens the grid instead of failing."""
+    import diffusers
+
+    pipe.scheduler = getattr(diffusers, name).from_config(pipe.scheduler.config)
+    labels, low = _inputs()
+    seen, callback = _record_timesteps()
+    image = pipe(labels, low, output_type="pt", callback_on_step_end=callback,
+                 generator=torch.Generator().manual_seed(0)).images
+    assert seen == list(range(199, 0, -20)) and torch.isfinite(image).all()
+    seen.clear()
+    pipe(labels, low, num_inference_steps=100, output_type="pt", callback_on_step_end=callback)
+    assert seen == list(range(199, 0, -10))
+
+
+def test_flow_matching_schedulers_are_refused_in_one_line(pipe):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    labels, low = _inputs()
+    with pytest.raises(ValueError, match="flow-matching .* predicts DDPM noise"):
+        pipe(labels, low)
+
+
 def test_guidance_is_one_batched_forward(pipe):
     batches = []
     handle = pipe.unet.register_forward_hook(lambda m, args, out: batches.append(args[0].shape[0]))

@@ -1,14 +1,24 @@
-"""The README's Python snippets run as written, in order, in one namespace (as a reader pastes them).
+"""The README as a reader meets it: its Python snippets run, and the figures it states are what the commands print.
 
-They start after `make demo`, so the demo's outputs are made first (at the demo's own size, fewer steps).
-A snippet that needs the network or a large download is marked in the README, on the line before it, with
-`<!-- readme-test: skip REASON -->`, and is reported as skipped with that reason.
+The snippets run as written, in order, in one namespace (as a reader pastes them). They start after `make demo`,
+so the demo runs first, exactly as `make demo` runs it (about 30 s of CPU), and its printed report is compared
+with the one the README shows. A snippet that needs the network or a large download is marked in the README, on
+the line before it, with `<!-- readme-test: skip REASON -->`, and is reported as skipped with that reason.
+
+Figures that only a long run produces are checked against the files that run wrote and the repository commits:
+the fast-decoding table against `docs/camvid/fast_table.md` / `.json` (`bench_decode.py --quality_table`, 20
+minutes) and the CamVid table against `docs/camvid/results.md` (`scripts/evaluate_camvid.sh`, 38 minutes).
 """
 
+import contextlib
+import io
+import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SKIP_MARK = re.compile(r"<!--\s*readme-test:\s*skip\s+(?P<reason>.+?)\s*-->\s*$")
@@ -37,11 +47,166 @@ def test_the_readme_has_python_snippets_and_skip_marks_give_reasons():
     assert text.count("readme-test:") == sum(reason is not None for _, _, reason in snippets)
 
 
-def test_readme_python_snippets_run(tmp_path, monkeypatch):
-    from spic_diffusers.demo import run_demo
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[Path, str]:
+    """`spic demo --output_dir demo_output` as `make demo` runs it: (the folder it ran in, what it printed)."""
+    from spic_diffusers.cli import main
 
-    monkeypatch.chdir(tmp_path)
-    run_demo("demo_output", num_inference_steps=20, log=lambda _: None)  # what `make demo` leaves behind
+    root = tmp_path_factory.mktemp("readme")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["demo", "--output_dir", str(root / "demo_output")]) == 0
+    return root, printed.getvalue()
+
+
+def readme_text() -> str:
+    return README.read_text(encoding="utf-8")
+
+
+def flat(text: str) -> str:
+    """Text with its line wrapping undone, to find a sentence wherever the README breaks it."""
+    return " ".join(text.split())
+
+
+def block_after(heading: str, fence: str = "```text") -> list[str]:
+    """The lines of the first `fence` block after `heading`."""
+    lines = readme_text().splitlines()
+    start = lines.index(heading)
+    begin = next(i for i in range(start, len(lines)) if lines[i].strip() == fence) + 1
+    end = next(i for i in range(begin, len(lines)) if lines[i].strip() == "```")
+    return lines[begin:end]
+
+
+NUMBER = re.compile(r"[-+]?\d+\.\d+")
+
+
+def assert_same_figures(stated: str, printed: str, where: str) -> None:
+    """Same words; numbers equal up to 2 units of the last printed digit (another CPU may round differently)."""
+    assert NUMBER.sub("#", stated).split() == NUMBER.sub("#", printed).split(), f"{where}:\n{stated}\n{printed}"
+    for a, b in zip(NUMBER.findall(stated), NUMBER.findall(printed)):
+        unit = 10.0 ** -len(a.split(".")[1])
+        assert abs(float(a) - float(b)) <= 2 * unit + 1e-9, f"{where}: README says {a}, the command printed {b}"
+
+
+def test_the_demo_report_in_the_readme_is_what_make_demo_prints(demo_run):
+    _, printed = demo_run
+    stated = block_after("### What `make demo` does")
+    lines = [line for line in printed.splitlines() if not line.startswith("wrote ")]
+    assert len(lines) == len(stated), f"the README shows {len(stated)} lines, the demo printed:\n{printed}"
+    for readme_line, printed_line in zip(stated, lines):
+        assert_same_figures(readme_line, printed_line, "README demo report")
+
+
+def test_the_sampler_step_counts_in_the_readme_are_what_the_pipeline_runs(tiny_unet):
+    """"100 gives the paper's 20, 50 gives 10, 25 gives 5", the snippet's UNet evaluations, and LCM's counts."""
+    from diffusers import LCMScheduler
+
+    from spic_diffusers import SPICPipeline
+    from spic_diffusers.pipelines.pipeline_spic import default_scheduler
+
+    pipe = SPICPipeline(unet=tiny_unet, scheduler=default_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    calls = []
+    pipe.unet.register_forward_hook(lambda *_: calls.append(1))
+    labels, low = np.zeros((32, 64), dtype=np.uint8), np.zeros((8, 16, 3), dtype=np.uint8)
+
+    def run(**kwargs) -> tuple[int, int]:
+        calls.clear()
+        pipe(labels, low, output_type="np", **kwargs)
+        return pipe.num_timesteps, len(calls)
+
+    text = flat(readme_text())
+    pairs = re.search(r"100 gives the paper's (\d+), 50 gives (\d+), 25 gives (\d+)", text)
+    assert pairs, "the README no longer states the step counts this test checks"
+    for spacing, steps in zip((100, 50, 25), pairs.groups()):
+        assert run(num_inference_steps=spacing)[0] == int(steps)
+    snippet = re.search(r"num_inference_steps=(\d+)\)\.images\[0\] +"
+                        r"# (\d+) steps below t = 200: (\d+) UNet evaluations", readme_text())
+    assert snippet, "the README's sampler snippet no longer states its steps and evaluations"
+    assert run(num_inference_steps=int(snippet[1])) == (int(snippet[2]), int(snippet[3]))  # guidance 1.5: 2 each
+
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+    lcm = re.search(r"follows that grid \((\d+) steps below t = 200\), and a finer spacing widens the grid "
+                    r"\(100 gives (\d+)\)", text)
+    assert lcm, "the README no longer states LCM's step counts"
+    assert run()[0] == int(lcm[1]) and run(num_inference_steps=100)[0] == int(lcm[2])
+
+
+def test_the_fast_decoding_table_in_the_readme_is_the_benchmarks():
+    """The table, the bf16 factor and the shipped student's figures, against what bench_decode.py wrote."""
+    docs = README.parent / "docs" / "camvid"
+    written = (docs / "fast_table.md").read_text(encoding="utf-8").splitlines()
+    table = json.loads((docs / "fast_table.json").read_text(encoding="utf-8"))
+    lines = readme_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| sampler | UNet | evals | s/image |"))
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    assert lines[start:end] == [line for line in written if line.startswith("|")], "table differs from fast_table.md"
+    assert written[0] in lines, "the table's heading line (frames, size, threads) differs from fast_table.md"
+
+    text = flat(readme_text())
+    factor = float(re.match(r"([\d.]+)x", table["skipped_dtypes"]["bf16"])[1])
+    assert f"bf16: {factor}x the time of fp32" in text and f"({factor:.0f}x on the AVX2-only CPU" in text
+    paper = table["rows"][0]
+    student = next(r for r in table["rows"] if r["sampler"].startswith("student-2 (fast-4"))
+    expected = (f"{student['speedup_vs_paper']:.1f}x faster, with PSNR {student['psnr_vs_paper']:+.2f} dB, boundary "
+                f"PSNR {student['boundary_psnr_vs_paper']:+.2f} dB, region colour error "
+                f"{100 * student['region_colour_error_vs_paper'] / paper['region_colour_error']:+.0f} % and mIoU "
+                f"{100 * student['miou_vs_paper']:+.1f} points")
+    assert expected in text, f"the README should say: {expected}"
+
+
+CAMVID_METHODS = {"original (segmenter's ceiling)": "original", "coarse image, bicubic": "coarse (bicubic)",
+                  "JPEG XL, same rate": "jxl (same rate)", "WebP, same rate": "webp (same rate)",
+                  "HEVC, same rate": "hevc (same rate)", "AVIF, same rate": "avif (same rate)",
+                  "HEIF, same rate": "heif (same rate)", "JPEG, same rate": "jpeg (same rate)"}
+
+
+def test_the_camvid_table_in_the_readme_is_the_evaluations():
+    """Each row at QP 35 against `docs/camvid/results.md`, which scripts/evaluate_camvid.sh wrote."""
+    written = (README.parent / "docs" / "camvid" / "results.md").read_text(encoding="utf-8").splitlines()
+    header = [c.strip() for c in written[2].strip("|").split("|")]
+    measured = {}
+    for line in written[4:]:
+        if not line.startswith("|"):
+            break
+        cells = dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+        if cells["Method"] == "original" or " q=35 " in cells["Setting"]:
+            measured.setdefault(cells["Method"], cells)
+    lines = readme_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| 30 CamVid test frames, 96x128 |"))
+    checked = 0
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        name, bpp, miou, psnr, boundary, colour = (c.strip() for c in line.strip("|").split("|"))
+        method = "SPIC" if name.startswith("**SPIC**") else CAMVID_METHODS[name]
+        row = measured[method]
+        for stated, column in ((bpp, "BPP"), (miou, "mIoU"), (psnr, "PSNR"), (boundary, "PSNR bnd."),
+                               (colour, "Reg. col. err.")):
+            if stated == "–":
+                assert row[column] == "–", f"{name}: {column}"
+                continue
+            digits = len(stated.split(".")[1])
+            assert stated == f"{float(row[column]):.{digits}f}", f"{name}: README {column} {stated}, {row[column]}"
+        checked += 1
+    assert checked == len(CAMVID_METHODS) + 1
+
+
+def test_the_container_overhead_the_readme_states():
+    """"15 bytes of header and CRC at 256x512"."""
+    from spic_diffusers import codec
+    from spic_diffusers.data import make_scene
+
+    stated = re.search(r"\((\d+) bytes of header and CRC at (\d+)x(\d+)\)", flat(readme_text()))
+    assert stated
+    scene = make_scene(int(stated[2]), int(stated[3]), 0)
+    stream = codec.encode(scene.image, scene.semantic_map, coarse_codec="jpeg")
+    assert codec.bpp_breakdown(stream)["bytes"]["header"] == int(stated[1])
+
+
+def test_readme_python_snippets_run(demo_run, monkeypatch):
+    root, _ = demo_run
+    monkeypatch.chdir(root)  # where `make demo` left demo_output/
     namespace: dict = {"__name__": "__readme__"}
     skipped = []
     for line, code, reason in python_snippets():
@@ -53,6 +218,7 @@ def test_readme_python_snippets_run(tmp_path, monkeypatch):
         except Exception as err:  # name the snippet that failed
             pytest.fail(f"the README snippet at line {line} fails: {type(err).__name__}: {err}")
     assert namespace["image"].size == namespace["reconstruction"].size == namespace["photo"].size
-    assert (tmp_path / "upload_preview" / "README.md").is_file()
+    card = (root / "upload_preview" / "README.md").read_text(encoding="utf-8")
+    assert "\nlicense: cc-by-nc-4.0\n" in card, "the shipped CamVid receiver's licence carries over"
     if skipped:
         pytest.skip(f"ran the others; skipped by README mark: {', '.join(skipped)}")

@@ -100,3 +100,16 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(dataset_dir, tmp_path
                    "--max_train_steps", "4", "--learning_rate", "1e30"))
     assert [s for s, _ in list_checkpoints(str(out))] == [1]
     assert not (out / "model_index.json").exists(), "a diverged run must not save a pipeline"
+
+
+def test_fp16_on_a_cpu_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
+    """Accelerate would take fp16 autocast on a CPU without a word; the option or `accelerate launch`'s."""
+    from spic_diffusers.training import cli
+
+    argv = ["--dataset_name_or_path", str(tmp_path / "data"), "--output_dir", str(tmp_path / "run"), "--cpu"]
+    assert cli(argv + ["--mixed_precision", "fp16"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --mixed_precision fp16 needs a CUDA GPU") and len(err.strip().splitlines()) == 1
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
+    assert cli(argv) == 2 and "bf16" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())

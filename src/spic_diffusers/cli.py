@@ -15,6 +15,10 @@ from pathlib import Path
 from .codec.bitstream import DEFAULT_MAX_PIXELS, BitstreamError, CodecUnavailableError, PixelBudgetError
 from .pipelines.schedulers import SCHEDULER_CLASSES
 
+THREADS_HELP = ("CPU threads for torch (default: torch's choice, one per core); all cores are fastest on an idle "
+                "machine, fewer when other work shares the cores")
+
+
 class CLIError(Exception):
     """A user error: printed as one line, exit status 1."""
 
@@ -78,11 +82,11 @@ def _open_image(path: str, what: str, max_pixels: int | None = None):
         raise CLIError(str(err)) from None
 
 
-def _load_segmentation(path: str, label_ids: bool):
+def _load_segmentation(path: str, label_ids: bool, label_format: str | None = None):
     from .image_files import InputFileError, read_segmentation_file
 
     try:
-        return read_segmentation_file(path, label_ids)
+        return read_segmentation_file(path, label_ids, label_format)
     except InputFileError as err:
         raise CLIError(str(err)) from None
 
@@ -200,7 +204,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise CLIError(f"image {args.image}: {err}") from None
     with tqdm(total=2, desc="encoding", unit="step", disable=None, file=sys.stderr) as progress:
         if args.segmentation is not None:
-            labels = _load_segmentation(args.segmentation, args.label_ids)
+            labels = _load_segmentation(args.segmentation, args.label_ids, args.label_format)
             bad = np.setdiff1d(np.unique(labels), np.r_[np.arange(NUM_CLASSES), 255])
             if bad.size:
                 raise CLIError(
@@ -296,15 +300,17 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _load_pipeline(model: str, scheduler_name: str | None, device: str | None):
-    from .pipelines.pipeline_spic import SPICPipeline, default_scheduler
+    from .pipelines.pipeline_spic import SPICPipeline, default_scheduler, unsupported_scheduler_reason
     from .pipelines.schedulers import scheduler_from_name
 
     _check_device(device)
-    if scheduler_name:  # an unknown name or a missing package is found before the model is loaded
+    if scheduler_name:  # an unknown name, a missing package or an unusable kind is found before the model is loaded
         try:
-            scheduler_from_name(scheduler_name, default_scheduler().config)
+            problem = unsupported_scheduler_reason(scheduler_from_name(scheduler_name, default_scheduler().config))
         except ValueError as err:
             raise CLIError(str(err)) from None
+        if problem is not None:
+            raise CLIError(problem)
     try:
         pipeline = SPICPipeline.from_pretrained(model)
     except (OSError, ValueError, EnvironmentError) as err:
@@ -321,6 +327,17 @@ def _load_pipeline(model: str, scheduler_name: str | None, device: str | None):
         except (RuntimeError, AssertionError) as err:
             raise CLIError(f"cannot move the model to {device!r}: {str(err).splitlines()[0]}") from None
     return pipeline
+
+
+def _set_threads(threads: int | None) -> None:
+    """`--threads`: torch's CPU threads (all cores suit an idle machine, fewer a machine whose cores are busy)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise CLIError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def _model_or_fast(args: argparse.Namespace) -> str | None:
@@ -353,9 +370,12 @@ def cmd_decode(args: argparse.Namespace) -> int:
     header = read_header(stream)
     check_pixel_budget(header.height, header.width, max_pixels)
     decode_parts(stream, max_pixels=max_pixels)  # fail on a bad stream before loading a model
+    _set_threads(args.threads)
     model = _model_or_fast(args)
-    if model is None:
-        raise CLIError("pass --model PATH_OR_ID (a SPIC pipeline) or --fast (the shipped distilled model)")
+    if model is None:  # the shipped CamVid receiver, as `spic demo` decodes with
+        from .demo import shipped_model_path
+
+        model = str(shipped_model_path())
     pipeline = _load_pipeline(model, args.scheduler, args.device)
     # Unset sampling options fall back to the pipeline's saved defaults (a distilled student's own schedule).
     kwargs = {k: v for k, v in (("guidance_scale", args.guidance), ("num_inference_steps", args.steps)) if v is not None}
@@ -382,12 +402,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.eval_scenes < 0:
         raise CLIError(f"--eval_scenes must be >= 0, got {args.eval_scenes}")
     _check_device(args.device)
-    if args.threads is not None:
-        import torch
-
-        if args.threads < 1:
-            raise CLIError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     size = args.size
     if size not in ("model", "native"):
         try:
@@ -395,7 +410,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         except ValueError:
             raise CLIError(f"--size must be 'model', 'native' or HEIGHT,WIDTH, got {size!r}") from None
         size = (height, width)
-    demo.check_demo_inputs(args.output_dir, args.image, args.segmentation, args.label_ids, args.overwrite)
+    if args.label_ids and args.label_format not in (None, "labelid"):
+        raise CLIError(f"--label_ids contradicts --label_format {args.label_format}")
+    demo.check_demo_inputs(args.output_dir, args.image, args.segmentation, args.label_ids, args.overwrite,
+                           args.label_format)
     held_out = Path(args.output_dir) / "held_out.json"
     if args.eval_scenes and held_out.exists() and not args.overwrite:
         raise CLIError(f"{held_out} already exists; pass --overwrite to replace it")
@@ -418,6 +436,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         image=args.image,
         segmentation=args.segmentation,
         label_ids=args.label_ids,
+        label_format=args.label_format,
         size=size,
         synthetic=args.synthetic,
         frame=args.frame,
@@ -474,6 +493,9 @@ def _add_encode(subparsers) -> None:
                         help="transformers segmentation model (folder or Hub id) that predicts the map; without "
                              "--segmentation or --segmenter the shipped segmenter does")
     p.add_argument("--label_ids", action="store_true", help="--segmentation holds official Cityscapes label ids")
+    p.add_argument("--label_format", default=None, choices=("trainid", "labelid", "camvid"),
+                   help="what --segmentation holds: Cityscapes train ids (default; a map that looks like raw CamVid "
+                        "annotations is refused), official label ids (= --label_ids) or raw CamVid annotations 0..11")
     p.add_argument("-o", "--output", required=True, metavar="FILE.spic", help="output stream")
     p.add_argument("--coarse_codec", default=None, choices=sorted(COARSE_CODECS), help=_codec_help())
     p.add_argument(
@@ -500,12 +522,14 @@ def _add_encode(subparsers) -> None:
 def _add_decode(subparsers) -> None:
     p = subparsers.add_parser("decode", help="reconstruct an image from a .spic stream with a SPIC model")
     p.add_argument("stream", help="input .spic stream")
-    p.add_argument("--model", default=None, metavar="PATH_OR_ID", help="SPICPipeline folder or Hub id")
+    p.add_argument("--model", default=None, metavar="PATH_OR_ID",
+                   help="SPICPipeline folder or Hub id (default: the shipped CamVid receiver, spic-camvid-small)")
     p.add_argument("--fast", action="store_true", help="use the shipped distilled few-step model (instead of --model)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="output image")
     p.add_argument("--scheduler", default=None, help=f"sampler: {', '.join(SCHEDULER_CLASSES)} or a diffusers class")
     p.add_argument("--steps", type=int, default=None,
-                   help="schedule spacing (default: the model's saved schedule, else 100 as in the paper)")
+                   help="schedule spacing (default: the model's saved schedule, else 100 as in the paper; "
+                        "lcm and tcd: their own grid of 50)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (default: the model's saved scale, else 1.5 as in the paper)")
     p.add_argument("--unet_dtype", default=None, choices=("fp32", "bf16", "fp16"),
@@ -514,6 +538,7 @@ def _add_decode(subparsers) -> None:
     p.add_argument("--max_timestep", type=int, default=None, help="start timestep (the pipeline's default: 200)")
     p.add_argument("--seed", type=int, default=None, help="random seed")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     p.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="refuse streams declaring more pixels, before decoding anything "
                         f"(default {DEFAULT_MAX_PIXELS}, Cityscapes' full resolution)")
@@ -542,6 +567,9 @@ def _add_demo(subparsers) -> None:
     p.add_argument("--image", default=None, help="your own image (needs --segmentation)")
     p.add_argument("--segmentation", metavar="MAP", default=None, help="its train-id map PNG (mode L, 255 = ignore)")
     p.add_argument("--label_ids", action="store_true", help="--segmentation holds official Cityscapes label ids")
+    p.add_argument("--label_format", default=None, choices=("trainid", "labelid", "camvid"),
+                   help="what --segmentation holds: Cityscapes train ids (default; a map that looks like raw CamVid "
+                        "annotations is refused), official label ids (= --label_ids) or raw CamVid annotations 0..11")
     p.add_argument("--size", default="model",
                    help="'model' (the model's training size, default), 'native' (own size rounded to a multiple "
                         "the model accepts) or HEIGHT,WIDTH")
@@ -556,7 +584,8 @@ def _add_demo(subparsers) -> None:
                    help="coarse codec quality (default: QP 35 for hevc, as in training; else the codec's own)")
     p.add_argument("--downsample", type=int, default=4, help="coarse image downsampling factor (default 4)")
     p.add_argument("--steps", type=int, default=None,
-                   help="schedule spacing (default: the model's saved schedule, else 100 as in the paper)")
+                   help="schedule spacing (default: the model's saved schedule, else 100 as in the paper; "
+                        "lcm and tcd: their own grid of 50)")
     p.add_argument("--max_timestep", type=int, default=200, help="start timestep (the paper: 200)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale (default: the model's saved scale, else 1.5 as in the paper)")
@@ -568,8 +597,7 @@ def _add_demo(subparsers) -> None:
     p.add_argument("--eval_scenes", type=int, default=0, metavar="N",
                    help="also compare SPIC with the coarse image on N held-out synthetic scenes")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's choice; 1 is faster on a busy machine)")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     add_overwrite_argument(p, "existing output files")
     p.set_defaults(func=cmd_demo)
 

@@ -126,10 +126,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise DemoError(f"image {path}: {err}") from None
 
 
-def read_segmentation(path: str | os.PathLike, label_ids: bool = False) -> np.ndarray:
-    """A uint8 train-id map (255 = ignore) from a single-channel PNG; ``label_ids`` maps official ids."""
+def read_segmentation(path: str | os.PathLike, label_ids: bool = False, label_format: str | None = None) -> np.ndarray:
+    """A uint8 train-id map (255 = ignore) from a single-channel PNG; ``label_ids`` maps official ids,
+    ``label_format`` names the ids (see :func:`image_files.read_segmentation_file`)."""
     try:
-        labels = read_segmentation_file(path, label_ids)
+        labels = read_segmentation_file(path, label_ids, label_format)
     except InputFileError as err:
         raise DemoError(str(err)) from None
     bad = np.setdiff1d(np.unique(labels), np.r_[np.arange(19), 255])
@@ -309,6 +310,7 @@ def check_demo_inputs(
     segmentation: str | os.PathLike | None = None,
     label_ids: bool = False,
     force: bool = False,
+    label_format: str | None = None,
 ):
     """Fail fast (before loading a model) on missing/unreadable inputs or outputs that would be overwritten.
 
@@ -319,7 +321,7 @@ def check_demo_inputs(
     paths = _check_outputs(Path(output_dir), force)
     if image is None:
         return paths, None, None
-    truth, labels = read_image(image), read_segmentation(segmentation, label_ids)
+    truth, labels = read_image(image), read_segmentation(segmentation, label_ids, label_format)
     if truth.shape[:2] != labels.shape:
         raise DemoError(
             f"image {image} is {truth.shape[0]}x{truth.shape[1]} but segmentation map {segmentation} is "
@@ -336,6 +338,7 @@ def run_demo(
     image: str | os.PathLike | None = None,
     segmentation: str | os.PathLike | None = None,
     label_ids: bool = False,
+    label_format: str | None = None,
     size: str | tuple[int, int] = "model",
     synthetic: bool = False,
     frame: int = 0,
@@ -367,7 +370,7 @@ def run_demo(
     from .data.synthetic import scene_seed as split_seed
 
     output_dir = Path(output_dir)
-    paths, truth, labels = check_demo_inputs(output_dir, image, segmentation, label_ids, force)
+    paths, truth, labels = check_demo_inputs(output_dir, image, segmentation, label_ids, force, label_format)
     if image is not None:
         source = f"{image} + {segmentation}"
     timings: dict[str, float] = {}

@@ -31,6 +31,8 @@ TEMPLATE_NAME = "model_card_template.md"
 DEFAULT_TAGS = ("spic", "semantic-communication", "image-compression", "diffusion", "diffusers")
 PIPELINE_TAG = "image-to-image"
 DEFAULT_LICENSE = "apache-2.0"
+# Datasets whose terms bind weights trained on them: the card's licence follows the data, not the code.
+DATASET_LICENSES = {"camvid": "cc-by-nc-4.0"}
 # The transmitter's settings the model expects; the paper uses BPG at QP 35 (raw HEVC here is the same coder).
 DEFAULT_CODEC = {"coarse_codec": DEFAULT_COARSE_CODEC, "coarse_quality": DEFAULT_COARSE_QUALITY, "downsample": 4,
                  "map_coder": "context"}
@@ -85,9 +87,9 @@ def _network_error(err: BaseException | None) -> BaseException | None:
 
 
 @contextmanager
-def reporting_unreachable_hub(local_output: str | os.PathLike):
+def reporting_unreachable_hub(local_output: str | os.PathLike | None = None):
     """Turn a connection failure inside the block into one :class:`HubUnreachableError` line that says the
-    local output (already written) is complete; other errors pass through."""
+    local output (already written) is complete, or that nothing was uploaded; other errors pass through."""
     try:
         yield
     except Exception as err:
@@ -95,10 +97,12 @@ def reporting_unreachable_hub(local_output: str | os.PathLike):
         if cause is None:
             raise
         reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise HubUnreachableError(
-            f"the Hugging Face Hub cannot be reached ({reason}); the local output in {local_output} is complete "
-            "and can be uploaded later"
-        ) from None
+        if local_output is None:
+            after = "nothing was uploaded (save_for_hub writes the folder to upload later)"
+        else:
+            after = f"the local output in {local_output} is complete and can be uploaded later"
+        # `from None`: the HTTP stack's dozens of frames say nothing the user can act on.
+        raise HubUnreachableError(f"the Hugging Face Hub cannot be reached ({reason}); {after}") from None
 
 
 class ModelCardError(ValueError):
@@ -288,6 +292,39 @@ def _training_text(training: Any) -> str:
     return "\n".join(lines)
 
 
+def default_license(datasets: str | Sequence[str] | None = None) -> str:
+    """The licence of weights trained on ``datasets``: the first restrictive dataset's (CamVid: CC BY-NC 4.0),
+    else the code's Apache-2.0."""
+    if isinstance(datasets, str):
+        datasets = [datasets]
+    for name in datasets or []:
+        key = str(name).rstrip("/").split("/")[-1].lower()
+        for dataset, license in DATASET_LICENSES.items():
+            if dataset in key:
+                return license
+    return DEFAULT_LICENSE
+
+
+def loaded_card_license(pipeline) -> str | None:
+    """The licence the card of the folder ``pipeline`` was loaded from declares (None when it has none): weights
+    re-saved from a shipped or downloaded folder keep its terms."""
+    import yaml
+
+    path = getattr(pipeline, "name_or_path", None) or getattr(getattr(pipeline, "config", None), "_name_or_path", None)
+    card = Path(path) / "README.md" if path else None
+    if card is None or not card.is_file():
+        return None
+    text = card.read_text(encoding="utf-8")
+    if not text.startswith("---\n") or text.count("---\n") < 2:
+        return None
+    try:
+        meta = yaml.safe_load(text.split("---\n", 2)[1]) or {}
+    except yaml.YAMLError:
+        return None
+    license = meta.get("license") if isinstance(meta, dict) else None
+    return license if isinstance(license, str) else None
+
+
 def render_model_card(
     pipeline,
     *,
@@ -300,7 +337,7 @@ def render_model_card(
     training: str | Mapping[str, Any] | None = None,
     codec: Mapping[str, Any] | None = None,
     datasets: str | Sequence[str] | None = None,
-    license: str = DEFAULT_LICENSE,
+    license: str | None = None,
     tags: Sequence[str] = (),
     limitations: str | None = None,
     base_model: str | None = None,
@@ -316,6 +353,8 @@ def render_model_card(
         training: the training recipe, as text or a mapping of setting -> value.
         codec: the transmitter settings the model was trained for (defaults: ``DEFAULT_CODEC``).
         datasets: Hub dataset ids for the metadata.
+        license: the weights' Hub licence id (default: the licence of the card the pipeline was loaded with,
+            else the training data's, see :func:`default_license`).
         template: card template text (default: the packaged ``model_card.md``).
 
     Returns the README text: YAML front matter then Markdown.
@@ -333,6 +372,7 @@ def render_model_card(
     if isinstance(datasets, str):
         datasets = [datasets]
     datasets = list(datasets or [])
+    license = license or loaded_card_license(pipeline) or default_license(datasets)
     default_dataset = eval_dataset_name or (datasets[0] if datasets else "evaluation set")
 
     metric_ids: list[str] = []
@@ -390,18 +430,22 @@ def save_for_hub(
     folder: str | os.PathLike,
     *,
     eval_results: Any = None,
+    license: str | None = None,
     overwrite: bool = False,
     safe_serialization: bool = True,
     **card_kwargs: Any,
 ) -> Path:
     """Write the folder that :func:`push_to_hub` uploads: ``pipeline.save_pretrained`` + ``README.md``.
 
-    ``card_kwargs`` go to :func:`render_model_card`. An existing non-empty ``folder`` is refused unless
+    ``license`` is the weights' Hub licence id; by default it is the one the card of the folder the pipeline was
+    loaded from declares (the shipped CamVid models: ``cc-by-nc-4.0``), else it follows the training data
+    (``datasets=["camvid"]`` gives ``cc-by-nc-4.0``), else Apache-2.0 (:func:`default_license`). ``card_kwargs`` go to
+    :func:`render_model_card`. An existing non-empty ``folder`` is refused unless
     ``overwrite=True`` (then it is replaced). Returns the folder.
     """
     folder = Path(folder)
     # Render first: a bad card argument must not leave a half-written folder behind.
-    card = render_model_card(pipeline, eval_results=eval_results, **card_kwargs)
+    card = render_model_card(pipeline, eval_results=eval_results, license=license, **card_kwargs)
     if folder.exists():
         if not folder.is_dir():
             raise FileExistsError(f"{folder} exists and is not a folder")
@@ -447,18 +491,19 @@ def push_to_hub(
     api = HfApi(token=token)
     with tempfile.TemporaryDirectory(prefix="spic-hub-") as tmp:
         folder = save_for_hub(pipeline, Path(tmp) / "model", eval_results=eval_results, source=source, **card_kwargs)
-        repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        repo_id = getattr(repo_url, "repo_id", None) or repo_id
-        if revision and revision != "main":
-            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
-        commit = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=str(folder),
-            repo_type="model",
-            revision=revision,
-            commit_message=commit_message or "Upload SPIC pipeline",
-            create_pr=create_pr or None,
-        )
+        with reporting_unreachable_hub():
+            repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            repo_id = getattr(repo_url, "repo_id", None) or repo_id
+            if revision and revision != "main":
+                api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+            commit = api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(folder),
+                repo_type="model",
+                revision=revision,
+                commit_message=commit_message or "Upload SPIC pipeline",
+                create_pr=create_pr or None,
+            )
     pr_url = getattr(commit, "pr_url", None)
     return str(pr_url or repo_url)
 
@@ -478,8 +523,9 @@ def push_folder_to_hub(
     if not isinstance(repo_id, str) or repo_id.count("/") > 1 or not repo_id.strip("/"):
         raise ValueError(f"repo_id must look like 'name' or 'namespace/name', got {repo_id!r}")
     api = HfApi(token=token)
-    repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    api.upload_folder(repo_id=getattr(repo_url, "repo_id", None) or repo_id, folder_path=str(folder),
-                      repo_type="model", commit_message=commit_message or "Upload model",
-                      ignore_patterns=ignore_patterns)
+    with reporting_unreachable_hub(folder):
+        repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(repo_id=getattr(repo_url, "repo_id", None) or repo_id, folder_path=str(folder),
+                          repo_type="model", commit_message=commit_message or "Upload model",
+                          ignore_patterns=ignore_patterns)
     return str(repo_url)

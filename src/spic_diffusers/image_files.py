@@ -58,8 +58,23 @@ def open_image_file(path, what: str = "image", max_pixels: int | None = None) ->
         raise InputFileError(f"cannot read {what} {path}: {err}") from None
 
 
-def read_segmentation_file(path, label_ids: bool = False) -> np.ndarray:
-    """A uint8 label map from a single-channel PNG; `label_ids=True` maps official Cityscapes ids to train ids."""
+LABEL_FORMATS = ("trainid", "labelid", "camvid")
+
+
+def read_segmentation_file(path, label_ids: bool = False, label_format: str | None = None) -> np.ndarray:
+    """A uint8 train-id map from a single-channel PNG.
+
+    `label_format`: "trainid" (Cityscapes train ids, 255 = ignore), "labelid" (official Cityscapes label ids; also
+    `label_ids=True`) or "camvid" (raw CamVid annotations 0..11, mapped by `data.camvid.camvid_to_train_ids`).
+    Unset, the map is read as train ids, and one that looks like a raw CamVid annotation is refused: read as
+    train ids, CamVid's Sky would silently become road.
+    """
+    if label_ids:
+        if label_format not in (None, "labelid"):
+            raise InputFileError(f"label_ids=True contradicts label_format={label_format!r}")
+        label_format = "labelid"
+    if label_format is not None and label_format not in LABEL_FORMATS:
+        raise InputFileError(f"label_format must be one of {LABEL_FORMATS}, got {label_format!r}")
     image = open_image_file(path, "segmentation map")
     if image.mode not in ("L", "P", "I", "I;16"):
         raise InputFileError(
@@ -69,8 +84,24 @@ def read_segmentation_file(path, label_ids: bool = False) -> np.ndarray:
     if labels.min() < 0 or labels.max() > 255:
         raise InputFileError(f"segmentation map {path} has labels outside 0..255")
     labels = labels.astype(np.uint8)
-    if label_ids:
+    if label_format == "labelid":
         from .labels import label_ids_to_train_ids
 
         labels = label_ids_to_train_ids(labels)
+    elif label_format == "camvid":
+        from .data.camvid import camvid_to_train_ids
+
+        try:
+            labels = camvid_to_train_ids(labels, name=f"segmentation map {path}")
+        except ValueError as err:
+            raise InputFileError(str(err)) from None
+    elif label_format is None:
+        from .data.camvid import looks_like_camvid_annotation
+
+        if looks_like_camvid_annotation(labels):
+            raise InputFileError(
+                f"segmentation map {path} looks like a raw CamVid annotation (values 0..11 only, and 0, road as a "
+                "train id, fills the top of the frame where CamVid's 0 is Sky): pass --label_format camvid to map "
+                "it to train ids, or --label_format trainid if it holds train ids"
+            )
     return labels

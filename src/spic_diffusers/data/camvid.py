@@ -87,6 +87,21 @@ def camvid_to_train_ids(annotation: np.ndarray, name: str = "annotation") -> np.
     return _LUT[annotation.astype(np.int64)]
 
 
+def looks_like_camvid_annotation(labels: np.ndarray) -> bool:
+    """Whether a map read as train ids is more likely a raw CamVid annotation (values 0..11).
+
+    Read as train ids, CamVid's Sky (0) becomes road: a map whose values all lie in 0..11, with no 255, and
+    whose "road" covers a fifth or more of the top fifth of the frame, and more of it than of the bottom fifth,
+    is sky above the street, not road.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.shape[0] < 5 or not labels.size or labels.max() >= len(CAMVID_CLASSES):
+        return False
+    fifth = labels.shape[0] // 5
+    top, bottom = (labels[:fifth] == 0).mean(), (labels[-fifth:] == 0).mean()
+    return bool(top >= 0.2 and top > bottom)
+
+
 def sequence_of(frame_id: str) -> str:
     """The driving sequence a frame belongs to (``0016E5_07959`` -> ``0016E5``)."""
     match = re.match(r"^(.+?)_", frame_id)

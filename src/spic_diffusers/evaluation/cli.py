@@ -45,6 +45,9 @@ def build_parser():
     parser.add_argument("--no_lpips", action="store_true")
     parser.add_argument("--grid_images", type=int, default=4)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice, one per core); all cores are fastest "
+                             "on an idle machine, fewer when other work shares the cores")
     parser.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
                         help="recompute everything and write into a foreign folder (--force: the old name)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -59,6 +62,8 @@ def config_from_args(args) -> EvalConfig:
     for name in ("steps", "downsample", "max_timestep"):
         if getattr(args, name) < 1:
             raise EvaluationError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        raise EvaluationError(f"--threads must be >= 1, got {args.threads}")
     if args.grid_images < 0:
         raise EvaluationError(f"--grid_images must be >= 0, got {args.grid_images}")
     if args.num_samples is not None and args.num_samples < 1:
@@ -105,6 +110,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
+        if args.threads is not None:
+            import torch
+
+            torch.set_num_threads(args.threads)
         results = run_evaluation(config)
     except EvaluationError as error:
         parser.error(str(error))

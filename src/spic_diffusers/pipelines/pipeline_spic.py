@@ -30,6 +30,18 @@ _UNSUPPORTED_SCHEDULERS = {
 }
 
 
+def unsupported_scheduler_reason(scheduler: SchedulerMixin) -> str | None:
+    """Why this kind of scheduler cannot sample SPIC, whatever its config (None when it can); checked by the
+    command line before a model is loaded."""
+    name = type(scheduler).__name__
+    if name.startswith("FlowMatch") or not hasattr(scheduler, "scale_model_input"):
+        return (f"{name} samples flow-matching models, which predict a velocity between noise and image; the SPIC "
+                "model predicts DDPM noise: use ddpm, ddim, dpmsolver++, unipc, euler, heun, lcm or tcd")
+    if name in _UNSUPPORTED_SCHEDULERS:
+        return f"{name} {_UNSUPPORTED_SCHEDULERS[name]}"
+    return None
+
+
 def default_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
     """The paper's process: linear betas over 1000 steps, learned-range variance, clipped x0, linspace spacing."""
     return DDPMScheduler(
@@ -266,8 +278,9 @@ class SPICPipeline(DiffusionPipeline):
                 "variance_type='learned' expects a log-variance; the SPIC model outputs learned-range values: "
                 "use variance_type='learned_range' (or a scheduler without learned variance)"
             )
-        if type(scheduler).__name__ in _UNSUPPORTED_SCHEDULERS:
-            raise ValueError(f"{type(scheduler).__name__} {_UNSUPPORTED_SCHEDULERS[type(scheduler).__name__]}")
+        problem = unsupported_scheduler_reason(scheduler)
+        if problem is not None:
+            raise ValueError(problem)
         if not hasattr(scheduler, "alphas_cumprod") and not hasattr(scheduler, "sigmas"):
             raise ValueError(f"{type(scheduler).__name__} has no discrete noise schedule to drive a DDPM model")
 
@@ -301,7 +314,7 @@ class SPICPipeline(DiffusionPipeline):
         else:
             if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= num_train:
                 raise ValueError(f"num_inference_steps must be an int in 1..{num_train}, got {num_inference_steps!r}")
-            scheduler.set_timesteps(num_inference_steps, device=device)
+            _set_spacing(scheduler, num_inference_steps, device)
             all_ts = scheduler.timesteps
         if max_timestep is None:
             return all_ts
@@ -333,7 +346,7 @@ class SPICPipeline(DiffusionPipeline):
         order = getattr(probe, "order", 1)
         found = []
         for steps in range(1, probe.config.num_train_timesteps + 1):
-            probe.set_timesteps(steps, device="cpu")
+            _set_spacing(probe, steps, "cpu")
             keep = (probe.timesteps <= max_timestep).nonzero()
             if len(keep) == 0:
                 continue
@@ -439,8 +452,17 @@ class SPICPipeline(DiffusionPipeline):
         if timesteps is None and num_inference_steps is None and self.config.get("default_timesteps"):
             timesteps = list(self.config.default_timesteps)
         if num_inference_steps is None:
-            num_inference_steps = 100
+            num_inference_steps = self.default_spacing()
         return guidance_scale, num_inference_steps, timesteps
+
+    def default_spacing(self) -> int:
+        """The spacing a call that passes none uses: the paper's 100, or the scheduler's own where it has one.
+
+        LCM and TCD pick their steps from an `original_inference_steps` grid (50 by default), so their spacing
+        follows that grid rather than the paper's.
+        """
+        own = _original_inference_steps(self.scheduler)
+        return 100 if own is None else own
 
     # ------------------------------------------------------------------- call
 
@@ -605,6 +627,26 @@ class SPICPipeline(DiffusionPipeline):
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
+
+
+def _original_inference_steps(scheduler) -> int | None:
+    """The `original_inference_steps` grid of schedulers that sample from one (LCM, TCD), else None."""
+    if "original_inference_steps" not in inspect.signature(scheduler.set_timesteps).parameters:
+        return None
+    return int(scheduler.config.get("original_inference_steps") or 50)
+
+
+def _set_spacing(scheduler, num_inference_steps: int, device) -> None:
+    """`scheduler.set_timesteps(num_inference_steps)` with SPIC's meaning: a spacing over the training steps.
+
+    LCM and TCD choose their steps from a grid of `original_inference_steps`; a spacing finer than that grid
+    widens the grid to it, so every count from 1 to the number of training steps gives evenly spaced steps.
+    """
+    own = _original_inference_steps(scheduler)
+    if own is not None and num_inference_steps > own:
+        scheduler.set_timesteps(num_inference_steps, device=device, original_inference_steps=num_inference_steps)
+    else:
+        scheduler.set_timesteps(num_inference_steps, device=device)
 
 
 def _input_size(segmentation_map) -> tuple[int, int] | None:

@@ -189,6 +189,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def check_mixed_precision(mixed_precision: str | None, use_cpu: bool) -> None:
+    """Refuse fp16 autocast on a CPU (the option's, or `accelerate launch --mixed_precision`'s), which
+    Accelerate would otherwise accept without a word; bf16 is the CPU's reduced precision."""
+    if mixed_precision is None:
+        mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if use_cpu and mixed_precision == "fp16":
+        raise TrainingInputError(
+            "--mixed_precision fp16 needs a CUDA GPU and this run trains on the CPU: use bf16 (fast on CPUs with "
+            "AVX512-BF16 or AMX, see pipelines.pipeline_spic.native_bf16) or no"
+        )
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Reject option combinations that cannot train, with the reason."""
     if not args.dataset_name_or_path:

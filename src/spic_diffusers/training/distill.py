@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.unet_spic import SPICUNet2DModel
-from .arguments import TrainingInputError, _resolution
+from .arguments import TrainingInputError, _resolution, check_mixed_precision
 from .trainer import TrainingProgress, augment_batch, check_output_dir, prepare_data, resume_checkpoint, \
     save_checkpoint, step_generator
 
@@ -267,6 +267,7 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
     check_output_dir(args.output_dir, args.overwrite_output_dir, args.resume_from_checkpoint is not None,
                      marker=DISTILL_MARKER)
     use_cpu = args.cpu or not torch.cuda.is_available()
+    check_mixed_precision(args.mixed_precision, use_cpu)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=use_cpu)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if not accelerator.is_main_process:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..models.unet_spic import SPICUNet2DModel
-from .arguments import TrainingInputError, parse_args
+from .arguments import TrainingInputError, check_mixed_precision, parse_args
 from .loss import hybrid_loss, linear_alphas_cumprod, q_sample
 from .validation import run_validation, validation_grid  # noqa: F401  (validation_grid: part of this module's API)
 
@@ -453,6 +453,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     check_output_dir(args.output_dir, args.overwrite_output_dir, args.resume_from_checkpoint is not None)
     use_cpu = args.cpu or not (torch.cuda.is_available() or (
         hasattr(torch.backends, "mps") and torch.backends.mps.is_available()))
+    check_mixed_precision(args.mixed_precision, use_cpu)
     if use_cpu:  # `accelerate launch` (torchrun) says how many processes share this machine
         check_cpu_memory(args, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     report_to = None if args.report_to in (None, "", "none") else args.report_to
