@@ -12,14 +12,14 @@
 set -euo pipefail
 DATA=${1:?usage: train_camvid_segmenter.sh CAMVID_DATASET [OUTPUT_DIR] [STEPS]}
 OUT=${2:-upernet-camvid-training}
-STEPS=${3:-5500}
+STEPS=${3:-4000}
 PY=${PYTHON:-python}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 resume=()
 if ls -d "$OUT"/checkpoint-* >/dev/null 2>&1; then resume=(--resume_from_checkpoint latest); fi
 "$PY" "$HERE/training/train_segmenter.py" --cpu --dataset_name_or_path "$DATA" --output_dir "$OUT" \
   --architecture upernet --model_size r18-half --input_size 360,480 --crop_size 288,384 --scale_range 0.5,2.0 \
   --aspect_jitter 1.25 --colour_jitter 0.25 --low_res_fraction 0.25 --class_weighting enet \
-  --train_batch_size 8 --dataloader_num_workers 1 --learning_rate 2e-3 --lr_power 0.9 --lr_warmup_steps 200 \
+  --train_batch_size 8 --learning_rate 2e-3 --lr_power 0.9 --lr_warmup_steps 200 \
   --max_train_steps "$STEPS" --validation_steps 250 --checkpointing_steps 250 "${resume[@]}"

@@ -149,3 +149,10 @@ def test_class_weights_lift_rare_classes():
     assert weights[1] > 10 * weights[0]
     np.testing.assert_allclose(weights.numpy(), 1 / np.log(1.02 + np.array([0.98, 0.02])), rtol=1e-5)
     assert class_weights(rows, label_lut([0, 1]), 2, "none") is None
+
+
+def test_fp16_on_a_cpu_is_refused_in_one_line(data, tmp_path):
+    run = _run("--dataset_name_or_path", str(data), "--output_dir", str(tmp_path / "fp16"), "--mixed_precision",
+               "fp16", *FAST)
+    assert run.returncode == 2 and "fp16" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "fp16").exists()

@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from ..data.cityscapes import ID2LABEL, IGNORE_INDEX, NUM_CLASSES
-from .arguments import TrainingInputError
+from .arguments import TrainingInputError, check_mixed_precision
 from .trainer import check_output_dir, resume_checkpoint, save_checkpoint
 
 logger = logging.getLogger("spic_diffusers.training.segmenter")
@@ -383,6 +383,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     from .dataset import load_split
 
     use_cpu = args.cpu or not torch.cuda.is_available()
+    check_mixed_precision(args.mixed_precision, use_cpu)
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=use_cpu)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     set_seed(args.seed)
