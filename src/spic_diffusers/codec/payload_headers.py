@@ -19,6 +19,7 @@ Every failure is a :class:`BitstreamError` naming the payload.
 from __future__ import annotations
 
 import zlib
+from typing import NamedTuple
 
 from .bitstream import BitstreamError
 
@@ -98,6 +99,27 @@ def check_jxl_end(data: bytes, label: str) -> None:
 
 _VPS, _SPS, _PPS = 32, 33, 34
 _SEI_TYPES = (39, 40)
+_IRAP_SLICES = range(16, 22)  # BLA, IDR and CRA: the slices an intra picture that stands alone is made of
+# What the decoder may be asked for beyond what one intra picture needs.  x265 writes one VPS, SPS and PPS and
+# (with its version and hash SEI on) two SEI units; a coded picture is at most 64 samples per side larger than
+# its output (CTU alignment); the project codes 8-bit samples.
+MAX_PARAMETER_SETS = 1
+MAX_SEI_UNITS = 4
+HEVC_ALIGNMENT_MARGIN = 64
+HEVC_BIT_DEPTH = 8
+_MIN_CTU = 16
+
+
+class HEVCSequence(NamedTuple):
+    """What an HEVC sequence parameter set makes a decoder allocate, and what it outputs."""
+
+    chroma_format: int
+    coded_height: int
+    coded_width: int
+    height: int  # after the conformance window
+    width: int
+    bit_depth_luma: int
+    bit_depth_chroma: int
 
 
 def _nal_units(data: bytes, label: str) -> list[bytes]:
@@ -118,6 +140,7 @@ def _nal_units(data: bytes, label: str) -> list[bytes]:
 
 
 def _unescape(unit: bytes) -> bytes:
+    """Drop the emulation-prevention byte of every ``00 00 03`` (H.265 7.4.2)."""
     return unit.replace(b"\x00\x00\x03", b"\x00\x00")
 
 
@@ -130,31 +153,9 @@ def _skip_profile_tier_level(bits: _Bits, max_sub_layers_minus1: int) -> None:
         bits.read(88 * profile + 8 * level)
 
 
-def hevc_size(data: bytes, label: str) -> tuple[int, int]:
-    """``(height, width)`` of the one picture of a raw HEVC payload (after its conformance window).
-
-    Refuses payloads that are not exactly parameter sets, optional SEI and the slices of one picture.
-    """
-    sps, pictures = None, 0
-    for unit in _nal_units(data, label):
-        if len(unit) < 2 or unit[0] & 0x80:
-            raise BitstreamError(f"{label} payload holds a malformed NAL unit")
-        kind = (unit[0] >> 1) & 0x3F
-        if kind == _SPS:
-            if sps is not None:
-                raise BitstreamError(f"{label} payload holds more than one sequence parameter set")
-            sps = _unescape(unit[2:])
-        elif kind < 32:  # a slice: its first bit says whether it starts a picture
-            if len(unit) < 3:
-                raise BitstreamError(f"{label} payload holds a truncated slice")
-            pictures += unit[2] >> 7
-        elif kind not in (_VPS, _PPS, *_SEI_TYPES):
-            raise BitstreamError(f"{label} payload holds an unexpected NAL unit of type {kind}")
-    if sps is None:
-        raise BitstreamError(f"{label} payload has no sequence parameter set")
-    if pictures != 1:
-        raise BitstreamError(f"{label} payload holds {pictures} pictures, expected exactly one")
-    bits = _Bits(sps, label, msb_first=True)
+def hevc_sequence(sps: bytes, label: str) -> HEVCSequence:
+    """Parse an SPS's payload (after the 2-byte NAL header, escaped) up to its bit depths (H.265 7.3.2.2)."""
+    bits = _Bits(_unescape(sps), label, msb_first=True)
     bits.read(4)
     max_sub_layers_minus1 = bits.read(3)
     bits.read(1)
@@ -163,9 +164,10 @@ def hevc_size(data: bytes, label: str) -> tuple[int, int]:
     chroma = bits.ue()
     if chroma > 3:
         raise BitstreamError(f"{label} payload has an invalid chroma format {chroma}")
-    if chroma == 3:
-        bits.read(1)
-    width, height = bits.ue(), bits.ue()
+    if chroma == 3 and bits.read(1):
+        raise BitstreamError(f"{label} payload codes its colour planes separately")
+    coded_width, coded_height = bits.ue(), bits.ue()
+    width, height = coded_width, coded_height
     if bits.read(1):
         left, right, top, bottom = bits.ue(), bits.ue(), bits.ue(), bits.ue()
         sub_w, sub_h = (2 if chroma in (1, 2) else 1), (2 if chroma == 1 else 1)
@@ -173,7 +175,72 @@ def hevc_size(data: bytes, label: str) -> tuple[int, int]:
         height -= sub_h * (top + bottom)
     if width < 1 or height < 1:
         raise BitstreamError(f"{label} payload declares an empty picture")
-    return height, width
+    depth_luma, depth_chroma = bits.ue() + 8, bits.ue() + 8
+    return HEVCSequence(chroma, coded_height, coded_width, height, width, depth_luma, depth_chroma)
+
+
+def check_hevc_sequence(seq: HEVCSequence, label: str) -> None:
+    """What the decoder allocates must be close to what it outputs: coded size, then bit depth.
+
+    A conformance window may crop a 14000x14000 coded picture to 16x16; the output size alone would pass.
+    """
+    margin = HEVC_ALIGNMENT_MARGIN
+    if seq.coded_width > seq.width + margin or seq.coded_height > seq.height + margin:
+        raise BitstreamError(
+            f"{label} payload codes a {seq.coded_height}x{seq.coded_width} picture for a {seq.height}x{seq.width}"
+            f" output (at most {margin} samples of alignment per side)"
+        )
+    if (seq.bit_depth_luma, seq.bit_depth_chroma) != (HEVC_BIT_DEPTH, HEVC_BIT_DEPTH):
+        raise BitstreamError(
+            f"{label} payload codes {seq.bit_depth_luma}/{seq.bit_depth_chroma}-bit samples, expected"
+            f" {HEVC_BIT_DEPTH}-bit"
+        )
+
+
+def hevc_size(data: bytes, label: str) -> tuple[int, int]:
+    """``(height, width)`` of the one picture of a raw HEVC payload (after its conformance window).
+
+    Refuses payloads that are not exactly one VPS, SPS and PPS, a few SEI and the intra slices of one picture,
+    and pictures whose coded size or bit depth ask the decoder for more than the output needs.
+    """
+    sps, pictures, slices, sei = None, 0, 0, 0
+    counts = {_VPS: 0, _SPS: 0, _PPS: 0}
+    for unit in _nal_units(data, label):
+        if len(unit) < 2 or unit[0] & 0x80:
+            raise BitstreamError(f"{label} payload holds a malformed NAL unit")
+        kind = (unit[0] >> 1) & 0x3F
+        layer, temporal_plus1 = ((unit[0] & 1) << 5) | (unit[1] >> 3), unit[1] & 7
+        if layer != 0 or temporal_plus1 != 1:
+            raise BitstreamError(f"{label} payload holds a NAL unit of layer {layer}, temporal id {temporal_plus1 - 1}")
+        if kind in counts:
+            counts[kind] += 1
+            if counts[kind] > MAX_PARAMETER_SETS:
+                name = {_VPS: "video", _SPS: "sequence", _PPS: "picture"}[kind]
+                raise BitstreamError(f"{label} payload holds more than one {name} parameter set")
+            if kind == _SPS:
+                sps = unit[2:]
+        elif kind in _IRAP_SLICES:  # a slice: its first bit says whether it starts a picture
+            if len(unit) < 3:
+                raise BitstreamError(f"{label} payload holds a truncated slice")
+            pictures += unit[2] >> 7
+            slices += 1
+        elif kind in _SEI_TYPES:
+            sei += 1
+            if sei > MAX_SEI_UNITS:
+                raise BitstreamError(f"{label} payload holds more than {MAX_SEI_UNITS} SEI units")
+        else:
+            raise BitstreamError(f"{label} payload holds an unexpected NAL unit of type {kind}")
+    if sps is None:
+        raise BitstreamError(f"{label} payload has no sequence parameter set")
+    if pictures != 1:
+        raise BitstreamError(f"{label} payload holds {pictures} pictures, expected exactly one")
+    seq = hevc_sequence(sps, label)
+    check_hevc_sequence(seq, label)
+    # Every slice covers at least one CTU (16x16 at the smallest), so a picture has no more slices than that.
+    ctus = -(-seq.coded_width // _MIN_CTU) * -(-seq.coded_height // _MIN_CTU)
+    if slices > ctus:
+        raise BitstreamError(f"{label} payload holds {slices} slices, more than its {ctus} smallest CTUs")
+    return seq.height, seq.width
 
 
 # ------------------------------------------------------------------------- BPG and FLIF tools
