@@ -459,3 +459,81 @@ def test_decoder_subprocess_runs_under_its_own_bounds():
     finally:
         coarse._DECODER_BASE_BYTES = saved
     assert codec.decode(payload, 16, 16).shape == (16, 16, 3)
+
+
+def _heif_property(payload: bytes, kind: bytes) -> int:
+    """Offset of an item property's body (after its 8-byte box header) in a HEIF/AVIF payload."""
+    at = payload.find(kind)
+    assert at > 0, kind
+    return at + 4
+
+
+@pytest.mark.parametrize("name", ["heif", "avif"])
+def test_heif_image_size_property_cropped_by_a_clean_aperture_is_refused(name):
+    """16000x16000 in ``ispe``, cropped to 24x32: Pillow reports 24x32, the property check refuses it."""
+    codec = _available("coarse", name)
+    data = bytearray(codec.encode(np.full((24, 32, 3), 90, np.uint8)))
+    at = _heif_property(bytes(data), b"ispe") + 4
+    data[at : at + 8] = (16000).to_bytes(4, "big") * 2
+    with pytest.raises(BitstreamError, match="image size property says 16000x16000"):
+        _bounded(lambda: codec.decode(bytes(data), 24, 32), seconds=2)
+
+
+def test_heif_coded_hevc_size_beyond_its_image_size_is_refused():
+    codec = _available("coarse", "heif")
+    payload = codec.encode(np.full((24, 32, 3), 90, np.uint8))
+    at = _heif_property(payload, b"hvcC")
+    length = int.from_bytes(payload[at - 8 : at - 4], "big") - 8
+    hvcc = payload[at : at + length]
+    sps_at = hvcc.index(b"\x42\x01")  # the SPS's NAL header inside the configuration
+    sps_length = int.from_bytes(hvcc[sps_at - 2 : sps_at], "big")
+    sps = hvcc[sps_at : sps_at + sps_length]
+    annexb = b"\x00\x00\x00\x01" + sps
+    forged_sps = _forge_sps_from_chroma(annexb, (16000, 16000))
+    new_hvcc = hvcc[: sps_at - 2] + len(forged_sps).to_bytes(2, "big") + forged_sps + hvcc[sps_at + sps_length :]
+    grow = len(new_hvcc) - len(hvcc)
+    forged = bytearray(payload[: at - 8] + (8 + len(new_hvcc)).to_bytes(4, "big") + b"hvcC" + new_hvcc
+                       + payload[at + length :])
+    for box in (b"meta", b"iprp", b"ipco"):  # the boxes around it grow with it
+        box_at = forged.find(box) - 4
+        size = int.from_bytes(forged[box_at : box_at + 4], "big")
+        forged[box_at : box_at + 4] = (size + grow).to_bytes(4, "big")
+    with pytest.raises(BitstreamError, match="codes a 16000x16000 picture"):
+        _bounded(lambda: codec.decode(bytes(forged), 24, 32), seconds=2)
+
+
+def _forge_sps_from_chroma(annexb_sps: bytes, coded: tuple[int, int]) -> bytes:
+    """An SPS NAL unit (Annex-B framed on input, bare on output) coding ``coded``, cropped to its old output."""
+    from spic_diffusers.codec.payload_headers import _nal_units, hevc_sequence
+
+    seq = hevc_sequence(_nal_units(annexb_sps, "test")[0][2:], "test")
+    forged = _forge_sps(annexb_sps, coded, (seq.height, seq.width))
+    return _nal_units(forged, "test")[0]
+
+
+@pytest.mark.parametrize("name", ["heif", "avif"])
+@pytest.mark.parametrize("transform", [b"irot", b"imir"])
+def test_heif_transforms_are_refused_for_coarse_payloads(name, transform):
+    codec = _available("coarse", name)
+    payload = codec.encode(np.full((24, 32, 3), 90, np.uint8))
+    forged = payload.replace(b"pixi", transform, 1)  # same box size: only the property's type changes
+    with pytest.raises(BitstreamError, match=f"'{transform.decode()}' transform"):
+        codec.decode(forged, 24, 32)
+
+
+def test_heif_clean_aperture_must_crop_to_the_declared_size():
+    codec = _available("coarse", "heif")
+    data = bytearray(codec.encode(np.full((24, 32, 3), 90, np.uint8)))
+    at = _heif_property(bytes(data), b"clap")
+    assert int.from_bytes(data[at : at + 4], "big") == 32 * int.from_bytes(data[at + 4 : at + 8], "big")
+    data[at : at + 4] = (30 * int.from_bytes(data[at + 4 : at + 8], "big")).to_bytes(4, "big")
+    with pytest.raises(BitstreamError, match="clean aperture"):
+        codec.decode(bytes(data), 24, 32)
+
+
+@pytest.mark.parametrize("name", ["heif", "avif"])
+@pytest.mark.parametrize("size", [(1, 1), (24, 32), (65, 70), (100, 200)])
+def test_heif_and_avif_encoder_output_passes_the_property_checks(name, size):
+    codec = _available("coarse", name)
+    image = np.random.default_rng(0).integers(0, 255, (*size, 3), dtype=np.uint8)
+    assert codec.decode(codec.encode(image), *size).shape == (*size, 3)

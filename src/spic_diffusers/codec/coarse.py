@@ -29,6 +29,7 @@ from .bitstream import BitstreamError, CodecUnavailableError, open_payload_image
 from .payload_headers import (
     bpg_size,
     check_declared_size,
+    check_heif_properties,
     check_isobmff_boxes,
     check_jpeg_markers,
     check_jxl_end,
@@ -381,6 +382,7 @@ class HEIFCodec(_PillowCodec):
 
     def check_payload(self, data: bytes, height: int, width: int) -> None:
         check_isobmff_boxes(data, "HEIF coarse")
+        check_heif_properties(data, "HEIF coarse", height, width)
 
 
 class JXLCodec(_PillowCodec):
@@ -439,6 +441,7 @@ class AVIFCodec(_PillowCodec):
 
     def check_payload(self, data: bytes, height: int, width: int) -> None:
         check_isobmff_boxes(data, "AVIF coarse")
+        check_heif_properties(data, "AVIF coarse", height, width)
 
 
 class JPEGCodec(_PillowCodec):

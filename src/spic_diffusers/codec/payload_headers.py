@@ -332,6 +332,110 @@ def check_isobmff_boxes(data: bytes, label: str) -> None:
         raise BitstreamError(f"{label} payload is not one image file (boxes {[k.decode('latin-1') for k in kinds]})")
 
 
+def _boxes(data: bytes, start: int, end: int, label: str):
+    """``(type, body start, body end)`` of the ISO-BMFF boxes that exactly fill ``data[start:end]``."""
+    offset = start
+    while offset < end:
+        if offset + 8 > end:
+            raise BitstreamError(f"{label} payload ends inside a box header")
+        size, header = int.from_bytes(data[offset : offset + 4], "big"), 8
+        if size == 1:
+            if offset + 16 > end:
+                raise BitstreamError(f"{label} payload ends inside a box header")
+            size, header = int.from_bytes(data[offset + 8 : offset + 16], "big"), 16
+        elif size == 0:
+            size = end - offset
+        if size < header or offset + size > end:
+            raise BitstreamError(f"{label} payload holds a box of impossible size {size}")
+        yield data[offset + 4 : offset + 8], offset + header, offset + size
+        offset += size
+
+
+def _child(data: bytes, start: int, end: int, kind: bytes, label: str) -> tuple[int, int]:
+    found = [(s, e) for k, s, e in _boxes(data, start, end, label) if k == kind]
+    if len(found) != 1:
+        raise BitstreamError(f"{label} payload holds {len(found)} '{kind.decode()}' boxes, expected one")
+    return found[0]
+
+
+# HEIF encoders pad a picture to their coding unit (libheif with x265: at least 64x64, then to even sides).
+HEIF_MIN_CODED_SIDE = 64
+MAX_IMAGE_PROPERTIES = 32
+_TRANSFORM_PROPERTIES = (b"irot", b"imir")
+
+
+def _heif_side_limit(side: int) -> int:
+    return max(side, HEIF_MIN_CODED_SIDE) + HEVC_ALIGNMENT_MARGIN
+
+
+def _hvcc_sequences(data: bytes, label: str) -> list[HEVCSequence]:
+    """The SPSs of an ``hvcC`` decoder configuration (ISO/IEC 14496-15 8.3.3)."""
+    if len(data) < 23:
+        raise BitstreamError(f"{label} payload has a truncated HEVC configuration")
+    offset, sequences = 23, []
+    for _ in range(data[22]):
+        if offset + 3 > len(data):
+            raise BitstreamError(f"{label} payload has a truncated HEVC configuration")
+        kind, count = data[offset] & 0x3F, int.from_bytes(data[offset + 1 : offset + 3], "big")
+        offset += 3
+        for _ in range(count):
+            length = int.from_bytes(data[offset : offset + 2], "big")
+            unit = data[offset + 2 : offset + 2 + length]
+            if len(unit) != length or length < 2:
+                raise BitstreamError(f"{label} payload has a truncated HEVC configuration")
+            offset += 2 + length
+            if kind == _SPS:
+                sequences.append(hevc_sequence(unit[2:], label))
+    return sequences
+
+
+def check_heif_properties(data: bytes, label: str, height: int, width: int) -> None:
+    """What a HEIF or AVIF file asks its decoder for, from its item properties, before it decodes.
+
+    Pillow reports a picture's size after its clean aperture (``clap``), so a 16000x16000 image size
+    (``ispe``) cropped to 24x32 would pass the declared-size check.  Every ``ispe`` and every coded
+    HEVC size (``hvcC``) must be within alignment padding of the declared ``height x width``, a ``clap``
+    may only crop to exactly that size, and rotations and mirrors (``irot``, ``imir``) are refused.
+    """
+    meta_start, meta_end = _child(data, 0, len(data), b"meta", label)
+    iprp = _child(data, meta_start + 4, meta_end, b"iprp", label)  # meta is a full box: version and flags first
+    ipco = _child(data, *iprp, b"ipco", label)
+    limit_h, limit_w = _heif_side_limit(height), _heif_side_limit(width)
+    properties = list(_boxes(data, *ipco, label))
+    if len(properties) > MAX_IMAGE_PROPERTIES:
+        raise BitstreamError(f"{label} payload holds {len(properties)} item properties")
+    for kind, start, end in properties:
+        body = data[start:end]
+        if kind in _TRANSFORM_PROPERTIES:
+            raise BitstreamError(f"{label} payload has a '{kind.decode()}' transform, refused for a coarse image")
+        if kind == b"ispe":
+            if len(body) < 12:
+                raise BitstreamError(f"{label} payload has a truncated image size")
+            ispe_w, ispe_h = int.from_bytes(body[4:8], "big"), int.from_bytes(body[8:12], "big")
+            if ispe_w > limit_w or ispe_h > limit_h:
+                raise BitstreamError(
+                    f"{label} payload's image size property says {ispe_h}x{ispe_w} for a {height}x{width} image"
+                )
+        elif kind == b"clap":
+            if len(body) < 16:
+                raise BitstreamError(f"{label} payload has a truncated clean aperture")
+            fields = [int.from_bytes(body[i : i + 4], "big") for i in range(0, 16, 4)]
+            if fields[1] == 0 or fields[3] == 0 or (fields[0], fields[2]) != (width * fields[1], height * fields[3]):
+                raise BitstreamError(f"{label} payload's clean aperture is not its {height}x{width} image")
+        elif kind == b"hvcC":
+            for seq in _hvcc_sequences(body, label):
+                if seq.coded_width > limit_w or seq.coded_height > limit_h:
+                    raise BitstreamError(
+                        f"{label} payload codes a {seq.coded_height}x{seq.coded_width} picture for a"
+                        f" {height}x{width} image"
+                    )
+                if (seq.bit_depth_luma, seq.bit_depth_chroma) != (HEVC_BIT_DEPTH, HEVC_BIT_DEPTH):
+                    raise BitstreamError(
+                        f"{label} payload codes {seq.bit_depth_luma}/{seq.bit_depth_chroma}-bit samples,"
+                        f" expected {HEVC_BIT_DEPTH}-bit"
+                    )
+
+
 def check_jpeg_markers(data: bytes, label: str) -> None:
     """A JPEG payload must run from SOI through its segments and scans to an EOI that is its last byte."""
     if data[:2] != b"\xff\xd8":
