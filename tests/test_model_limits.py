@@ -116,3 +116,87 @@ def test_scheduler_needing_a_missing_package_is_one_clear_error():
 
     with pytest.raises(ValueError, match="torchsde"):
         scheduler_from_name("DPMSolverSDEScheduler", default_scheduler().config)
+
+
+# ------------------------------------------------------------ what a pipeline folder may say
+
+
+def _edit_json(path, change):
+    data = json.loads(path.read_text())
+    data = change(data) if callable(change) else {**data, **change}
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"num_train_timesteps": 1e9}, "num_train_timesteps"),
+        ({"num_train_timesteps": 10**9}, "num_train_timesteps"),
+        ({"num_train_timesteps": -5}, "num_train_timesteps"),
+        ({"num_train_timesteps": True}, "num_train_timesteps"),
+        ({"beta_schedule": "cosine-ish"}, "beta_schedule"),
+        ({"beta_end": float("inf")}, "beta_end"),
+        ({"trained_betas": [0.01] * 10}, "trained_betas"),
+        ({"trained_betas": "0.01"}, "trained_betas"),
+        ({"trained_betas": [2.0] * 1000}, "trained_betas"),
+        ({"steps_offset": 5000}, "steps_offset"),
+        (lambda data: [data], "JSON object"),
+    ],
+)
+def test_hostile_scheduler_configs_are_refused_before_building(shipped_copy, change, message):
+    _edit_json(shipped_copy / "scheduler" / "scheduler_config.json", change)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=message) as info:
+        SPICPipeline.from_pretrained(shipped_copy)
+    assert "scheduler_config.json" in str(info.value)
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda data: list(data.items()), "JSON object"),
+        ({"scheduler": ["torch.nn", "Linear"]}, "diffusers scheduler"),
+        ({"scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]}, "scale_model_input"),
+        ({"scheduler": ["diffusers", "NoSuchScheduler"]}, "no scheduler class"),
+        ({"scheduler": "DDPMScheduler"}, "library, class name"),
+        ({"unet": ["torch.nn", "Linear"]}, "unet must be"),
+        ({"vae": ["diffusers", "AutoencoderKL"]}, "unexpected components"),
+        ({"default_timesteps": 7}, "default_timesteps"),
+        ({"default_timesteps": [10**9]}, "default_timesteps"),
+        ({"default_timesteps": ["a"]}, "default_timesteps"),
+        ({"default_guidance_scale": "1.5"}, "default_guidance_scale"),
+        ({"default_guidance_scale": float("nan")}, "default_guidance_scale"),
+        ({"default_start_noise": "lots"}, "default_start_noise"),
+    ],
+)
+def test_hostile_model_index_fields_are_refused_before_building(shipped_copy, change, message):
+    _edit_json(shipped_copy / "model_index.json", change)
+    with pytest.raises(ValueError, match=message) as info:
+        SPICPipeline.from_pretrained(shipped_copy)
+    assert "model_index.json" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "index_change",
+    [{"scheduler": ["torch.nn", "Linear"]}, {"default_timesteps": "50"}, {"default_guidance_scale": [1]}],
+)
+def test_hostile_model_folders_are_one_line_in_the_cli(shipped_copy, tmp_path, capsys, index_change):
+    from spic_diffusers.cli import main
+    from spic_diffusers.codec import encode
+
+    _edit_json(shipped_copy / "model_index.json", index_change)
+    stream = tmp_path / "x.spic"
+    labels = np.zeros((32, 64), np.uint8)
+    stream.write_bytes(encode(np.zeros((32, 64, 3), np.uint8), labels, coarse_codec="jpeg"))
+    status = main(["decode", str(stream), "--model", str(shipped_copy), "-o", str(tmp_path / "out.png")])
+    err = capsys.readouterr().err.strip()
+    assert status == 1 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_shipped_pipelines_pass_the_folder_checks():
+    from spic_diffusers.pipelines.folder_checks import check_pipeline_folder
+
+    for name in ("default", "fast"):
+        check_pipeline_folder(shipped_model_path(name))
