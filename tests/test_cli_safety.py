@@ -262,3 +262,28 @@ def test_exclusive_rename_falls_back_where_hard_links_are_unsupported(tmp_path, 
         output_files.write_atomically(tmp_path / "a.bin", b"other", overwrite=False)
     assert (tmp_path / "a.bin").read_bytes() == b"data"
     assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_float_tiff_in_0_to_1_is_scaled_not_truncated_to_black(inputs):
+    ramp = (np.arange(32 * 64).reshape(32, 64) / (32 * 64 - 1)).astype(np.float32)  # 0 .. 1
+    Image.fromarray(ramp, mode="F").save(inputs / "float.tif")
+    with Image.open(inputs / "float.tif") as check:
+        assert check.mode == "F"
+    assert main(["encode", "float.tif", "--segmentation", "map.png", "--coarse_codec", "jpeg",
+                 "--coarse_quality", "95", "-o", "float.spic"]) == 0
+    coarse = decode_parts((inputs / "float.spic").read_bytes()).coarse_image.astype(float)
+    expected = ramp.reshape(8, 4, 16, 4).mean(axis=(1, 3)) * 255
+    assert coarse.min() < 40 and coarse.max() > 200  # the whole range, not black
+    assert np.abs(coarse.mean(axis=2) - expected).mean() < 8
+
+
+@pytest.mark.parametrize("values, fragment", [(-1.0, "-1..1"), (300.0, "0..300"), (float("nan"), "NaN")])
+def test_float_images_outside_a_known_range_are_refused_with_the_range(inputs, capsys, values, fragment):
+    data = np.linspace(0, 1, 32 * 64, dtype=np.float32).reshape(32, 64)
+    data[0, 0] = values
+    if values == 300.0:
+        data[0, 1] = 0.0
+    Image.fromarray(data, mode="F").save(inputs / "odd.tif")
+    assert main(["encode", "odd.tif", "--segmentation", "map.png", "-o", "odd.spic"]) == 1
+    _one_line_error(capsys, fragment)
+    assert not (inputs / "odd.spic").exists()

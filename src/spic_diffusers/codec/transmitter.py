@@ -20,21 +20,34 @@ _WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
 def to_rgb_image(image: Image.Image) -> Image.Image:
-    """An RGB 8-bit copy of ``image``; 16-bit grey is scaled to 8 bits (Pillow's own conversion clips it).
+    """An RGB 8-bit copy of ``image``; wide grey is scaled by its range, never clipped or truncated.
 
-    32-bit integer or float grey has no agreed range and is refused.
+    16-bit grey is scaled to 8 bits (Pillow's own conversion clips it).  32-bit grey has no stored range, so
+    its values say which it is: float (mode ``F``) within 0..1 is scaled by 255, integer or float within
+    0..255 is rounded, integer within 0..65535 is scaled as 16-bit; anything else (negative, larger,
+    NaN or infinite) is refused with the range found.  Pillow would truncate a 0..1 float image to black.
     """
     if image.mode not in _WIDE_GREY_MODES:
         return image.convert("RGB")
+    array = np.asarray(image)
     if image.mode in ("I", "F"):
-        array = np.asarray(image)
-        if array.size and (array.min() < 0 or array.max() > 255 or not np.all(np.isfinite(array))):
+        if array.size and not np.all(np.isfinite(array)):
+            raise ValueError(f"a {image.mode}-mode (32-bit) grey image holds NaN or infinite values")
+        low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+        if low < 0 or high > (255 if image.mode == "F" else 65535):
             raise ValueError(
-                f"a {image.mode}-mode (32-bit) grey image has no agreed range; save it as 8- or 16-bit"
+                f"a {image.mode}-mode (32-bit) grey image holds values {low:g}..{high:g}: expected 0..1 or 0..255"
+                f"{'' if image.mode == 'F' else ' or 0..65535'}; save it as 8- or 16-bit"
             )
-        grey = array.astype(np.uint8)
+        if image.mode == "F" and high <= 1.0:
+            scale = 255.0
+        elif high <= 255:
+            scale = 1.0
+        else:
+            scale = 1 / 257.0
+        grey = np.clip(np.round(array.astype(np.float64) * scale), 0, 255).astype(np.uint8)
     else:
-        grey = np.round(np.asarray(image).astype(np.float64) / 257.0).astype(np.uint8)
+        grey = np.round(array.astype(np.float64) / 257.0).astype(np.uint8)
     return Image.fromarray(grey, mode="L").convert("RGB")
 
 
