@@ -378,3 +378,10 @@ def test_convert_script_reports_a_checkpoint_bomb_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert status == 2 and len(err.splitlines()) == 1 and "compressed" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_archive_budget_is_the_parameter_budget_in_float32():
+    from spic_diffusers.conversion import MAX_CHECKPOINT_BYTES
+    from spic_diffusers.models.unet_spic import MAX_PARAMETERS
+
+    assert MAX_CHECKPOINT_BYTES == 4 * MAX_PARAMETERS

@@ -309,3 +309,14 @@ def test_other_segmentation_architectures_are_accepted(tmp_path):
     DPTImageProcessor(size={"height": 64, "width": 96}, keep_aspect_ratio=True).save_pretrained(tmp_path / "upernet")
     segmenter = Segmenter.from_pretrained(tmp_path / "upernet")
     assert segmenter(np.full((48, 64, 3), 90, np.uint8)).shape == (48, 64)
+
+
+def test_unet_weights_of_the_wrong_shape_are_one_clear_error(shipped_copy):
+    weights = shipped_copy / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(weights)
+    key = sorted(k for k in state if k.endswith(".weight") and state[k].ndim == 4)[0]
+    state[key] = torch.zeros(3, 3, 3, 3)
+    save_file(state, weights)
+    with pytest.raises(ValueError) as info:
+        SPICPipeline.from_pretrained(shipped_copy)
+    assert "Traceback" not in str(info.value)

@@ -468,6 +468,9 @@ def convert_to_original_state_dict(
 
 
 MAX_CHECKPOINT_RECORDS = 100_000
+# The UNet's parameter budget (models.unet_spic.MAX_PARAMETERS) in float32; a constant here so that refusing an
+# archive does not import the model code.
+MAX_CHECKPOINT_BYTES = 4 * 8_000_000_000
 
 
 def check_checkpoint_archive(path: str | os.PathLike, max_bytes: int | None = None) -> None:
@@ -476,14 +479,12 @@ def check_checkpoint_archive(path: str | os.PathLike, max_bytes: int | None = No
     ``torch.save`` stores every record uncompressed, so what ``torch.load`` allocates is what the file holds.
     A 1.5 MB record that inflates to 1.5 GB (or one whose declared size differs from its stored size) is no
     checkpoint this converter accepts; nor is the pre-1.6 format, whose storages are allocated at the size
-    the stream declares.  ``max_bytes`` (default: the parameter budget in float32) bounds the total.
+    the stream declares.  ``max_bytes`` (default :data:`MAX_CHECKPOINT_BYTES`) bounds the total.
     """
     import zipfile
 
-    from .models.unet_spic import MAX_PARAMETERS
-
     path = os.fspath(path)
-    max_bytes = 4 * MAX_PARAMETERS if max_bytes is None else max_bytes
+    max_bytes = MAX_CHECKPOINT_BYTES if max_bytes is None else max_bytes
     if not zipfile.is_zipfile(path):
         raise ConversionError(
             f"{path} is not a zip-format torch checkpoint (the format of torch.save since PyTorch 1.6); load it in "
