@@ -127,6 +127,8 @@ def find_camvid_files(root: str | os.PathLike, split: str) -> list[CamVidRecord]
                  for k in sorted(set(annotations) - set(images))]
     if not images:
         problems.append(f"no .png images under {image_dir}")
+    if len(problems) == 1:  # one problem, one line
+        raise CamVidLayoutError(f"CamVid split {split!r} under {root}: {problems[0]}")
     if problems:
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise CamVidLayoutError(
