@@ -214,3 +214,76 @@ def test_16_bit_grey_images_are_scaled_not_clipped(inputs):
     expected = ramp.reshape(8, 4, 16, 4).mean(axis=(1, 3)) / 257
     assert coarse.min() < 40 and coarse.max() > 200  # the whole range, not white
     assert np.abs(coarse.mean(axis=2) - expected).mean() < 8
+
+
+# ------------------------------------------------------- files that appear while a command runs
+
+
+@pytest.fixture()
+def appearing_output(inputs, monkeypatch):
+    """Make ``x.spic`` appear (another process, a user) after the command checked its output path."""
+    import spic_diffusers.codec as codec
+
+    real_encode = codec.encode
+
+    def encode_then_someone_writes(*args, **kwargs):
+        stream = real_encode(*args, **kwargs)
+        (inputs / "x.spic").write_text("written meanwhile")
+        return stream
+
+    monkeypatch.setattr(codec, "encode", encode_then_someone_writes)
+    return inputs / "x.spic"
+
+
+def test_a_file_that_appears_during_encode_is_kept(appearing_output, capsys):
+    assert _encode("-o", "x.spic") == 1
+    _one_line_error(capsys, "appeared while the command ran", "--overwrite")
+    assert appearing_output.read_text() == "written meanwhile"
+    assert not [p for p in appearing_output.parent.iterdir() if p.name.endswith(".part")]
+
+
+def test_a_file_that_appears_during_encode_is_replaced_with_overwrite(appearing_output):
+    assert _encode("-o", "x.spic", "--overwrite") == 0
+    assert decode_parts(appearing_output.read_bytes())
+
+
+def test_exclusive_rename_falls_back_where_hard_links_are_unsupported(tmp_path, monkeypatch):
+    import errno
+
+    from spic_diffusers import output_files
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "hard links not supported")
+
+    monkeypatch.setattr(output_files.os, "link", no_links)
+    output_files.write_atomically(tmp_path / "a.bin", b"data", overwrite=False)
+    assert (tmp_path / "a.bin").read_bytes() == b"data"
+    with pytest.raises(FileExistsError):
+        output_files.write_atomically(tmp_path / "a.bin", b"other", overwrite=False)
+    assert (tmp_path / "a.bin").read_bytes() == b"data"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_float_tiff_in_0_to_1_is_scaled_not_truncated_to_black(inputs):
+    ramp = (np.arange(32 * 64).reshape(32, 64) / (32 * 64 - 1)).astype(np.float32)  # 0 .. 1
+    Image.fromarray(ramp, mode="F").save(inputs / "float.tif")
+    with Image.open(inputs / "float.tif") as check:
+        assert check.mode == "F"
+    assert main(["encode", "float.tif", "--segmentation", "map.png", "--coarse_codec", "jpeg",
+                 "--coarse_quality", "95", "-o", "float.spic"]) == 0
+    coarse = decode_parts((inputs / "float.spic").read_bytes()).coarse_image.astype(float)
+    expected = ramp.reshape(8, 4, 16, 4).mean(axis=(1, 3)) * 255
+    assert coarse.min() < 40 and coarse.max() > 200  # the whole range, not black
+    assert np.abs(coarse.mean(axis=2) - expected).mean() < 8
+
+
+@pytest.mark.parametrize("values, fragment", [(-1.0, "-1..1"), (300.0, "0..300"), (float("nan"), "NaN")])
+def test_float_images_outside_a_known_range_are_refused_with_the_range(inputs, capsys, values, fragment):
+    data = np.linspace(0, 1, 32 * 64, dtype=np.float32).reshape(32, 64)
+    data[0, 0] = values
+    if values == 300.0:
+        data[0, 1] = 0.0
+    Image.fromarray(data, mode="F").save(inputs / "odd.tif")
+    assert main(["encode", "odd.tif", "--segmentation", "map.png", "-o", "odd.spic"]) == 1
+    _one_line_error(capsys, fragment)
+    assert not (inputs / "odd.spic").exists()

@@ -330,3 +330,210 @@ def test_bpg_and_flif_sizes_are_read_from_their_headers_without_the_tools():
         bpg_size(b"BPG\xfb\x00\x00\x82", "coarse")
     with pytest.raises(BitstreamError, match="runaway"):
         flif_size(b"FLIF\x31\x08" + b"\xff" * 6, "map")
+
+
+# ------------------------------------------------------------------ what a payload asks its decoder for
+
+
+def _ue_bits(value: int) -> str:
+    code = bin(value + 1)[2:]
+    return "0" * (len(code) - 1) + code
+
+
+def _escape(rbsp: bytes) -> bytes:
+    """Insert emulation-prevention bytes (H.265 7.4.2), the inverse of what a decoder strips."""
+    out, zeros = bytearray(), 0
+    for byte in rbsp:
+        if zeros >= 2 and byte <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(out)
+
+
+def _forge_sps(payload: bytes, coded: tuple[int, int], output: tuple[int, int], bit_depth: int = 8) -> bytes:
+    """Rewrite an x265 payload's SPS to code a ``coded`` picture cropped to ``output`` (4:4:4) at ``bit_depth``."""
+    from spic_diffusers.codec.payload_headers import _Bits, _nal_units, _skip_profile_tier_level, _unescape
+
+    units = _nal_units(payload, "test")
+    index = next(i for i, unit in enumerate(units) if (unit[0] >> 1) & 0x3F == 33)
+    rbsp = _unescape(units[index][2:])
+    bits = _Bits(rbsp, "test", msb_first=True)
+    bits.read(4)
+    sub_layers = bits.read(3)
+    bits.read(1)
+    _skip_profile_tier_level(bits, sub_layers)
+    bits.ue()
+    assert bits.ue() == 3 and bits.read(1) == 0  # 4:4:4, one colour plane
+    start = bits.pos
+    bits.ue(), bits.ue()
+    if bits.read(1):
+        [bits.ue() for _ in range(4)]
+    bits.ue(), bits.ue()
+    old = "".join(f"{byte:08b}" for byte in rbsp)
+    (coded_h, coded_w), (out_h, out_w) = coded, output
+    new = _ue_bits(coded_w) + _ue_bits(coded_h) + "1" + "".join(map(_ue_bits, (0, coded_w - out_w, 0, coded_h - out_h)))
+    new += _ue_bits(bit_depth - 8) * 2
+    bitstring = (old[:start] + new + old[bits.pos :]).rstrip("0")  # up to and with the stop bit
+    bitstring += "0" * (-len(bitstring) % 8)
+    body = bytes(int(bitstring[i : i + 8], 2) for i in range(0, len(bitstring), 8))
+    units[index] = units[index][:2] + _escape(body)
+    return b"".join(b"\x00\x00\x00\x01" + unit for unit in units)
+
+
+def test_hevc_sps_forger_is_faithful():
+    codec = _available("coarse", "hevc")
+    image = np.full((16, 16, 3), 90, np.uint8)
+    payload = codec.encode(image)
+    same = _forge_sps(payload, (16, 16), (16, 16))
+    assert np.array_equal(codec.decode(same, 16, 16), codec.decode(payload, 16, 16))
+
+
+@pytest.mark.parametrize("bit_depth", [8, 10, 12])
+def test_hevc_coded_size_cropped_by_its_conformance_window_is_refused(bit_depth):
+    """A 14000x14000 picture cropped back to 16x16 (119 bytes) is refused before ffmpeg runs."""
+    codec = _available("coarse", "hevc")
+    payload = codec.encode(np.full((16, 16, 3), 90, np.uint8))
+    forged = _forge_sps(payload, (14000, 14000), (16, 16), bit_depth)
+    with pytest.raises(BitstreamError, match="codes a 14000x14000 picture"):
+        _bounded(lambda: codec.decode(forged, 16, 16), seconds=2)
+
+
+@pytest.mark.parametrize("bit_depth", [10, 12])
+def test_hevc_bit_depth_other_than_the_encoders_is_refused(bit_depth):
+    codec = _available("coarse", "hevc")
+    payload = codec.encode(np.full((16, 16, 3), 90, np.uint8))
+    with pytest.raises(BitstreamError, match=f"{bit_depth}/{bit_depth}-bit"):
+        codec.decode(_forge_sps(payload, (16, 16), (16, 16), bit_depth), 16, 16)
+
+
+def test_hevc_alignment_padding_within_the_margin_still_decodes():
+    codec = _available("coarse", "hevc")
+    payload = codec.encode(np.full((16, 16, 3), 90, np.uint8))
+    with pytest.raises(BitstreamError, match="codes a 88x16 picture"):
+        hevc_size(_forge_sps(payload, (88, 16), (16, 16)), "test")
+    assert hevc_size(_forge_sps(payload, (80, 16), (16, 16)), "test") == (16, 16)
+
+
+@pytest.mark.parametrize(
+    "unit, count, match",
+    [
+        (b"\x4e\x01\x05\x01\x00\x80", 100_000, "SEI units"),  # prefix SEI, user data
+        (b"\x50\x01\x05\x01\x00\x80", 5, "SEI units"),  # suffix SEI
+        (b"\x40\x01\x0c\x01", 2, "more than one video"),
+        (b"\x44\x01\xc1\x72", 2, "more than one picture"),
+        (b"\x28\x01\x00\x80", 1, "1 smallest CTUs|slices"),  # a second slice segment of the same picture
+        (b"\x02\x01\x80\x80", 1, "unexpected NAL unit of type 1"),  # a non-intra slice
+        (b"\x28\x09\x80\x80", 1, "layer 1"),
+        (b"\x46\x01\x50", 50_000, "unexpected NAL unit of type 35"),  # access-unit delimiters
+    ],
+)
+def test_hevc_padding_with_extra_nal_units_is_refused(unit, count, match):
+    """Hundreds of thousands of empty SEI, parameter sets or slices: counted against one intra picture."""
+    codec = _available("coarse", "hevc")
+    payload = codec.encode(np.full((16, 16, 3), 90, np.uint8))
+    padded = payload + (b"\x00\x00\x01" + unit) * count
+    with pytest.raises(BitstreamError, match=match):
+        _bounded(lambda: codec.decode(padded, 16, 16), seconds=2)
+
+
+def test_x265_payloads_pass_the_nal_unit_counts():
+    codec = _available("coarse", "hevc")
+    for chroma in ("444", "420"):
+        payload = get_coarse_codec("hevc", chroma=chroma).encode(np.full((40, 72, 3), 90, np.uint8))
+        assert hevc_size(payload, "test") == (40, 72)
+
+
+def test_decoder_subprocess_runs_under_its_own_bounds():
+    """Defence in depth: ffmpeg itself runs with an address-space and CPU limit."""
+    from spic_diffusers.codec import coarse
+
+    codec = _available("coarse", "hevc")
+    payload = codec.encode(np.full((16, 16, 3), 90, np.uint8))
+    saved = coarse._DECODER_BASE_BYTES
+    coarse._DECODER_BASE_BYTES = 8 << 20  # too little for ffmpeg to start
+    try:
+        with pytest.raises(BitstreamError, match="cannot be decoded"):
+            codec.decode(payload, 16, 16)
+    finally:
+        coarse._DECODER_BASE_BYTES = saved
+    assert codec.decode(payload, 16, 16).shape == (16, 16, 3)
+
+
+def _heif_property(payload: bytes, kind: bytes) -> int:
+    """Offset of an item property's body (after its 8-byte box header) in a HEIF/AVIF payload."""
+    at = payload.find(kind)
+    assert at > 0, kind
+    return at + 4
+
+
+@pytest.mark.parametrize("name", ["heif", "avif"])
+def test_heif_image_size_property_cropped_by_a_clean_aperture_is_refused(name):
+    """16000x16000 in ``ispe``, cropped to 24x32: Pillow reports 24x32, the property check refuses it."""
+    codec = _available("coarse", name)
+    data = bytearray(codec.encode(np.full((24, 32, 3), 90, np.uint8)))
+    at = _heif_property(bytes(data), b"ispe") + 4
+    data[at : at + 8] = (16000).to_bytes(4, "big") * 2
+    with pytest.raises(BitstreamError, match="image size property says 16000x16000"):
+        _bounded(lambda: codec.decode(bytes(data), 24, 32), seconds=2)
+
+
+def test_heif_coded_hevc_size_beyond_its_image_size_is_refused():
+    codec = _available("coarse", "heif")
+    payload = codec.encode(np.full((24, 32, 3), 90, np.uint8))
+    at = _heif_property(payload, b"hvcC")
+    length = int.from_bytes(payload[at - 8 : at - 4], "big") - 8
+    hvcc = payload[at : at + length]
+    sps_at = hvcc.index(b"\x42\x01")  # the SPS's NAL header inside the configuration
+    sps_length = int.from_bytes(hvcc[sps_at - 2 : sps_at], "big")
+    sps = hvcc[sps_at : sps_at + sps_length]
+    annexb = b"\x00\x00\x00\x01" + sps
+    forged_sps = _forge_sps_from_chroma(annexb, (16000, 16000))
+    new_hvcc = hvcc[: sps_at - 2] + len(forged_sps).to_bytes(2, "big") + forged_sps + hvcc[sps_at + sps_length :]
+    grow = len(new_hvcc) - len(hvcc)
+    forged = bytearray(payload[: at - 8] + (8 + len(new_hvcc)).to_bytes(4, "big") + b"hvcC" + new_hvcc
+                       + payload[at + length :])
+    for box in (b"meta", b"iprp", b"ipco"):  # the boxes around it grow with it
+        box_at = forged.find(box) - 4
+        size = int.from_bytes(forged[box_at : box_at + 4], "big")
+        forged[box_at : box_at + 4] = (size + grow).to_bytes(4, "big")
+    with pytest.raises(BitstreamError, match="codes a 16000x16000 picture"):
+        _bounded(lambda: codec.decode(bytes(forged), 24, 32), seconds=2)
+
+
+def _forge_sps_from_chroma(annexb_sps: bytes, coded: tuple[int, int]) -> bytes:
+    """An SPS NAL unit (Annex-B framed on input, bare on output) coding ``coded``, cropped to its old output."""
+    from spic_diffusers.codec.payload_headers import _nal_units, hevc_sequence
+
+    seq = hevc_sequence(_nal_units(annexb_sps, "test")[0][2:], "test")
+    forged = _forge_sps(annexb_sps, coded, (seq.height, seq.width))
+    return _nal_units(forged, "test")[0]
+
+
+@pytest.mark.parametrize("name", ["heif", "avif"])
+@pytest.mark.parametrize("transform", [b"irot", b"imir"])
+def test_heif_transforms_are_refused_for_coarse_payloads(name, transform):
+    codec = _available("coarse", name)
+    payload = codec.encode(np.full((24, 32, 3), 90, np.uint8))
+    forged = payload.replace(b"pixi", transform, 1)  # same box size: only the property's type changes
+    with pytest.raises(BitstreamError, match=f"'{transform.decode()}' transform"):
+        codec.decode(forged, 24, 32)
+
+
+def test_heif_clean_aperture_must_crop_to_the_declared_size():
+    codec = _available("coarse", "heif")
+    data = bytearray(codec.encode(np.full((24, 32, 3), 90, np.uint8)))
+    at = _heif_property(bytes(data), b"clap")
+    assert int.from_bytes(data[at : at + 4], "big") == 32 * int.from_bytes(data[at + 4 : at + 8], "big")
+    data[at : at + 4] = (30 * int.from_bytes(data[at + 4 : at + 8], "big")).to_bytes(4, "big")
+    with pytest.raises(BitstreamError, match="clean aperture"):
+        codec.decode(bytes(data), 24, 32)
+
+
+@pytest.mark.parametrize("name", ["heif", "avif"])
+@pytest.mark.parametrize("size", [(1, 1), (24, 32), (65, 70), (100, 200)])
+def test_heif_and_avif_encoder_output_passes_the_property_checks(name, size):
+    codec = _available("coarse", name)
+    image = np.random.default_rng(0).integers(0, 255, (*size, 3), dtype=np.uint8)
+    assert codec.decode(codec.encode(image), *size).shape == (*size, 3)

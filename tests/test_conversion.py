@@ -330,3 +330,58 @@ def test_models_the_original_code_cannot_build_are_refused_in_one_line(tmp_path)
         "downsample_type/upsample_type ('conv', 'resnet') (the original pairs resnet/resnet, conv/conv or "
         "pool/nearest)",
     ]
+
+
+def _recompress(source, target) -> None:
+    """Copy a ``torch.save`` archive with every record deflated: a small file whose records inflate to their size."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+
+
+def test_checkpoint_archives_are_inspected_before_torch_load(tmp_path, monkeypatch):
+    """A 1.5 MB record holding a compressed 1.5 GB tensor is refused from the zip directory alone."""
+    import spic_diffusers.conversion as conversion
+
+    torch.save({"weight": torch.zeros(1 << 22)}, tmp_path / "plain.pt")  # 16 MB of zeros
+    _recompress(tmp_path / "plain.pt", tmp_path / "bomb.pt")
+    assert (tmp_path / "bomb.pt").stat().st_size < (1 << 20)
+
+    def no_torch_load(*args, **kwargs):
+        raise AssertionError("torch.load ran on a refused archive")
+
+    monkeypatch.setattr(conversion.torch, "load", no_torch_load)
+    with pytest.raises(ConversionError, match="is compressed"):
+        load_original_checkpoint(tmp_path / "bomb.pt")
+    torch.save({"weight": torch.zeros(4)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(ConversionError, match="not a zip-format"):
+        load_original_checkpoint(tmp_path / "legacy.pt")
+    with pytest.raises(ConversionError, match="budget"):
+        conversion.check_checkpoint_archive(tmp_path / "plain.pt", max_bytes=1 << 20)
+    conversion.check_checkpoint_archive(tmp_path / "plain.pt")
+    conversion.check_checkpoint_archive(FIXTURES / "model.pt")
+
+
+def test_convert_script_reports_a_checkpoint_bomb_in_one_line(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    torch.save({"weight": torch.zeros(1 << 20)}, tmp_path / "plain.pt")
+    _recompress(tmp_path / "plain.pt", tmp_path / "bomb.pt")
+    path = Path(__file__).resolve().parents[1] / "scripts" / "convert_spic_original_to_diffusers.py"
+    spec = importlib.util.spec_from_file_location("convert_spic_original_to_diffusers", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    status = module.main(["--checkpoint_path", str(tmp_path / "bomb.pt"), "--dump_path", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1 and "compressed" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_archive_budget_is_the_parameter_budget_in_float32():
+    from spic_diffusers.conversion import MAX_CHECKPOINT_BYTES
+    from spic_diffusers.models.unet_spic import MAX_PARAMETERS
+
+    assert MAX_CHECKPOINT_BYTES == 4 * MAX_PARAMETERS

@@ -248,3 +248,24 @@ def test_precompute_with_an_unavailable_codec_stops_before_any_work(fake, tmp_pa
     err = capsys.readouterr().err.strip()
     assert status == 1 and err.count("\n") == 0 and "hevc coarse codec needs ffmpeg" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_maps_over_the_pixel_budget_are_refused_from_their_headers(fake, tmp_path):
+    from test_data_camvid import _png_bomb
+
+    root, _ = fake
+    bomb = _gt(root, "val", "frankfurt_000001_000019", "labelIds")
+    _png_bomb(bomb, 13000, 13000)
+    with pytest.raises(CityscapesLayoutError, match="13000x13000.*budget") as info:
+        build_cityscapes_dataset(root, ["val"], cache_dir=tmp_path / "cache")
+    assert str(bomb) in str(info.value)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_in_place_of_an_image_is_refused_without_blocking(fake, tmp_path):
+    root, _ = fake
+    image = _img(root, "val", "frankfurt_000001_000019")
+    image.unlink()
+    os.mkfifo(image)
+    with pytest.raises(CityscapesLayoutError, match="not a regular file"):
+        build_cityscapes_dataset(root, ["val"], cache_dir=tmp_path / "cache")

@@ -1,5 +1,6 @@
 """CamVid -> `datasets` in Cityscapes train ids, on a fake tree in SegNet's CamVid layout."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,43 @@ def test_raw_camvid_annotations_are_told_from_train_ids(frame):
     street = np.full((40, 64), 2, dtype=np.uint8)
     street[30:] = 0
     assert not looks_like_camvid_annotation(street)
+
+
+def _png_bomb(path, height, width):
+    """A PNG whose header declares ``height x width`` grey pixels, with a few bytes of data: a bomb's header."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(64)))
+                     + chunk(b"IEND", b""))
+
+
+def test_images_over_the_pixel_budget_are_refused_from_their_headers(fake, tmp_path):
+    import resource
+    import time
+
+    name = next((fake / "test").glob("*.png")).name
+    _png_bomb(fake / "test" / name, 13000, 13000)
+    _png_bomb(fake / "testannot" / name, 13000, 13000)
+    before, start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.monotonic()
+    with pytest.raises(CamVidLayoutError, match="13000x13000.*budget"):
+        convert_camvid(fake, tmp_path / "out", splits=["test"])
+    assert time.monotonic() - start < 20
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 < (1 << 30)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_named_like_a_png_is_refused_without_blocking(fake, tmp_path):
+    os.mkfifo(fake / "val" / "stuck_00001.png")
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(fake / "valannot" / "stuck_00001.png")
+    with pytest.raises(CamVidLayoutError, match="not a regular file"):
+        find_camvid_files(fake, "val")
+    from spic_diffusers.data.dataset_files import DatasetFileError, open_dataset_image
+
+    with pytest.raises(DatasetFileError, match="not a regular file"):
+        open_dataset_image(fake / "val" / "stuck_00001.png")

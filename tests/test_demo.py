@@ -236,3 +236,22 @@ def test_demo_adds_miou_with_a_segmenter(tmp_path, capsys):
     saved = json.loads((out / "metrics.json").read_text())
     for kind in ("spic", "coarse"):
         assert 0 <= saved[kind]["miou"] <= 1
+
+
+def test_demo_keeps_an_output_that_appears_while_it_runs(pipeline, tmp_path, monkeypatch):
+    """Outputs are checked at the start and written atomically at the end, never replacing a newcomer."""
+    import spic_diffusers.demo as demo_module
+
+    out = tmp_path / "demo"
+    real_measure = demo_module.measure
+
+    def measure_then_someone_writes(*args, **kwargs):
+        out.mkdir(exist_ok=True)
+        (out / OUTPUT_FILES["reconstruction"]).write_text("written meanwhile")
+        return real_measure(*args, **kwargs)
+
+    monkeypatch.setattr(demo_module, "measure", measure_then_someone_writes)
+    with pytest.raises(DemoError, match="appeared while the demo ran"):
+        run_demo(out, pipeline=pipeline, size=(32, 64), num_inference_steps=20, log=lambda line: None)
+    assert (out / OUTPUT_FILES["reconstruction"]).read_text() == "written meanwhile"
+    assert not [p for p in out.iterdir() if p.name.endswith(".part")]

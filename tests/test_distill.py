@@ -291,3 +291,48 @@ def test_a_teacher_cache_larger_than_memory_is_refused_before_the_teacher_runs()
     with pytest.raises(distill.TrainingInputError, match=r"2975 example\(s\) x 21 states of 3x256x512 float32 = "
                                                          r"91\.5 GiB but 16\.0 GiB is available; lower --max_train"):
         distill.check_cache_memory(2975, 21, 3, (256, 512), available_bytes=16 * 2**30)
+
+
+def _cache_entry(teacher_dir, dataset_dir, tmp_path):
+    """A real teacher cache file, and its metadata, first entry name and states."""
+    from safetensors import safe_open
+
+    cache = tmp_path / "teacher.safetensors"
+    _distill(teacher_dir, dataset_dir, tmp_path / "first", "--max_train_steps", "1", "--teacher_cache", str(cache))
+    with safe_open(str(cache), framework="pt") as f:
+        tensors = {name: f.get_tensor(name) for name in f.keys()}
+        metadata = f.metadata()
+    return tensors, metadata
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda states: states * 1e30, "values up to"),
+        (lambda states: states.index_fill(0, torch.tensor([0]), float("nan")), "NaN or infinite"),
+        (lambda states: torch.cat([states, states[:, :1]], dim=1), "4 channels, the teacher makes 3"),
+        (lambda states: states.to(torch.float64), "float64"),
+        (lambda states: states.round().to(torch.int32), "int32"),
+    ],
+)
+def test_damaged_teacher_caches_are_refused_by_entry(teacher_dir, dataset_dir, tmp_path, damage, message):
+    """Huge finite values trained to NaN and saved a student of NaN weights; now refused before training."""
+    from safetensors.torch import save_file
+
+    tensors, metadata = _cache_entry(teacher_dir, dataset_dir, tmp_path)
+    name = sorted(tensors)[0]
+    tensors[name] = damage(tensors[name]).contiguous()
+    damaged = tmp_path / "damaged.safetensors"
+    save_file(tensors, str(damaged), metadata=metadata)
+    with pytest.raises(distill.TrainingInputError, match=message):
+        _distill(teacher_dir, dataset_dir, tmp_path / "damaged", "--max_train_steps", "1",
+                 "--teacher_cache", str(damaged))
+    assert not (tmp_path / "damaged" / "model_index.json").exists()
+
+
+def test_non_finite_distillation_loss_stops_without_saving_a_student(teacher_dir, dataset_dir, tmp_path):
+    from spic_diffusers.training.trainer import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match="step 2"):
+        _distill(teacher_dir, dataset_dir, tmp_path / "run", "--max_train_steps", "4", "--learning_rate", "1e30")
+    assert not (tmp_path / "run" / "model_index.json").exists(), "a diverged run must not save a student"

@@ -113,3 +113,61 @@ def test_fp16_on_a_cpu_is_refused_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")
     assert cli(argv) == 2 and "bf16" in capsys.readouterr().err
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+# --------------------------------------------------------------- damaged checkpoints, one line each
+
+
+RESUME = ("--checkpointing_steps", "1", "--train_batch_size", "1", "--max_train_steps", "2",
+          "--resume_from_checkpoint", "latest")
+
+
+@pytest.fixture()
+def finished_run(dataset_dir, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    main(_args(dataset_dir, out, *ONE_STEP, "--use_ema"))
+    return out
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _foreign_weights(path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"classifier.weight": torch.zeros(3, 3)}, str(path))
+
+
+def _negative_step(path: Path) -> None:
+    state = json.loads(path.read_text())
+    state["progress"]["global_step"] = -5
+    path.write_text(json.dumps(state))
+
+
+def _wrong_ema_shape(path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(path))
+    weights["shadow.0"] = torch.zeros(7, 7)
+    save_file(weights, str(path))
+
+
+@pytest.mark.parametrize(
+    "name, damage, message",
+    [
+        ("model.safetensors", _truncate, "model.safetensors cannot be read"),
+        ("model.safetensors", _foreign_weights, "model.safetensors does not hold this model's weights"),
+        ("optimizer.bin", lambda path: path.write_bytes(b"garbage" * 100), "optimizer.bin is not a zip-format"),
+        ("optimizer.bin", _truncate, "optimizer.bin"),
+        ("training_state.json", _negative_step, "training_state.json is damaged.*global_step"),
+        ("training_state.json", lambda path: path.write_text("[1, 2]"), "training_state.json is damaged"),
+        ("ema.safetensors", _wrong_ema_shape, "ema.safetensors does not fit this model"),
+        ("ema.safetensors", _truncate, "ema.safetensors does not fit this model"),
+    ],
+)
+def test_every_resume_failure_is_one_line_naming_the_file(finished_run, dataset_dir, name, damage, message):  # noqa: F811
+    damage(finished_run / "checkpoint-1" / name)
+    with pytest.raises(TrainingInputError, match=message):
+        main(_args(dataset_dir, finished_run, *RESUME, "--use_ema"))
+    assert [s for s, _ in list_checkpoints(str(finished_run))] == [1], "a failed resume must not save anything"

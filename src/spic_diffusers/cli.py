@@ -91,33 +91,17 @@ def _load_segmentation(path: str, label_ids: bool, label_format: str | None = No
         raise CLIError(str(err)) from None
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new, exclusively created file in ``path``'s folder, then rename it over ``path``.
-
-    The temporary name is random and created with ``O_EXCL`` (``tempfile.mkstemp``), so a planted file or
-    symbolic link is never written through, and a killed run leaves ``path`` either old or complete.
-    """
-    import tempfile
+def _write_atomically(path: Path, data: bytes, overwrite: bool = False) -> None:
+    """Write ``data`` whole or not at all; without ``overwrite``, a file that appeared at ``path`` since
+    :func:`_check_output` is kept and the command fails (see :mod:`spic_diffusers.output_files`)."""
+    from .output_files import write_atomically
 
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        write_atomically(path, data, overwrite=overwrite)
+    except FileExistsError:
+        raise CLIError(f"{path} appeared while the command ran; it was kept (pass --overwrite to replace it)") from None
     except OSError as err:
-        raise CLIError(f"cannot write into {path.parent}: {err.strerror or err}") from None
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # what a plain open() would have given, not mkstemp's 0600
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
         raise CLIError(f"cannot write {path}: {err.strerror or err}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _image_format(path: Path) -> str:
@@ -257,7 +241,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
                 chroma=args.chroma,
             )
         progress.update(1)
-    _write_atomically(output, stream)
+    _write_atomically(output, stream, args.overwrite)
     info = bpp_breakdown(stream)
     print(
         f"wrote {output}: {len(stream)} bytes, {info['bpp']['total']:.4f} bpp "
@@ -388,7 +372,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
     image = decode(stream, pipeline, max_pixels=max_pixels, **kwargs)
     buffer = io.BytesIO()
     image.save(buffer, format=fmt)
-    _write_atomically(output, buffer.getvalue())
+    _write_atomically(output, buffer.getvalue(), args.overwrite)
     print(f"wrote {output} ({image.size[1]}x{image.size[0]})")
     return 0
 
@@ -464,7 +448,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"  {title:<22} SPIC {spic:7.2f}   coarse {coarse:7.2f}   difference {spic - coarse:+.2f}")
         print(f"  SPIC PSNR higher on {summary['scenes_where_spic_psnr_is_higher']}/{args.eval_scenes} scenes, "
               f"mean rate {summary['bpp']:.4f} bpp")
-        _write_atomically(held_out, json.dumps(demo._finite(summary), indent=2).encode())
+        _write_atomically(held_out, json.dumps(demo._finite(summary), indent=2).encode(), args.overwrite)
     return 0
 
 

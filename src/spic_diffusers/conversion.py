@@ -467,11 +467,57 @@ def convert_to_original_state_dict(
     return out
 
 
+MAX_CHECKPOINT_RECORDS = 100_000
+# The UNet's parameter budget (models.unet_spic.MAX_PARAMETERS) in float32; a constant here so that refusing an
+# archive does not import the model code.
+MAX_CHECKPOINT_BYTES = 4 * 8_000_000_000
+
+
+def check_checkpoint_archive(path: str | os.PathLike, max_bytes: int | None = None) -> None:
+    """Read a ``torch.save`` archive's directory before ``torch.load`` inflates anything.
+
+    ``torch.save`` stores every record uncompressed, so what ``torch.load`` allocates is what the file holds.
+    A 1.5 MB record that inflates to 1.5 GB (or one whose declared size differs from its stored size) is no
+    checkpoint this converter accepts; nor is the pre-1.6 format, whose storages are allocated at the size
+    the stream declares.  ``max_bytes`` (default :data:`MAX_CHECKPOINT_BYTES`) bounds the total.
+    """
+    import zipfile
+
+    path = os.fspath(path)
+    max_bytes = MAX_CHECKPOINT_BYTES if max_bytes is None else max_bytes
+    if not zipfile.is_zipfile(path):
+        raise ConversionError(
+            f"{path} is not a zip-format torch checkpoint (the format of torch.save since PyTorch 1.6); load it in "
+            "a trusted session and save it again with torch.save"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise ConversionError(f"{path} is a damaged checkpoint archive ({err})") from None
+    if len(records) > MAX_CHECKPOINT_RECORDS:
+        raise ConversionError(f"{path} holds {len(records)} records, more than a checkpoint has")
+    file_size, total = os.path.getsize(path), 0
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED or record.file_size != record.compress_size:
+            raise ConversionError(
+                f"{path}: record {record.filename} is compressed ({record.compress_size} bytes inflating to "
+                f"{record.file_size}); torch.save stores records uncompressed"
+            )
+        total += record.file_size
+    if total > min(file_size, max_bytes):
+        raise ConversionError(
+            f"{path} declares {total} bytes of records, more than the file ({file_size} bytes) or the budget "
+            f"({max_bytes} bytes) holds"
+        )
+
+
 def load_original_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load an original `model.pt` safely (`weights_only=True`); anything that is not a state dict is refused."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    check_checkpoint_archive(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle with code, truncated file, not a torch file

@@ -444,19 +444,27 @@ def run_demo(
 
     from PIL import Image
 
+    from .output_files import save_image_atomically, write_atomically
+
     output_dir.mkdir(parents=True, exist_ok=True)
     colour_map = train_ids_to_color(labels)
-    paths["stream"].write_bytes(stream)
-    Image.fromarray(truth).save(paths["original"])
-    Image.fromarray(labels, mode="L").save(paths["semantic_map"])
-    Image.fromarray(colour_map).save(paths["semantic_map_color"])
-    Image.fromarray(coarse_up).save(paths["coarse"])
-    Image.fromarray(reconstruction).save(paths["reconstruction"])
-    side_by_side(
-        [("original", truth), ("semantic map", colour_map), ("coarse (bicubic)", coarse_up), ("SPIC", reconstruction)]
-    ).save(paths["side_by_side"])
-    result.files = {k: str(p) for k, p in paths.items()}
-    paths["metrics"].write_text(json.dumps(_finite(asdict(result)), indent=2))
+    # Each file whole or not at all, and none that appeared since the start replaced without ``force``.
+    try:
+        write_atomically(paths["stream"], stream, overwrite=force)
+        save_image_atomically(Image.fromarray(truth), paths["original"], overwrite=force)
+        save_image_atomically(Image.fromarray(labels, mode="L"), paths["semantic_map"], overwrite=force)
+        save_image_atomically(Image.fromarray(colour_map), paths["semantic_map_color"], overwrite=force)
+        save_image_atomically(Image.fromarray(coarse_up), paths["coarse"], overwrite=force)
+        save_image_atomically(Image.fromarray(reconstruction), paths["reconstruction"], overwrite=force)
+        panels = [("original", truth), ("semantic map", colour_map), ("coarse (bicubic)", coarse_up),
+                  ("SPIC", reconstruction)]
+        save_image_atomically(side_by_side(panels), paths["side_by_side"], overwrite=force)
+        result.files = {k: str(p) for k, p in paths.items()}
+        write_atomically(paths["metrics"], json.dumps(_finite(asdict(result)), indent=2).encode(), overwrite=force)
+    except FileExistsError as err:
+        raise DemoError(f"{err.filename} appeared while the demo ran; it was kept (pass --overwrite to replace it)") from None
+    except OSError as err:
+        raise DemoError(f"cannot write into {output_dir}: {err.strerror or err}") from None
     for line in format_report(result):
         log(line)
     return result

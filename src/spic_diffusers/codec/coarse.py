@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
@@ -28,6 +29,7 @@ from .bitstream import BitstreamError, CodecUnavailableError, open_payload_image
 from .payload_headers import (
     bpg_size,
     check_declared_size,
+    check_heif_properties,
     check_isobmff_boxes,
     check_jpeg_markers,
     check_jxl_end,
@@ -105,14 +107,44 @@ class CoarseCodec(ABC):
         return self.decode(self.encode(image), image.shape[0], image.shape[1])
 
 
-def _run_tool(args: list[str], name: str, data: bytes | None = None, decoding: bool = False) -> bytes:
+# A decoder is an external process with its own bounds, so that what the payload parsers miss still cannot take
+# the machine: address space (a fixed allowance for the binary, its libraries and threads, plus room for the
+# frames a picture of the expected size needs) and CPU time.
+_DECODER_BASE_BYTES = 768 << 20
+_DECODER_BYTES_PER_PIXEL = 64
+_DECODER_CPU_SECONDS = 30
+
+
+def _decoder_limits(pixels: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that bounds a decoder's address space and CPU time (it only calls ``setrlimit``)."""
+    address_space = _DECODER_BASE_BYTES + _DECODER_BYTES_PER_PIXEL * pixels
+
+    def apply() -> None:
+        import resource  # noqa: PLC0415  (POSIX only; preexec_fn runs only there)
+
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+        resource.setrlimit(resource.RLIMIT_CPU, (_DECODER_CPU_SECONDS, _DECODER_CPU_SECONDS + 1))
+
+    return apply
+
+
+def _run_tool(
+    args: list[str], name: str, data: bytes | None = None, decoding: bool = False, pixels: int | None = None
+) -> bytes:
+    """Run a coding tool; with ``pixels`` (decoding), under :func:`_decoder_limits` and a shorter wall clock."""
+    limits = None
+    if pixels is not None and os.name == "posix":
+        limits = _decoder_limits(pixels)
+    timeout = _TOOL_TIMEOUT_S if pixels is None else 2 * _DECODER_CPU_SECONDS
     try:
-        result = subprocess.run(args, input=data, capture_output=True, timeout=_TOOL_TIMEOUT_S)
+        result = subprocess.run(args, input=data, capture_output=True, timeout=timeout, preexec_fn=limits)
     except subprocess.TimeoutExpired:
         raise (BitstreamError if decoding else RuntimeError)(f"{name} timed out") from None
     if result.returncode != 0:
         message = result.stderr.decode(errors="replace").strip().splitlines()
         detail = message[-1] if message else f"exit status {result.returncode}"
+        if result.returncode < 0:
+            detail = f"stopped by signal {-result.returncode}, past its memory or time bound"
         if decoding:
             raise BitstreamError(f"{name} coarse payload cannot be decoded ({detail})")
         raise RuntimeError(f"{name} failed: {detail}")
@@ -226,10 +258,10 @@ class HEVCCodec(CoarseCodec):
         max_pixels = 4 * (padded_h + 64) * (padded_w + 64)
         args = [
             self._ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin",
-            "-max_pixels", str(max_pixels), "-f", "hevc", "-i", "pipe:0",
+            "-threads", "1", "-max_pixels", str(max_pixels), "-f", "hevc", "-i", "pipe:0",
             "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
         ]  # fmt: skip
-        raw = _run_tool(args, "ffmpeg (HEVC)", bytes(data), decoding=True)
+        raw = _run_tool(args, "ffmpeg (HEVC)", bytes(data), decoding=True, pixels=max_pixels)
         if len(raw) != padded_h * padded_w * 3:
             raise BitstreamError(
                 f"HEVC coarse payload decodes to {len(raw)} bytes, expected a {padded_h}x{padded_w} RGB frame"
@@ -277,7 +309,7 @@ class BPGCodec(CoarseCodec):
         with tempfile.TemporaryDirectory() as tmp:
             src, dst = Path(tmp, "coarse.bpg"), Path(tmp, "coarse.png")
             src.write_bytes(bytes(data))
-            _run_tool([decoder, "-o", str(dst), str(src)], "bpgdec", decoding=True)
+            _run_tool([decoder, "-o", str(dst), str(src)], "bpgdec", decoding=True, pixels=4 * height * width)
             if not dst.exists():
                 raise BitstreamError("BPG coarse payload cannot be decoded")
             image = open_payload_image(dst.read_bytes(), "BPG coarse", height, width)
@@ -350,6 +382,7 @@ class HEIFCodec(_PillowCodec):
 
     def check_payload(self, data: bytes, height: int, width: int) -> None:
         check_isobmff_boxes(data, "HEIF coarse")
+        check_heif_properties(data, "HEIF coarse", height, width)
 
 
 class JXLCodec(_PillowCodec):
@@ -408,6 +441,7 @@ class AVIFCodec(_PillowCodec):
 
     def check_payload(self, data: bytes, height: int, width: int) -> None:
         check_isobmff_boxes(data, "AVIF coarse")
+        check_heif_properties(data, "AVIF coarse", height, width)
 
 
 class JPEGCodec(_PillowCodec):

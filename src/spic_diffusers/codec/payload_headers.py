@@ -19,6 +19,7 @@ Every failure is a :class:`BitstreamError` naming the payload.
 from __future__ import annotations
 
 import zlib
+from typing import NamedTuple
 
 from .bitstream import BitstreamError
 
@@ -98,6 +99,27 @@ def check_jxl_end(data: bytes, label: str) -> None:
 
 _VPS, _SPS, _PPS = 32, 33, 34
 _SEI_TYPES = (39, 40)
+_IRAP_SLICES = range(16, 22)  # BLA, IDR and CRA: the slices an intra picture that stands alone is made of
+# What the decoder may be asked for beyond what one intra picture needs.  x265 writes one VPS, SPS and PPS and
+# (with its version and hash SEI on) two SEI units; a coded picture is at most 64 samples per side larger than
+# its output (CTU alignment); the project codes 8-bit samples.
+MAX_PARAMETER_SETS = 1
+MAX_SEI_UNITS = 4
+HEVC_ALIGNMENT_MARGIN = 64
+HEVC_BIT_DEPTH = 8
+_MIN_CTU = 16
+
+
+class HEVCSequence(NamedTuple):
+    """What an HEVC sequence parameter set makes a decoder allocate, and what it outputs."""
+
+    chroma_format: int
+    coded_height: int
+    coded_width: int
+    height: int  # after the conformance window
+    width: int
+    bit_depth_luma: int
+    bit_depth_chroma: int
 
 
 def _nal_units(data: bytes, label: str) -> list[bytes]:
@@ -118,6 +140,7 @@ def _nal_units(data: bytes, label: str) -> list[bytes]:
 
 
 def _unescape(unit: bytes) -> bytes:
+    """Drop the emulation-prevention byte of every ``00 00 03`` (H.265 7.4.2)."""
     return unit.replace(b"\x00\x00\x03", b"\x00\x00")
 
 
@@ -130,31 +153,9 @@ def _skip_profile_tier_level(bits: _Bits, max_sub_layers_minus1: int) -> None:
         bits.read(88 * profile + 8 * level)
 
 
-def hevc_size(data: bytes, label: str) -> tuple[int, int]:
-    """``(height, width)`` of the one picture of a raw HEVC payload (after its conformance window).
-
-    Refuses payloads that are not exactly parameter sets, optional SEI and the slices of one picture.
-    """
-    sps, pictures = None, 0
-    for unit in _nal_units(data, label):
-        if len(unit) < 2 or unit[0] & 0x80:
-            raise BitstreamError(f"{label} payload holds a malformed NAL unit")
-        kind = (unit[0] >> 1) & 0x3F
-        if kind == _SPS:
-            if sps is not None:
-                raise BitstreamError(f"{label} payload holds more than one sequence parameter set")
-            sps = _unescape(unit[2:])
-        elif kind < 32:  # a slice: its first bit says whether it starts a picture
-            if len(unit) < 3:
-                raise BitstreamError(f"{label} payload holds a truncated slice")
-            pictures += unit[2] >> 7
-        elif kind not in (_VPS, _PPS, *_SEI_TYPES):
-            raise BitstreamError(f"{label} payload holds an unexpected NAL unit of type {kind}")
-    if sps is None:
-        raise BitstreamError(f"{label} payload has no sequence parameter set")
-    if pictures != 1:
-        raise BitstreamError(f"{label} payload holds {pictures} pictures, expected exactly one")
-    bits = _Bits(sps, label, msb_first=True)
+def hevc_sequence(sps: bytes, label: str) -> HEVCSequence:
+    """Parse an SPS's payload (after the 2-byte NAL header, escaped) up to its bit depths (H.265 7.3.2.2)."""
+    bits = _Bits(_unescape(sps), label, msb_first=True)
     bits.read(4)
     max_sub_layers_minus1 = bits.read(3)
     bits.read(1)
@@ -163,9 +164,10 @@ def hevc_size(data: bytes, label: str) -> tuple[int, int]:
     chroma = bits.ue()
     if chroma > 3:
         raise BitstreamError(f"{label} payload has an invalid chroma format {chroma}")
-    if chroma == 3:
-        bits.read(1)
-    width, height = bits.ue(), bits.ue()
+    if chroma == 3 and bits.read(1):
+        raise BitstreamError(f"{label} payload codes its colour planes separately")
+    coded_width, coded_height = bits.ue(), bits.ue()
+    width, height = coded_width, coded_height
     if bits.read(1):
         left, right, top, bottom = bits.ue(), bits.ue(), bits.ue(), bits.ue()
         sub_w, sub_h = (2 if chroma in (1, 2) else 1), (2 if chroma == 1 else 1)
@@ -173,7 +175,72 @@ def hevc_size(data: bytes, label: str) -> tuple[int, int]:
         height -= sub_h * (top + bottom)
     if width < 1 or height < 1:
         raise BitstreamError(f"{label} payload declares an empty picture")
-    return height, width
+    depth_luma, depth_chroma = bits.ue() + 8, bits.ue() + 8
+    return HEVCSequence(chroma, coded_height, coded_width, height, width, depth_luma, depth_chroma)
+
+
+def check_hevc_sequence(seq: HEVCSequence, label: str) -> None:
+    """What the decoder allocates must be close to what it outputs: coded size, then bit depth.
+
+    A conformance window may crop a 14000x14000 coded picture to 16x16; the output size alone would pass.
+    """
+    margin = HEVC_ALIGNMENT_MARGIN
+    if seq.coded_width > seq.width + margin or seq.coded_height > seq.height + margin:
+        raise BitstreamError(
+            f"{label} payload codes a {seq.coded_height}x{seq.coded_width} picture for a {seq.height}x{seq.width}"
+            f" output (at most {margin} samples of alignment per side)"
+        )
+    if (seq.bit_depth_luma, seq.bit_depth_chroma) != (HEVC_BIT_DEPTH, HEVC_BIT_DEPTH):
+        raise BitstreamError(
+            f"{label} payload codes {seq.bit_depth_luma}/{seq.bit_depth_chroma}-bit samples, expected"
+            f" {HEVC_BIT_DEPTH}-bit"
+        )
+
+
+def hevc_size(data: bytes, label: str) -> tuple[int, int]:
+    """``(height, width)`` of the one picture of a raw HEVC payload (after its conformance window).
+
+    Refuses payloads that are not exactly one VPS, SPS and PPS, a few SEI and the intra slices of one picture,
+    and pictures whose coded size or bit depth ask the decoder for more than the output needs.
+    """
+    sps, pictures, slices, sei = None, 0, 0, 0
+    counts = {_VPS: 0, _SPS: 0, _PPS: 0}
+    for unit in _nal_units(data, label):
+        if len(unit) < 2 or unit[0] & 0x80:
+            raise BitstreamError(f"{label} payload holds a malformed NAL unit")
+        kind = (unit[0] >> 1) & 0x3F
+        layer, temporal_plus1 = ((unit[0] & 1) << 5) | (unit[1] >> 3), unit[1] & 7
+        if layer != 0 or temporal_plus1 != 1:
+            raise BitstreamError(f"{label} payload holds a NAL unit of layer {layer}, temporal id {temporal_plus1 - 1}")
+        if kind in counts:
+            counts[kind] += 1
+            if counts[kind] > MAX_PARAMETER_SETS:
+                name = {_VPS: "video", _SPS: "sequence", _PPS: "picture"}[kind]
+                raise BitstreamError(f"{label} payload holds more than one {name} parameter set")
+            if kind == _SPS:
+                sps = unit[2:]
+        elif kind in _IRAP_SLICES:  # a slice: its first bit says whether it starts a picture
+            if len(unit) < 3:
+                raise BitstreamError(f"{label} payload holds a truncated slice")
+            pictures += unit[2] >> 7
+            slices += 1
+        elif kind in _SEI_TYPES:
+            sei += 1
+            if sei > MAX_SEI_UNITS:
+                raise BitstreamError(f"{label} payload holds more than {MAX_SEI_UNITS} SEI units")
+        else:
+            raise BitstreamError(f"{label} payload holds an unexpected NAL unit of type {kind}")
+    if sps is None:
+        raise BitstreamError(f"{label} payload has no sequence parameter set")
+    if pictures != 1:
+        raise BitstreamError(f"{label} payload holds {pictures} pictures, expected exactly one")
+    seq = hevc_sequence(sps, label)
+    check_hevc_sequence(seq, label)
+    # Every slice covers at least one CTU (16x16 at the smallest), so a picture has no more slices than that.
+    ctus = -(-seq.coded_width // _MIN_CTU) * -(-seq.coded_height // _MIN_CTU)
+    if slices > ctus:
+        raise BitstreamError(f"{label} payload holds {slices} slices, more than its {ctus} smallest CTUs")
+    return seq.height, seq.width
 
 
 # ------------------------------------------------------------------------- BPG and FLIF tools
@@ -263,6 +330,110 @@ def check_isobmff_boxes(data: bytes, label: str) -> None:
         raise BitstreamError(f"{label} payload's boxes do not end where the payload ends (trailing or missing bytes)")
     if kinds[0] != b"ftyp" or len(set(kinds)) != len(kinds):
         raise BitstreamError(f"{label} payload is not one image file (boxes {[k.decode('latin-1') for k in kinds]})")
+
+
+def _boxes(data: bytes, start: int, end: int, label: str):
+    """``(type, body start, body end)`` of the ISO-BMFF boxes that exactly fill ``data[start:end]``."""
+    offset = start
+    while offset < end:
+        if offset + 8 > end:
+            raise BitstreamError(f"{label} payload ends inside a box header")
+        size, header = int.from_bytes(data[offset : offset + 4], "big"), 8
+        if size == 1:
+            if offset + 16 > end:
+                raise BitstreamError(f"{label} payload ends inside a box header")
+            size, header = int.from_bytes(data[offset + 8 : offset + 16], "big"), 16
+        elif size == 0:
+            size = end - offset
+        if size < header or offset + size > end:
+            raise BitstreamError(f"{label} payload holds a box of impossible size {size}")
+        yield data[offset + 4 : offset + 8], offset + header, offset + size
+        offset += size
+
+
+def _child(data: bytes, start: int, end: int, kind: bytes, label: str) -> tuple[int, int]:
+    found = [(s, e) for k, s, e in _boxes(data, start, end, label) if k == kind]
+    if len(found) != 1:
+        raise BitstreamError(f"{label} payload holds {len(found)} '{kind.decode()}' boxes, expected one")
+    return found[0]
+
+
+# HEIF encoders pad a picture to their coding unit (libheif with x265: at least 64x64, then to even sides).
+HEIF_MIN_CODED_SIDE = 64
+MAX_IMAGE_PROPERTIES = 32
+_TRANSFORM_PROPERTIES = (b"irot", b"imir")
+
+
+def _heif_side_limit(side: int) -> int:
+    return max(side, HEIF_MIN_CODED_SIDE) + HEVC_ALIGNMENT_MARGIN
+
+
+def _hvcc_sequences(data: bytes, label: str) -> list[HEVCSequence]:
+    """The SPSs of an ``hvcC`` decoder configuration (ISO/IEC 14496-15 8.3.3)."""
+    if len(data) < 23:
+        raise BitstreamError(f"{label} payload has a truncated HEVC configuration")
+    offset, sequences = 23, []
+    for _ in range(data[22]):
+        if offset + 3 > len(data):
+            raise BitstreamError(f"{label} payload has a truncated HEVC configuration")
+        kind, count = data[offset] & 0x3F, int.from_bytes(data[offset + 1 : offset + 3], "big")
+        offset += 3
+        for _ in range(count):
+            length = int.from_bytes(data[offset : offset + 2], "big")
+            unit = data[offset + 2 : offset + 2 + length]
+            if len(unit) != length or length < 2:
+                raise BitstreamError(f"{label} payload has a truncated HEVC configuration")
+            offset += 2 + length
+            if kind == _SPS:
+                sequences.append(hevc_sequence(unit[2:], label))
+    return sequences
+
+
+def check_heif_properties(data: bytes, label: str, height: int, width: int) -> None:
+    """What a HEIF or AVIF file asks its decoder for, from its item properties, before it decodes.
+
+    Pillow reports a picture's size after its clean aperture (``clap``), so a 16000x16000 image size
+    (``ispe``) cropped to 24x32 would pass the declared-size check.  Every ``ispe`` and every coded
+    HEVC size (``hvcC``) must be within alignment padding of the declared ``height x width``, a ``clap``
+    may only crop to exactly that size, and rotations and mirrors (``irot``, ``imir``) are refused.
+    """
+    meta_start, meta_end = _child(data, 0, len(data), b"meta", label)
+    iprp = _child(data, meta_start + 4, meta_end, b"iprp", label)  # meta is a full box: version and flags first
+    ipco = _child(data, *iprp, b"ipco", label)
+    limit_h, limit_w = _heif_side_limit(height), _heif_side_limit(width)
+    properties = list(_boxes(data, *ipco, label))
+    if len(properties) > MAX_IMAGE_PROPERTIES:
+        raise BitstreamError(f"{label} payload holds {len(properties)} item properties")
+    for kind, start, end in properties:
+        body = data[start:end]
+        if kind in _TRANSFORM_PROPERTIES:
+            raise BitstreamError(f"{label} payload has a '{kind.decode()}' transform, refused for a coarse image")
+        if kind == b"ispe":
+            if len(body) < 12:
+                raise BitstreamError(f"{label} payload has a truncated image size")
+            ispe_w, ispe_h = int.from_bytes(body[4:8], "big"), int.from_bytes(body[8:12], "big")
+            if ispe_w > limit_w or ispe_h > limit_h:
+                raise BitstreamError(
+                    f"{label} payload's image size property says {ispe_h}x{ispe_w} for a {height}x{width} image"
+                )
+        elif kind == b"clap":
+            if len(body) < 16:
+                raise BitstreamError(f"{label} payload has a truncated clean aperture")
+            fields = [int.from_bytes(body[i : i + 4], "big") for i in range(0, 16, 4)]
+            if fields[1] == 0 or fields[3] == 0 or (fields[0], fields[2]) != (width * fields[1], height * fields[3]):
+                raise BitstreamError(f"{label} payload's clean aperture is not its {height}x{width} image")
+        elif kind == b"hvcC":
+            for seq in _hvcc_sequences(body, label):
+                if seq.coded_width > limit_w or seq.coded_height > limit_h:
+                    raise BitstreamError(
+                        f"{label} payload codes a {seq.coded_height}x{seq.coded_width} picture for a"
+                        f" {height}x{width} image"
+                    )
+                if (seq.bit_depth_luma, seq.bit_depth_chroma) != (HEVC_BIT_DEPTH, HEVC_BIT_DEPTH):
+                    raise BitstreamError(
+                        f"{label} payload codes {seq.bit_depth_luma}/{seq.bit_depth_chroma}-bit samples,"
+                        f" expected {HEVC_BIT_DEPTH}-bit"
+                    )
 
 
 def check_jpeg_markers(data: bytes, label: str) -> None:

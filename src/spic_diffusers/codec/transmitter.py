@@ -20,21 +20,34 @@ _WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 
 
 def to_rgb_image(image: Image.Image) -> Image.Image:
-    """An RGB 8-bit copy of ``image``; 16-bit grey is scaled to 8 bits (Pillow's own conversion clips it).
+    """An RGB 8-bit copy of ``image``; wide grey is scaled by its range, never clipped or truncated.
 
-    32-bit integer or float grey has no agreed range and is refused.
+    16-bit grey is scaled to 8 bits (Pillow's own conversion clips it).  32-bit grey has no stored range, so
+    its values say which it is: float (mode ``F``) within 0..1 is scaled by 255, integer or float within
+    0..255 is rounded, integer within 0..65535 is scaled as 16-bit; anything else (negative, larger,
+    NaN or infinite) is refused with the range found.  Pillow would truncate a 0..1 float image to black.
     """
     if image.mode not in _WIDE_GREY_MODES:
         return image.convert("RGB")
+    array = np.asarray(image)
     if image.mode in ("I", "F"):
-        array = np.asarray(image)
-        if array.size and (array.min() < 0 or array.max() > 255 or not np.all(np.isfinite(array))):
+        if array.size and not np.all(np.isfinite(array)):
+            raise ValueError(f"a {image.mode}-mode (32-bit) grey image holds NaN or infinite values")
+        low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+        if low < 0 or high > (255 if image.mode == "F" else 65535):
             raise ValueError(
-                f"a {image.mode}-mode (32-bit) grey image has no agreed range; save it as 8- or 16-bit"
+                f"a {image.mode}-mode (32-bit) grey image holds values {low:g}..{high:g}: expected 0..1 or 0..255"
+                f"{'' if image.mode == 'F' else ' or 0..65535'}; save it as 8- or 16-bit"
             )
-        grey = array.astype(np.uint8)
+        if image.mode == "F" and high <= 1.0:
+            scale = 255.0
+        elif high <= 255:
+            scale = 1.0
+        else:
+            scale = 1 / 257.0
+        grey = np.clip(np.round(array.astype(np.float64) * scale), 0, 255).astype(np.uint8)
     else:
-        grey = np.round(np.asarray(image).astype(np.float64) / 257.0).astype(np.uint8)
+        grey = np.round(array.astype(np.float64) / 257.0).astype(np.uint8)
     return Image.fromarray(grey, mode="L").convert("RGB")
 
 
@@ -64,6 +77,92 @@ def _to_label_array(segmentation_map) -> np.ndarray:
     return array.astype(np.uint8)
 
 
+# A segmentation model names a few dozen classes; transformers builds dictionaries of ``num_labels`` entries and
+# a classifier of that width, so ``num_labels: 1e8`` costs gigabytes before any weight is read.
+MAX_SEGMENTER_LABELS = 1000
+# The processor resizes every photograph to its configured size before the model sees it.
+MAX_SEGMENTER_SIDE = 4096
+MAX_SEGMENTER_PIXELS = 4096 * 2048
+_MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_json_object(path: str, what: str) -> dict:
+    import json
+
+    try:
+        if os.path.getsize(path) > _MAX_CONFIG_BYTES:
+            raise ValueError(f"{path}: {what} is larger than {_MAX_CONFIG_BYTES} bytes")
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot read {what} ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_sizes(sizes: dict, where: str) -> None:
+    """``size``/``crop_size`` entries of a preprocessor: each side and their product within the budgets."""
+    for key, size in sizes.items():
+        if size is None:
+            continue
+        if not isinstance(size, (dict, int, float, str, list)) and hasattr(size, "__dataclass_fields__"):
+            size = {name: getattr(size, name) for name in size.__dataclass_fields__}  # transformers' SizeDict
+        values = size if isinstance(size, dict) else {"side": size}
+        for name, value in values.items():
+            limit = MAX_SEGMENTER_PIXELS if "pixels" in name else MAX_SEGMENTER_SIDE
+            if value is not None and (not _is_count(value) or not 1 <= value <= limit):
+                raise ValueError(f"{where}: {key}.{name} must be an integer in 1..{limit}, got {value!r}")
+        if isinstance(size, dict) and _is_count(size.get("height")) and _is_count(size.get("width")):
+            if size["height"] * size["width"] > MAX_SEGMENTER_PIXELS:
+                raise ValueError(f"{where}: {key} {size['height']}x{size['width']} is above the budget of "
+                                 f"{MAX_SEGMENTER_PIXELS} pixels")
+
+
+def check_segmenter_folder(path: str | os.PathLike) -> None:
+    """A local segmenter folder's ``config.json`` and ``preprocessor_config.json``, before transformers reads them.
+
+    Any model type ``AutoModelForSemanticSegmentation`` loads is accepted (SegFormer, UperNet, DPT, ...);
+    its label count and its preprocessor's sizes must be sane.
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
+
+    path = os.fspath(path)
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise ValueError(f"{path} has no config.json: not a transformers model folder")
+    config = _read_json_object(config_path, "the model config")
+    model_type = config.get("model_type")
+    if model_type not in MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES:
+        raise ValueError(f"{config_path}: model_type {model_type!r} is not a semantic-segmentation model "
+                         f"(known: {', '.join(sorted(MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES))})")
+    labels = config.get("num_labels")
+    if labels is not None and (not _is_count(labels) or not 1 <= labels <= MAX_SEGMENTER_LABELS):
+        raise ValueError(f"{config_path}: num_labels must be an integer in 1..{MAX_SEGMENTER_LABELS}, got {labels!r}")
+    for key in ("id2label", "label2id"):
+        table = config.get(key)
+        if table is not None and (not isinstance(table, dict) or not 1 <= len(table) <= MAX_SEGMENTER_LABELS):
+            raise ValueError(f"{config_path}: {key} must be a table of 1..{MAX_SEGMENTER_LABELS} labels")
+    id2label = config.get("id2label") or {}
+    if not all(str(k).isdigit() and int(k) < MAX_SEGMENTER_LABELS for k in id2label):
+        raise ValueError(f"{config_path}: id2label keys must be label ids in 0..{MAX_SEGMENTER_LABELS - 1}")
+    if labels is not None and id2label and len(id2label) != labels:
+        raise ValueError(f"{config_path}: num_labels {labels} disagrees with id2label's {len(id2label)} labels")
+    processor_path = os.path.join(path, "preprocessor_config.json")
+    if os.path.isfile(processor_path):
+        processor = _read_json_object(processor_path, "the preprocessor config")
+        _check_sizes({k: processor.get(k) for k in ("size", "crop_size")}, processor_path)
+
+
+def check_processor_sizes(processor, where: str) -> None:
+    """The sizes a loaded image processor resizes to (also for Hub ids, whose files were not read first)."""
+    _check_sizes({k: getattr(processor, k, None) for k in ("size", "crop_size")}, f"the image processor of {where!r}")
+
+
 class Segmenter:
     """A ``transformers`` semantic-segmentation model that outputs Cityscapes train ids.
 
@@ -82,13 +181,41 @@ class Segmenter:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs) -> "Segmenter":
+        """Load a model and its processor; a folder that would not give a trained model is a ``ValueError``.
+
+        A local folder's config and preprocessor config are checked before anything is built (see
+        :func:`check_segmenter_folder`), and the loaded weights must cover the model exactly and be finite:
+        transformers only warns about a missing classifier and initialises it at random, which would make
+        the transmitter send a map from random weights.
+        """
         from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
+        where = str(name_or_path)
+        if os.path.isdir(name_or_path):
+            check_segmenter_folder(name_or_path)
         try:
             processor = AutoImageProcessor.from_pretrained(name_or_path, **kwargs)
-            model = AutoModelForSemanticSegmentation.from_pretrained(name_or_path, **kwargs)
-        except (OSError, ValueError) as err:
-            raise ValueError(f"cannot load a semantic-segmentation model from {str(name_or_path)!r}: {err}") from None
+            model, info = AutoModelForSemanticSegmentation.from_pretrained(
+                name_or_path, output_loading_info=True, **kwargs
+            )
+        except Exception as err:  # noqa: BLE001  (transformers reports folder problems as many error types)
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"cannot load a semantic-segmentation model from {where!r}: {detail}") from None
+        for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+            keys = [key if isinstance(key, str) else key[0] for key in info.get(kind) or []]
+            if keys:
+                raise ValueError(
+                    f"the segmentation model in {where!r} has {len(keys)} {kind.replace('_', ' ')} "
+                    f"({', '.join(sorted(keys)[:4])}{', ...' if len(keys) > 4 else ''}): its weights do not cover "
+                    "the model, so its predictions would come from random weights"
+                )
+        check_processor_sizes(processor, where)
+        import torch
+
+        bad = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()]
+               if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+        if bad:
+            raise ValueError(f"the segmentation model in {where!r} has NaN or infinite weights ({', '.join(bad[:4])})")
         return cls(model, processor)
 
     @staticmethod

@@ -23,6 +23,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
+from .dataset_files import DatasetFileError, is_regular_file, open_dataset_image
 from .cityscapes import (
     IGNORE_INDEX,
     LABEL2ID,
@@ -133,12 +134,16 @@ def find_camvid_files(root: str | os.PathLike, split: str) -> list[CamVidRecord]
         raise CamVidLayoutError(f"missing CamVid folder(s): {', '.join(missing)}")
     images = {p.stem: p for p in sorted(image_dir.glob("*.png"))}
     annotations = {p.stem: p for p in sorted(annot_dir.glob("*.png"))}
-    problems = [f"image without an annotation: {images[k]} (expected {annot_dir / (k + '.png')})"
+    problems = [f"not a regular file (a FIFO, device, socket or folder): {p}"
+                for p in [*images.values(), *annotations.values()] if not is_regular_file(p)]
+    problems += [f"image without an annotation: {images[k]} (expected {annot_dir / (k + '.png')})"
                 for k in sorted(set(images) - set(annotations))]
     problems += [f"annotation without an image: {annotations[k]} (expected {image_dir / (k + '.png')})"
                  for k in sorted(set(annotations) - set(images))]
     if not images:
         problems.append(f"no .png images under {image_dir}")
+    if len(problems) == 1:  # one problem, one line
+        raise CamVidLayoutError(f"CamVid split {split!r} under {root}: {problems[0]}")
     if problems:
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise CamVidLayoutError(
@@ -152,12 +157,11 @@ def find_camvid_files(root: str | os.PathLike, split: str) -> list[CamVidRecord]
 
 
 def _open(path: str) -> Image.Image:
+    """A regular file, within the converters' pixel budget (read from its header), decoded."""
     try:
-        image = Image.open(path)
-        image.load()
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise CamVidLayoutError(f"cannot read {path}: {error}") from error
-    return image
+        return open_dataset_image(path)
+    except DatasetFileError as error:
+        raise CamVidLayoutError(str(error)) from error
 
 
 def load_camvid_record(record: CamVidRecord) -> dict:

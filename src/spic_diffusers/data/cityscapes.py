@@ -19,6 +19,7 @@ from PIL import Image
 if TYPE_CHECKING:
     import datasets
 
+from .dataset_files import DatasetFileError, open_dataset_image, read_regular_file
 from ..labels import (  # noqa: F401  (re-exported: the label table used to live here)
     NUM_CLASSES,
     IGNORE_INDEX,
@@ -255,13 +256,12 @@ def find_cityscapes_files(
     return records
 
 
-def _read_image(source, name: str | None = None) -> Image.Image:
+def _read_image(source, name: str | None = None, decode: bool = True) -> Image.Image:
+    """A regular file (or its bytes), within the converters' pixel budget (read from its header)."""
     try:
-        image = Image.open(source)
-        image.load()
-    except (OSError, ValueError) as error:
-        raise CityscapesLayoutError(f"cannot read {name or source}: {error}") from error
-    return image
+        return open_dataset_image(source, name, decode=decode)
+    except DatasetFileError as error:
+        raise CityscapesLayoutError(str(error)) from error
 
 
 def load_record(record: CityscapesRecord, decode_image: bool = True) -> dict:
@@ -269,12 +269,11 @@ def load_record(record: CityscapesRecord, decode_image: bool = True) -> dict:
     or computed), instance ids. Checks that every map has the image's size and holds valid values.
     """
     try:
-        with open(record.image_path, "rb") as handle:
-            image_bytes = handle.read()
-    except OSError as error:
-        raise CityscapesLayoutError(f"cannot read {record.image_path}: {error}") from error
+        image_bytes = read_regular_file(record.image_path)
+    except DatasetFileError as error:
+        raise CityscapesLayoutError(str(error)) from error
+    image = _read_image(image_bytes, record.image_path, decode=False)  # the size from the header, checked
     try:
-        image = Image.open(io.BytesIO(image_bytes))
         if not decode_image:
             image.verify()  # chunk checksums: a truncated or corrupt file fails here, cheaply
     except (OSError, ValueError, SyntaxError) as error:
@@ -282,7 +281,7 @@ def load_record(record: CityscapesRecord, decode_image: bool = True) -> dict:
     out: dict = {"image_bytes": image_bytes if image.mode == "RGB" else None, "image": None}
     size = image.size
     if decode_image or image.mode != "RGB":
-        image = _read_image(io.BytesIO(image_bytes), record.image_path).convert("RGB")
+        image = _read_image(image_bytes, record.image_path).convert("RGB")
         out["image"] = np.asarray(image)
 
     if record.train_ids_path is not None:

@@ -19,8 +19,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..codec.bitstream import DEFAULT_MAX_PIXELS, check_pixel_budget
 from ..image_processing import image_to_tensor, instance_edges, labels_to_one_hot, labels_to_tensor, pad_to_multiple
 from ..models.unet_spic import SPICUNet2DModel
+from .folder_checks import START_NOISE_MODES, ModelFolderError, check_pipeline_folder
 
-START_NOISE_MODES = ("none", "forward")
 GUIDANCE_BATCHING = ("auto", "batched", "sequential")
 
 # Schedulers that pass the generic checks but do not sample this model correctly.
@@ -162,7 +162,14 @@ class SPICPipeline(DiffusionPipeline):
                     f"could not find {pretrained_model_name_or_path!r} as a local folder or fetch it from the Hub "
                     f"({type(err).__name__}: {err})"
                 ) from err
-        return super().from_pretrained(path, **kwargs)
+        check_pipeline_folder(path)
+        try:
+            return super().from_pretrained(path, **kwargs)
+        except (OSError, ValueError):
+            raise
+        except Exception as err:  # noqa: BLE001  (diffusers reports many folder problems as other errors)
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise ModelFolderError(f"{path}: cannot build the pipeline ({type(err).__name__}: {detail})") from None
 
     # ------------------------------------------------------------------ inputs
 

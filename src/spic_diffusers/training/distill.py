@@ -44,8 +44,8 @@ import torch.nn.functional as F
 
 from ..models.unet_spic import SPICUNet2DModel
 from .arguments import TrainingInputError, _resolution, check_mixed_precision
-from .trainer import TrainingProgress, augment_batch, check_output_dir, prepare_data, resume_checkpoint, \
-    save_checkpoint, step_generator
+from .trainer import NonFiniteLossError, TrainingProgress, augment_batch, check_output_dir, list_checkpoints, \
+    prepare_data, resume_checkpoint, save_checkpoint, step_generator
 
 logger = logging.getLogger("spic_diffusers.training.distill")
 
@@ -339,7 +339,7 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
         keep = teacher_ts if args.teacher_cache else student_ts
         check_cache_memory(sampler.share * (2 if args.random_flip else 1), len(keep) + 1, config.in_channels,
                            args.resolution)
-        cache = TeacherCache(keep, args.teacher_cache, settings)
+        cache = TeacherCache(keep, args.teacher_cache, settings, channels=config.in_channels)
         if cache.entries:
             logger.info("teacher cache %s: %d examples", args.teacher_cache, len(cache.entries))
     bar = tqdm(total=args.max_train_steps, initial=global_step, desc="steps",
@@ -386,8 +386,22 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
                 loss = distillation_loss(student, teacher.scheduler, states, student_ts, segmap, low_res,
                                          segments).mean()
             accelerator.backward(loss)
+            grad_norm = None
             if args.max_grad_norm:
-                accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
+                grad_norm = accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
+            finite = bool(torch.isfinite(loss.detach()).all())
+            if grad_norm is not None:
+                finite = finite and bool(torch.isfinite(torch.as_tensor(grad_norm)).all())
+            # Every process must stop together: a single rank raising would leave the others waiting.
+            bad = accelerator.reduce(torch.tensor([0.0 if finite else 1.0], device=accelerator.device), "sum")
+            if bad.item() > 0:
+                kept = list_checkpoints(args.output_dir)
+                raise NonFiniteLossError(
+                    f"the distillation loss became NaN or infinite at step {global_step + 1}; training stopped "
+                    "without saving " + (f"(the last good checkpoint is {kept[-1][1]})" if kept
+                                         else "(no checkpoint was saved yet)")
+                    + "; lower --learning_rate, set --max_grad_norm, or check the teacher cache"
+                )
             optimizer.step()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -474,6 +488,12 @@ CACHE_SETTINGS = ("teacher", "dataset_name_or_path", "train_split", "resolution"
                   "coarse_source", "coarse_codec", "coarse_quality", "coarse_downsample")
 
 
+# What a teacher's cached states can be: its output dtypes, and values of images in [-1, 1] plus at most a few
+# standard deviations of noise.
+CACHE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MAX_CACHED_MAGNITUDE = 100.0
+
+
 class TeacherCache:
     """Teacher trajectories per (row id, flip), kept in memory and, with a `path`, in a safetensors file.
 
@@ -482,8 +502,10 @@ class TeacherCache:
     (`CACHE_SETTINGS`) and is refused when they differ: its states would be another teacher's. An example keeps the
     start noise of its first visit (the student trains from the start its teacher states came from)."""
 
-    def __init__(self, keep_timesteps: Sequence[int], path: str | None = None, settings: dict | None = None):
+    def __init__(self, keep_timesteps: Sequence[int], path: str | None = None, settings: dict | None = None,
+                 channels: int | None = None):
         self.keep = [int(t) for t in keep_timesteps]
+        self.channels = channels
         self.path, self.settings = path, settings or {}
         self.entries: dict[tuple[str, bool], torch.Tensor] = {}
         self.computed = 0
@@ -516,12 +538,30 @@ class TeacherCache:
                             f"--teacher_cache {self.path!r}: entry {name!r} has shape {list(states.shape)}, not "
                             f"[{len(self.keep) + 1}, C, {', '.join(map(str, size)) or 'H, W'}] (one state per "
                             "teacher timestep and the output); the file is damaged or not this teacher's")
+                    self._check_entry(name, states)
                     self.entries[(row_id, flip == "1")] = states
         except TrainingInputError:
             raise
         except Exception as err:  # a truncated or foreign file
             raise TrainingInputError(f"--teacher_cache {self.path!r} cannot be read ({type(err).__name__}: "
                                      f"{str(err).splitlines()[0] if str(err) else ''})") from None
+
+    def _check_entry(self, name: str, states: torch.Tensor) -> None:
+        """Channels, dtype and values of one cached trajectory: a state the teacher cannot have produced would
+        train the student to NaN (or to nonsense) without any error."""
+        where = f"--teacher_cache {self.path!r}: entry {name!r}"
+        if self.channels is not None and states.shape[1] != self.channels:
+            raise TrainingInputError(f"{where} has {states.shape[1]} channels, the teacher makes {self.channels}")
+        if states.dtype not in CACHE_DTYPES:
+            raise TrainingInputError(f"{where} holds {states.dtype}, not one of the float types the teacher writes")
+        if not bool(torch.isfinite(states).all()):
+            raise TrainingInputError(f"{where} holds NaN or infinite values; the file is damaged")
+        peak = float(states.abs().max()) if states.numel() else 0.0
+        if peak > MAX_CACHED_MAGNITUDE:
+            raise TrainingInputError(
+                f"{where} holds values up to {peak:.3g}; a teacher's states stay within +-{MAX_CACHED_MAGNITUDE:g} "
+                "(images in [-1, 1] plus noise); the file is damaged or not a teacher cache"
+            )
 
     def save(self) -> None:
         """Rewrite the file atomically when examples were added since the last save."""

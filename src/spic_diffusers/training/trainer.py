@@ -260,8 +260,11 @@ class TrainingProgress:
         return {"global_step": self.global_step, "samples_seen": self.samples_seen}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.global_step = int(state["global_step"])
-        self.samples_seen = int(state.get("samples_seen", 0))
+        counters = {"global_step": state["global_step"], "samples_seen": state.get("samples_seen", 0)}
+        for name, value in counters.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        self.global_step, self.samples_seen = counters["global_step"], counters["samples_seen"]
 
 
 def save_training_state(folder: str, progress: TrainingProgress, ema) -> None:
@@ -293,18 +296,28 @@ def load_training_state(folder: str, progress: TrainingProgress, ema) -> None:
         with open(path) as f:
             state = json.load(f)
         progress.load_state_dict(state["progress"])
-        if ema is not None:
-            if "ema" not in state:
-                raise TrainingInputError(f"checkpoint {folder} was saved without EMA; resume without --use_ema")
-            weights = load_file(os.path.join(folder, EMA_WEIGHTS_FILE))
-            shadow = [weights[f"shadow.{i}"] for i in range(len(weights))]
-            ema.load_state_dict({**state["ema"], "shadow_params": shadow})
-    except (OSError, KeyError, ValueError, TypeError) as err:
-        if isinstance(err, TrainingInputError):
-            raise
-        raise TrainingInputError(
-            f"checkpoint {folder} has a damaged training state ({type(err).__name__}: {err})"
-        ) from None
+    except Exception as err:  # noqa: BLE001  (whatever the file holds, the user gets one line naming it)
+        raise TrainingInputError(f"{path} is damaged ({type(err).__name__}: {err})") from None
+    if ema is None:
+        return
+    if not isinstance(state.get("ema"), dict):
+        raise TrainingInputError(f"checkpoint {folder} was saved without EMA; resume without --use_ema")
+    ema_path = os.path.join(folder, EMA_WEIGHTS_FILE)
+    try:
+        weights = load_file(ema_path)
+        shadow = [weights[f"shadow.{i}"] for i in range(len(weights))]
+        expected = [tuple(p.shape) for p in ema.shadow_params]
+        found = [tuple(p.shape) for p in shadow]
+        if found != expected:
+            first = next((i for i, (a, b) in enumerate(zip(found, expected)) if a != b), min(len(found), len(expected)))
+            raise ValueError(f"{len(found)} shadow tensors for {len(expected)} parameters; tensor {first} is "
+                             f"{found[first] if first < len(found) else 'missing'}, the model's "
+                             f"{expected[first] if first < len(expected) else 'nothing'}")
+        if not all(p.is_floating_point() and bool(torch.isfinite(p).all()) for p in shadow):
+            raise ValueError("it holds NaN, infinite or non-float weights")
+        ema.load_state_dict({**state["ema"], "shadow_params": shadow})
+    except Exception as err:  # noqa: BLE001
+        raise TrainingInputError(f"{ema_path} does not fit this model ({type(err).__name__}: {err})") from None
 
 
 def check_resumable(folder: str) -> None:
@@ -324,6 +337,41 @@ def check_resumable(folder: str) -> None:
             f"checkpoint {folder} has no {TRAINING_STATE_FILE}: it is incomplete or from an older version; "
             "start a new training"
         )
+
+
+def check_checkpoint_files(accelerator, folder: str) -> None:
+    """The files accelerate will read, checked first so that each failure is one line naming its file.
+
+    Model weights (``model.safetensors``, ``model_1.safetensors``, ...) must hold exactly the prepared models'
+    tensors with their shapes; ``optimizer*.bin`` must be an uncompressed ``torch.save`` archive within its
+    size (accelerate ``torch.load``s it).
+    """
+    from safetensors import safe_open
+
+    from ..conversion import ConversionError, check_checkpoint_archive
+
+    for index, model in enumerate(getattr(accelerator, "_models", [])):
+        path = os.path.join(folder, "model.safetensors" if index == 0 else f"model_{index}.safetensors")
+        if not os.path.isfile(path):
+            continue
+        expected = {k: tuple(v.shape) for k, v in accelerator.unwrap_model(model).state_dict().items()}
+        try:
+            with safe_open(path, framework="pt") as f:
+                found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except Exception as err:  # noqa: BLE001  (truncated or foreign: safetensors raises its own error types)
+            raise TrainingInputError(f"{path} cannot be read ({type(err).__name__}: {err})") from None
+        missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+        if missing or extra or wrong:
+            detail = (f"{len(missing)} missing, {len(extra)} unexpected, {len(wrong)} of another shape"
+                      f" (e.g. {(missing or extra or wrong)[0]})")
+            raise TrainingInputError(f"{path} does not hold this model's weights: {detail}")
+    for name in sorted(os.listdir(folder)):
+        if re.fullmatch(r"optimizer(_\d+)?\.bin", name):
+            try:
+                check_checkpoint_archive(os.path.join(folder, name))
+            except ConversionError as err:
+                raise TrainingInputError(str(err)) from None
 
 
 def resume_checkpoint(accelerator, resume_from: str | None, output_dir: str, progress, ema=None) -> str | None:
@@ -346,7 +394,15 @@ def resume_checkpoint(accelerator, resume_from: str | None, output_dir: str, pro
         raise TrainingInputError(f"--resume_from_checkpoint {resume_from!r} is not a checkpoint folder")
     logger.info("resuming from %s", resume_from)
     check_resumable(resume_from)
-    accelerator.load_state(resume_from)
+    check_checkpoint_files(accelerator, resume_from)
+    try:
+        accelerator.load_state(resume_from)
+    except Exception as err:  # noqa: BLE001  (accelerate and torch report damaged files many ways)
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise TrainingInputError(
+            f"checkpoint {resume_from} cannot be restored (optimizer, scheduler or random states; "
+            f"{type(err).__name__}: {detail})"
+        ) from None
     load_training_state(resume_from, progress, ema)
     if ema is not None:
         ema.to(accelerator.device)
