@@ -311,6 +311,15 @@ def package_fast(run: Path, target: Path, table: dict | None, num_steps: int | N
     )  # fmt: skip
 
 
+def strip_build_paths(folder: Path) -> None:
+    """Drop the ``_name_or_path`` entries save_pretrained writes: a shipped config names no build machine's folder."""
+    for path in folder.rglob("*.json"):
+        config = json.loads(path.read_text())
+        if isinstance(config, dict) and "_name_or_path" in config:
+            del config["_name_or_path"]
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--receiver_run", type=Path, default=None)
@@ -356,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.fast_run:
             table = json.loads(args.fast_table.read_text()) if args.fast_table else None
             package_fast(args.fast_run, staged[args.assets_dir / FAST_NAME], table, args.fast_steps)
+        for folder in staged.values():
+            strip_build_paths(folder)
         for target, folder in staged.items():
             if target.exists():
                 shutil.rmtree(target)

@@ -255,3 +255,11 @@ def test_demo_keeps_an_output_that_appears_while_it_runs(pipeline, tmp_path, mon
         run_demo(out, pipeline=pipeline, size=(32, 64), num_inference_steps=20, log=lambda line: None)
     assert (out / OUTPUT_FILES["reconstruction"]).read_text() == "written meanwhile"
     assert not [p for p in out.iterdir() if p.name.endswith(".part")]
+
+
+def test_shipped_configs_name_no_build_folder():
+    from spic_diffusers.demo import shipped_model_path
+
+    assets = shipped_model_path().parent
+    for path in assets.rglob("*.json"):
+        assert "_name_or_path" not in json.loads(path.read_text()), path

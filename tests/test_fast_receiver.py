@@ -202,3 +202,20 @@ def test_fast_flag_decodes_and_demos_with_the_shipped_student(tmp_path, capsys):
     assert main(["demo", "--fast", "--output_dir", str(tmp_path / "demo"), "--no_segmenter"]) == 0
     out = capsys.readouterr().out
     assert "decoding with DDIMScheduler: timesteps [" in out and "guidance 1.0" in out, "the student's own schedule"
+
+
+def test_python_callers_of_the_demo_and_held_out_evaluation_get_the_students_saved_schedule(fast, tmp_path):
+    """run_demo / evaluate_held_out called from Python without sampling settings run what the model saved."""
+    from spic_diffusers.demo import evaluate_held_out, run_demo
+
+    calls = []
+    handle = fast.unet.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    result = run_demo(tmp_path / "demo", pipeline=fast, log=lambda _: None)
+    assert calls == [1] * len(fast.config.default_timesteps), "the student's single-pass steps, no guidance"
+    sampler = json.loads((tmp_path / "demo" / "metrics.json").read_text())["sampler"]
+    assert sampler["timesteps"] == list(fast.config.default_timesteps) and sampler["guidance_scale"] == 1.0
+    assert result.bytes["total"] > 0
+    calls.clear()
+    evaluate_held_out(fast, num_scenes=1)
+    handle.remove()
+    assert calls == [1] * len(fast.config.default_timesteps)

@@ -346,9 +346,9 @@ def run_demo(
     coarse_codec: str | None = None,
     coarse_quality: float | None = None,
     downsample: int = 4,
-    num_inference_steps: int = 100,
+    num_inference_steps: int | None = None,
     max_timestep: int = 200,
-    guidance_scale: float = 1.5,
+    guidance_scale: float | None = None,
     seed: int = 0,
     segmenter=None,
     force: bool = False,
@@ -506,9 +506,9 @@ def evaluate_held_out(
     coarse_codec: str | None = None,
     coarse_quality: float | None = None,
     downsample: int = 4,
-    num_inference_steps: int = 100,
+    num_inference_steps: int | None = None,
     max_timestep: int = 200,
-    guidance_scale: float = 1.5,
+    guidance_scale: float | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """SPIC vs the upsampled coarse image on ``num_scenes`` synthetic test-stream scenes at the model's size.
@@ -524,6 +524,9 @@ def evaluate_held_out(
     if num_scenes < 1:
         raise DemoError(f"num_scenes must be >= 1, got {num_scenes}")
     height, width = model_size(pipeline)
+    guidance_scale, num_inference_steps, timesteps = pipeline.resolve_sampling_defaults(
+        guidance_scale, num_inference_steps, None
+    )  # a student's saved schedule unless the call names one
     per_scene = []
     for index in range(num_scenes):
         scene = make_scene(height, width, split_seed(scene_seed, "test", index))
@@ -532,7 +535,7 @@ def evaluate_held_out(
         parts = decode_parts(stream)
         generator = torch.Generator(device=pipeline.device).manual_seed(seed + index)
         recon = np.asarray(decode(stream, pipeline, num_inference_steps=num_inference_steps,
-                                  max_timestep=max_timestep, guidance_scale=guidance_scale,
+                                  max_timestep=max_timestep, guidance_scale=guidance_scale, timesteps=timesteps,
                                   generator=generator).convert("RGB"))
         coarse_up = upsample(parts.coarse_image, height, width)
         per_scene.append({
