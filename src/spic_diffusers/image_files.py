@@ -65,7 +65,7 @@ def read_segmentation_file(path, label_ids: bool = False, label_format: str | No
     """A uint8 train-id map from a single-channel PNG.
 
     `label_format`: "trainid" (Cityscapes train ids, 255 = ignore), "labelid" (official Cityscapes label ids; also
-    `label_ids=True`) or "camvid" (raw CamVid annotations 0..11, mapped by `data.camvid.camvid_to_train_ids`).
+    `label_ids=True`) or "camvid" (raw CamVid annotations 0..11, mapped by `labels.camvid_to_train_ids`).
     Unset, the map is read as train ids, and one that looks like a raw CamVid annotation is refused: read as
     train ids, CamVid's Sky would silently become road.
     """
@@ -89,14 +89,14 @@ def read_segmentation_file(path, label_ids: bool = False, label_format: str | No
 
         labels = label_ids_to_train_ids(labels)
     elif label_format == "camvid":
-        from .data.camvid import camvid_to_train_ids
+        from .labels import camvid_to_train_ids
 
         try:
             labels = camvid_to_train_ids(labels, name=f"segmentation map {path}")
         except ValueError as err:
             raise InputFileError(str(err)) from None
     elif label_format is None:
-        from .data.camvid import looks_like_camvid_annotation
+        from .labels import looks_like_camvid_annotation
 
         if looks_like_camvid_annotation(labels):
             raise InputFileError(

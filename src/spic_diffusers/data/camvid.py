@@ -23,10 +23,15 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from .dataset_files import DatasetFileError, is_regular_file, open_dataset_image
+from ..labels import (  # the CamVid label table lives with the Cityscapes one; re-exported here
+    CAMVID_CLASSES as CAMVID_CLASSES,
+    CAMVID_TO_CITYSCAPES as CAMVID_TO_CITYSCAPES,
+    CAMVID_TO_TRAIN_ID as CAMVID_TO_TRAIN_ID,
+    CAMVID_TRAIN_IDS as CAMVID_TRAIN_IDS,
+    camvid_to_train_ids as camvid_to_train_ids,
+    looks_like_camvid_annotation as looks_like_camvid_annotation,
+)
 from .cityscapes import (
-    IGNORE_INDEX,
-    LABEL2ID,
     encode_png,
     generate_rows,
     parse_coarse_spec,
@@ -35,72 +40,14 @@ from .cityscapes import (
     require_make_coarse,
     save_dataset_dict,
 )
-
-# SegNet's CamVid annotation values 0..11, in order.
-CAMVID_CLASSES: tuple[str, ...] = (
-    "Sky", "Building", "Pole", "Road", "Pavement", "Tree",
-    "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist", "Unlabelled",
-)  # fmt: skip
-
-# CamVid class -> Cityscapes train-id name (None: ignore, 255).
-CAMVID_TO_CITYSCAPES: dict[str, str | None] = {
-    "Sky": "sky",
-    "Building": "building",
-    "Pole": "pole",
-    "Road": "road",
-    "Pavement": "sidewalk",
-    "Tree": "vegetation",
-    "SignSymbol": "traffic sign",
-    "Fence": "fence",
-    "Car": "car",
-    "Pedestrian": "person",
-    "Bicyclist": "rider",
-    "Unlabelled": None,
-}
-
-CAMVID_TO_TRAIN_ID: dict[str, int] = {
-    name: (IGNORE_INDEX if target is None else LABEL2ID[target]) for name, target in CAMVID_TO_CITYSCAPES.items()
-}
-
-# The train ids CamVid labels, sorted: the classes a CamVid-trained model knows and mIoU is taken over.
-CAMVID_TRAIN_IDS: tuple[int, ...] = tuple(sorted(v for v in CAMVID_TO_TRAIN_ID.values() if v != IGNORE_INDEX))
+from .dataset_files import DatasetFileError, is_regular_file, open_dataset_image
 
 # Split folder -> `datasets` split name.
 CAMVID_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 
-_LUT = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-for _value, _name in enumerate(CAMVID_CLASSES):
-    _LUT[_value] = CAMVID_TO_TRAIN_ID[_name]
-
 
 class CamVidLayoutError(ValueError):
     """A CamVid folder is missing files, has unmatched files, or files that cannot be used."""
-
-
-def camvid_to_train_ids(annotation: np.ndarray, name: str = "annotation") -> np.ndarray:
-    """Map a CamVid annotation (values 0..11) to Cityscapes train ids (uint8, 255 = ignore)."""
-    annotation = np.asarray(annotation)
-    if annotation.ndim != 2:
-        raise ValueError(f"{name}: a CamVid annotation must be single-channel, got shape {annotation.shape}")
-    if annotation.size and (annotation.min() < 0 or annotation.max() >= len(CAMVID_CLASSES)):
-        bad = sorted(int(v) for v in np.unique(annotation) if not 0 <= v < len(CAMVID_CLASSES))
-        raise ValueError(f"{name}: CamVid annotation values must be 0..{len(CAMVID_CLASSES) - 1}, found {bad[:10]}")
-    return _LUT[annotation.astype(np.int64)]
-
-
-def looks_like_camvid_annotation(labels: np.ndarray) -> bool:
-    """Whether a map read as train ids is more likely a raw CamVid annotation (values 0..11).
-
-    Read as train ids, CamVid's Sky (0) becomes road: a map whose values all lie in 0..11, with no 255, and
-    whose "road" covers a fifth or more of the top fifth of the frame, and more of it than of the bottom fifth,
-    is sky above the street, not road.
-    """
-    labels = np.asarray(labels)
-    if labels.ndim != 2 or labels.shape[0] < 5 or not labels.size or labels.max() >= len(CAMVID_CLASSES):
-        return False
-    fifth = labels.shape[0] // 5
-    top, bottom = (labels[:fifth] == 0).mean(), (labels[-fifth:] == 0).mean()
-    return bool(top >= 0.2 and top > bottom)
 
 
 def sequence_of(frame_id: str) -> str:
