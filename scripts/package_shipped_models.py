@@ -26,8 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 RECEIVER_NAME = "spic-camvid-small"
 SEGMENTER_NAME = "upernet-camvid"
 FAST_NAME = "spic-camvid-fast"
