@@ -151,7 +151,6 @@ def test_decode_end_to_end_as_a_console_command(inputs, tiny_model_dir, capsys):
 
 
 def test_raw_camvid_maps_are_refused_or_converted_with_label_format(tmp_path, capsys):
-    from spic_diffusers.data.camvid import camvid_to_train_ids
     from spic_diffusers.demo import demo_frame
     from test_data_camvid import _raw_camvid
 

@@ -1,7 +1,5 @@
 """Guidance + few-step distillation at tiny size, and the reduced-precision / guidance options of the pipeline."""
 
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -245,7 +243,7 @@ def test_student_init_must_be_a_pipeline_of_the_same_architecture(teacher_dir, d
 def test_teacher_cache_file_is_shared_between_students_and_refused_for_another_teacher(teacher_dir, dataset_dir,
                                                                                        tmp_path):
     cache = tmp_path / "teacher.safetensors"
-    memory = _distill(teacher_dir, dataset_dir, tmp_path / "memory", "--max_train_steps", "2")
+    _distill(teacher_dir, dataset_dir, tmp_path / "memory", "--max_train_steps", "2")
     first = _distill(teacher_dir, dataset_dir, tmp_path / "first", "--max_train_steps", "2",
                      "--teacher_cache", str(cache))
     assert cache.exists() and first["teacher_examples_computed"] == 4
