@@ -140,7 +140,8 @@ def test_decode_end_to_end_as_a_console_command(inputs, tiny_model_dir, capsys):
     main(encode_args(tmp, stream) + ["--coarse_codec", "hevc"])
     command = [
         sys.executable, "-m", "spic_diffusers.cli", "decode", str(stream), "--model", str(tiny_model_dir),
-        "-o", str(image), "--steps", "10", "--max_timestep", "50", "--guidance", "1", "--seed", "0", "--scheduler", "ddpm",
+        "-o", str(image), "--steps", "10", "--max_timestep", "50", "--guidance", "1", "--seed", "0",
+        "--scheduler", "ddpm",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -187,8 +187,8 @@ def test_bf16_unet_with_fp32_latents_is_close_to_fp32(tiny_unet, tmp_path):
     loaded.set_progress_bar_config(disable=True)
     assert loaded.unet.dtype == torch.bfloat16
     seen = []
-    cast = loaded(labels, coarse, generator=torch.Generator().manual_seed(0), callback_on_step_end=lambda p, i, t, kw: seen.append(kw["sample"].dtype) or {},
-                  **kwargs).images
+    cast = loaded(labels, coarse, generator=torch.Generator().manual_seed(0),
+                  callback_on_step_end=lambda p, i, t, kw: seen.append(kw["sample"].dtype) or {}, **kwargs).images
     assert set(seen) == {torch.float32}, "latents stay fp32"
     assert (cast - reference).abs().max() < 0.05
     channels_last = pipe(labels, coarse, channels_last=True, generator=torch.Generator().manual_seed(0),
