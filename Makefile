@@ -1,4 +1,4 @@
-# Two entry points: `make demo` and `make test`. Both create .venv when missing.
+# Two entry points: `make demo` and `make test` (which runs `make lint` first). Both create .venv when missing.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,7 +9,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench clean
+.PHONY: venv demo lint test bench clean
 
 venv: $(STAMP)
 
@@ -45,9 +45,12 @@ demo: $(STAMP)
 	OMP_NUM_THREADS=$(DEMO_THREADS) $(PY) -m spic_diffusers.cli demo --output_dir demo_output --overwrite \
 		--threads $(DEMO_THREADS)  # demo_output is make's own folder
 
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
 # -rs lists every skipped test with its reason; PYTEST_ARGS narrows the run (e.g. PYTEST_ARGS="-k codec").
-# pytest's exit status 5 (nothing collected) is a failure, with a line that says so.
-test: $(STAMP)
+# pytest's exit status 5 (nothing collected) is a failure, with a line that says so. Lint runs first.
+test: $(STAMP) lint
 	@$(PY) -m pytest -q -rs tests $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests (PYTEST_ARGS='$(PYTEST_ARGS)')" >&2; fi; \
 	exit $$status

@@ -10,8 +10,9 @@ Cityscapes train ids) at their native 360x480, resized with nearest to 256x512, 
 to 1024x2048 -- a stand-in for full-size Cityscapes with the same layouts but staircase edges, not real
 1024x2048 annotations -- and the ``semantic_map`` column of any Cityscapes-format dataset (``--dataset``,
 the converter's output; its validation or test split) at its own size and at 256x512.  Synthetic
-maps follow as a regression set.  Maps come from ``spic_diffusers.data.synthetic``: ``make_scene`` and, as a second family of layouts,
-``make_street_map``; rates are bits over the pixel count of the full-size image.
+maps follow as a regression set.  Maps come from ``spic_diffusers.data.synthetic``: ``make_scene`` and,
+as a second family of layouts, ``make_street_map``; rates are bits over the pixel count of the full-size
+image.
 """
 
 from __future__ import annotations
@@ -103,7 +104,9 @@ def load_real_maps(camvid_root, dataset, count: int) -> dict:
         rows = data[split].select(range(min(count, len(data[split]))))
         maps = [(str(i), np.asarray(row["semantic_map"], dtype=np.uint8)) for i, row in enumerate(rows)]
         groups[f"{Path(dataset).name} {split} native"] = [(n, m, None) for n, m in maps]
-        groups[f"{Path(dataset).name} {split} 256x512 (nearest)"] = [(n, _resize_nearest(m, 256, 512), None) for n, m in maps]
+        groups[f"{Path(dataset).name} {split} 256x512 (nearest)"] = [
+            (n, _resize_nearest(m, 256, 512), None) for n, m in maps
+        ]
     return groups
 
 
@@ -273,7 +276,8 @@ def main(argv=None) -> int:
     parser.add_argument("--downsample", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats (median)")
     parser.add_argument("--quick", action="store_true", help="2 maps, 1 repeat, 3 qualities per codec")
-    parser.add_argument("--camvid_root", default=None, help="CamVid in SegNet's layout: its test maps form the real-map table")
+    parser.add_argument("--camvid_root", default=None,
+                        help="CamVid in SegNet's layout: its test maps form the real-map table")
     parser.add_argument("--dataset", default=None, help="a Cityscapes-format dataset folder (the converter's output)")
     parser.add_argument("--maps_only", action="store_true", help="skip the coarse codecs")
     parser.add_argument("--num_real_maps", type=int, default=24, help="real maps per source (a quarter at 1024x2048)")

@@ -3,7 +3,8 @@
 
     python benchmarks/bench_decode.py                 # tiny config, all samplers; paper config estimated
                                                       # (about 6 minutes and 13.3 GB of memory on 2 cores)
-    python benchmarks/bench_decode.py --paper_full    # paper config, every sampler run for real (about an hour on 2 cores)
+    python benchmarks/bench_decode.py --paper_full    # paper config, every sampler run for real
+                                                      # (about an hour on 2 cores)
     python benchmarks/bench_decode.py --quality_table --model RECEIVER --student FAST4 --frames CAMVID_DATASET \
         --num_frames 8 --segmenter SEGFORMER --output_md table.md   # quality against time (decode_quality.py)
 

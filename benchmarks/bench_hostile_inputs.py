@@ -263,8 +263,8 @@ peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # decoders run as subprocesses
 children = children if children > children_before else 0  # only a child of the case itself
 message = error or stderr.getvalue().strip() or repr(result)[:120]
-print(json.dumps({{"seconds": seconds, "peak_mb": max(peak - before, children, 0) / 1024, "result": message.splitlines()[-1]
-                   if message else "", "lines": len(message.splitlines())}}))
+print(json.dumps({{"seconds": seconds, "peak_mb": max(peak - before, children, 0) / 1024,
+                  "result": message.splitlines()[-1] if message else "", "lines": len(message.splitlines())}}))
 """
 
 

@@ -50,7 +50,8 @@ def bench_target_rate(frames, sizes, targets, codec: str, factors) -> list[dict]
             reached = []
             for image, labels in resized:
                 try:
-                    reached.append(encode_to_rate(image, labels, target_bpp=target, coarse_codec=codec, downsample=factors).bpp)
+                    reached.append(encode_to_rate(image, labels, target_bpp=target, coarse_codec=codec,
+                                                  downsample=factors).bpp)
                 except ValueError:
                     pass
             rows.append(

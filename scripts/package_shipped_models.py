@@ -8,11 +8,11 @@
 RUN is the output of scripts/train_camvid_receiver.sh (WORK_DIR/run), SEG_RUN that of
 scripts/train_camvid_segmenter.sh, DATA the CamVid dataset (scripts/convert_camvid_to_datasets.py). The
 segmenter's test mIoU is measured here, on DATA's test split, at the frames' own size (360x480) and at 96x128
-(`spic_diffusers.evaluation.segmentation`, as `scripts/evaluate_segmenter.py` does). --receiver_results is a JSON list of evaluation entries for the receiver's card
-(`spic_diffusers.hub.normalize_eval_results` format). FAST is a distilled student (WORK_DIR/fast-K of
-scripts/distill_camvid_receiver.sh), shipped as the `--fast` model; --fast_table is the JSON of
-`benchmarks/bench_decode.py --quality_table` with that student among its rows, for its card. Existing asset folders
-are replaced only with --overwrite.
+(`spic_diffusers.evaluation.segmentation`, as `scripts/evaluate_segmenter.py` does). --receiver_results is a
+JSON list of evaluation entries for the receiver's card (`spic_diffusers.hub.normalize_eval_results` format).
+FAST is a distilled student (WORK_DIR/fast-K of scripts/distill_camvid_receiver.sh), shipped as the `--fast`
+model; --fast_table is the JSON of `benchmarks/bench_decode.py --quality_table` with that student among its
+rows, for its card. Existing asset folders are replaced only with --overwrite.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 RECEIVER_NAME = "spic-camvid-small"
 SEGMENTER_NAME = "upernet-camvid"

@@ -140,7 +140,8 @@ def test_decode_end_to_end_as_a_console_command(inputs, tiny_model_dir, capsys):
     main(encode_args(tmp, stream) + ["--coarse_codec", "hevc"])
     command = [
         sys.executable, "-m", "spic_diffusers.cli", "decode", str(stream), "--model", str(tiny_model_dir),
-        "-o", str(image), "--steps", "10", "--max_timestep", "50", "--guidance", "1", "--seed", "0", "--scheduler", "ddpm",
+        "-o", str(image), "--steps", "10", "--max_timestep", "50", "--guidance", "1", "--seed", "0",
+        "--scheduler", "ddpm",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -151,7 +152,6 @@ def test_decode_end_to_end_as_a_console_command(inputs, tiny_model_dir, capsys):
 
 
 def test_raw_camvid_maps_are_refused_or_converted_with_label_format(tmp_path, capsys):
-    from spic_diffusers.data.camvid import camvid_to_train_ids
     from spic_diffusers.demo import demo_frame
     from test_data_camvid import _raw_camvid
 

@@ -439,7 +439,7 @@ def test_hevc_padding_with_extra_nal_units_is_refused(unit, count, match):
 
 
 def test_x265_payloads_pass_the_nal_unit_counts():
-    codec = _available("coarse", "hevc")
+    _available("coarse", "hevc")
     for chroma in ("444", "420"):
         payload = get_coarse_codec("hevc", chroma=chroma).encode(np.full((40, 72, 3), 90, np.uint8))
         assert hevc_size(payload, "test") == (40, 72)

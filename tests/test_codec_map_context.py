@@ -224,7 +224,8 @@ def test_cli_target_bpp(tmp_path, capsys):
     scene = make_scene(64, 128, 14)
     Image.fromarray(scene.image).save(tmp_path / "image.png")
     Image.fromarray(scene.semantic_map).save(tmp_path / "map.png")
-    args = ["encode", str(tmp_path / "image.png"), "--segmentation", str(tmp_path / "map.png"), "--coarse_codec", "jpeg"]
+    args = ["encode", str(tmp_path / "image.png"), "--segmentation", str(tmp_path / "map.png"),
+            "--coarse_codec", "jpeg"]
     assert main([*args, "-o", str(tmp_path / "a.spic"), "--target_bpp", "0.9"]) == 0
     assert "reached" in capsys.readouterr().out
     assert bpp((tmp_path / "a.spic").read_bytes()) <= 0.9

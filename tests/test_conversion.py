@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from spic_diffusers import SPICUNet2DModel, convert_original_state_dict, convert_to_original_state_dict
+from spic_diffusers import SPICUNet2DModel, convert_to_original_state_dict
 from spic_diffusers.conversion import (
     ConversionError,
     load_original_checkpoint,

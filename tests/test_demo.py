@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
 import yaml
 from PIL import Image

@@ -1,7 +1,5 @@
 """Guidance + few-step distillation at tiny size, and the reduced-precision / guidance options of the pipeline."""
 
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -189,8 +187,8 @@ def test_bf16_unet_with_fp32_latents_is_close_to_fp32(tiny_unet, tmp_path):
     loaded.set_progress_bar_config(disable=True)
     assert loaded.unet.dtype == torch.bfloat16
     seen = []
-    cast = loaded(labels, coarse, generator=torch.Generator().manual_seed(0), callback_on_step_end=lambda p, i, t, kw: seen.append(kw["sample"].dtype) or {},
-                  **kwargs).images
+    cast = loaded(labels, coarse, generator=torch.Generator().manual_seed(0),
+                  callback_on_step_end=lambda p, i, t, kw: seen.append(kw["sample"].dtype) or {}, **kwargs).images
     assert set(seen) == {torch.float32}, "latents stay fp32"
     assert (cast - reference).abs().max() < 0.05
     channels_last = pipe(labels, coarse, channels_last=True, generator=torch.Generator().manual_seed(0),
@@ -245,7 +243,7 @@ def test_student_init_must_be_a_pipeline_of_the_same_architecture(teacher_dir, d
 def test_teacher_cache_file_is_shared_between_students_and_refused_for_another_teacher(teacher_dir, dataset_dir,
                                                                                        tmp_path):
     cache = tmp_path / "teacher.safetensors"
-    memory = _distill(teacher_dir, dataset_dir, tmp_path / "memory", "--max_train_steps", "2")
+    _distill(teacher_dir, dataset_dir, tmp_path / "memory", "--max_train_steps", "2")
     first = _distill(teacher_dir, dataset_dir, tmp_path / "first", "--max_train_steps", "2",
                      "--teacher_cache", str(cache))
     assert cache.exists() and first["teacher_examples_computed"] == 4

@@ -109,7 +109,10 @@ def test_card_without_results_has_no_model_index(pipe):
 
 @pytest.mark.parametrize(
     "bad",
-    [{"psnr": float("nan")}, {"psnr": "21"}, [1, 2], "psnr=21", {"metrics": {}}, {"metrics": {"psnr": 1}, "dataset": 3}],
+    [
+        {"psnr": float("nan")}, {"psnr": "21"}, [1, 2], "psnr=21", {"metrics": {}},
+        {"metrics": {"psnr": 1}, "dataset": 3},
+    ],
 )
 def test_bad_eval_results_are_refused(pipe, bad):
     with pytest.raises(ModelCardError):

@@ -217,8 +217,10 @@ def test_accepts_pil_and_numpy_inputs(pipe):
     ref = pipe(labels, low, num_inference_steps=20, output_type="pt", generator=torch.Generator().manual_seed(0)).images
     low_u8 = ((low[0].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
     pil_map = PIL.Image.fromarray(labels[0].numpy().astype(np.uint8), mode="L")
-    out = pipe(pil_map, PIL.Image.fromarray(low_u8), num_inference_steps=20, output_type="pt", generator=torch.Generator().manual_seed(0)).images
-    out_np = pipe(labels[0].numpy().astype(np.uint8), low_u8, num_inference_steps=20, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    out = pipe(pil_map, PIL.Image.fromarray(low_u8), num_inference_steps=20, output_type="pt",
+               generator=torch.Generator().manual_seed(0)).images
+    out_np = pipe(labels[0].numpy().astype(np.uint8), low_u8, num_inference_steps=20, output_type="pt",
+                  generator=torch.Generator().manual_seed(0)).images
     assert torch.allclose(out, out_np)
     assert (out - ref).abs().max() < 0.05  # only the uint8 rounding of the coarse image differs
 
@@ -289,7 +291,8 @@ def test_instance_edge_model_needs_an_instance_map():
     instances[:, 10:20, 10:30] = 26001
     seg = pipe.prepare_segmentation_map(labels, instances)
     assert seg.shape == (1, 20, 32, 64) and seg[:, 19].sum() > 0
-    out = pipe(labels, low, instance_map=instances, num_inference_steps=20, output_type="pt", generator=torch.Generator().manual_seed(0)).images
+    out = pipe(labels, low, instance_map=instances, num_inference_steps=20, output_type="pt",
+               generator=torch.Generator().manual_seed(0)).images
     assert out.shape == (1, 3, 32, 64)
 
 

@@ -228,8 +228,8 @@ def cmd_encode(args: argparse.Namespace) -> int:
             stream = fit.stream
             from .codec import read_header
 
-            print(f"target {fit.target_bpp:g} bpp: reached {fit.bpp:.4f} bpp with {read_header(stream).coarse_codec} quality "
-                  f"{fit.coarse_quality} at downsample {fit.downsample}")  # fmt: skip
+            print(f"target {fit.target_bpp:g} bpp: reached {fit.bpp:.4f} bpp with "
+                  f"{read_header(stream).coarse_codec} quality {fit.coarse_quality} at downsample {fit.downsample}")
         else:
             stream = encode(
                 image,
@@ -362,7 +362,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
         model = str(shipped_model_path())
     pipeline = _load_pipeline(model, args.scheduler, args.device)
     # Unset sampling options fall back to the pipeline's saved defaults (a distilled student's own schedule).
-    kwargs = {k: v for k, v in (("guidance_scale", args.guidance), ("num_inference_steps", args.steps)) if v is not None}
+    kwargs = {
+        k: v for k, v in (("guidance_scale", args.guidance), ("num_inference_steps", args.steps)) if v is not None
+    }
     if args.unet_dtype is not None:
         kwargs["unet_dtype"] = args.unet_dtype
     if args.max_timestep is not None:

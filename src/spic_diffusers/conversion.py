@@ -98,7 +98,9 @@ def original_options_to_unet_config(options: Mapping[str, Any] | None = None, **
     num_heads = int(opts["num_heads"])
     num_heads_up = int(opts["num_heads_upsample"])
     if _as_bool(opts.get("use_new_attention_order", False)):
-        raise NotImplementedError("use_new_attention_order=True checkpoints are not supported (SPIC uses the legacy order)")
+        raise NotImplementedError(
+            "use_new_attention_order=True checkpoints are not supported (SPIC uses the legacy order)"
+        )
     resblock_updown = _as_bool(opts["resblock_updown"])
     conv_resample = _as_bool(opts.get("conv_resample", True))
     with_edges = not _as_bool(opts["no_instance"])
@@ -171,7 +173,8 @@ def infer_original_options(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
                 attn_ds.append(2 ** level)
         opts["channel_mult"] = ",".join(str(m) for m in mults)
         opts["_attention_ds"] = tuple(attn_ds)
-    emb_out = sd["input_blocks.1.0.emb_layers.1.weight"].shape[0] if "input_blocks.1.0.emb_layers.1.weight" in sd else None
+    emb_key = "input_blocks.1.0.emb_layers.1.weight"
+    emb_out = sd[emb_key].shape[0] if emb_key in sd else None
     out_ch = sd["input_blocks.1.0.out_layers.3.weight"].shape[0] if emb_out is not None else None
     if emb_out is not None:
         opts["use_scale_shift_norm"] = emb_out == 2 * out_ch
@@ -594,7 +597,9 @@ def unet_from_original_checkpoint(
     expected = skeleton.state_dict()
     missing = sorted(set(expected) - set(converted))
     if missing:
-        raise ConversionError(f"{len(missing)} model parameter(s) not filled by the checkpoint: {', '.join(missing[:20])}")
+        raise ConversionError(
+            f"{len(missing)} model parameter(s) not filled by the checkpoint: {', '.join(missing[:20])}"
+        )
     for key, tensor in converted.items():
         if key not in expected:
             raise ConversionError(f"converted key {key} is not a model parameter")

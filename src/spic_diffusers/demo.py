@@ -462,7 +462,9 @@ def run_demo(
         result.files = {k: str(p) for k, p in paths.items()}
         write_atomically(paths["metrics"], json.dumps(_finite(asdict(result)), indent=2).encode(), overwrite=force)
     except FileExistsError as err:
-        raise DemoError(f"{err.filename} appeared while the demo ran; it was kept (pass --overwrite to replace it)") from None
+        raise DemoError(
+            f"{err.filename} appeared while the demo ran; it was kept (pass --overwrite to replace it)"
+        ) from None
     except OSError as err:
         raise DemoError(f"cannot write into {output_dir}: {err.strerror or err}") from None
     for line in format_report(result):

@@ -9,7 +9,7 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 
-from .labels import IGNORE_INDEX, label_ids_to_train_ids
+from .labels import IGNORE_INDEX
 
 SizeLike = int | Sequence[int]
 

@@ -16,9 +16,10 @@ Layout (all integers are unsigned LEB128 varints unless noted)::
     crc32        4 bytes  big-endian CRC-32 of every byte before it
 
 Version 1 streams carry no instance information; :func:`pack_stream` writes version 2 only when
-given an instance payload, so streams without one are unchanged.  A 256x512 image costs 13-14 bytes of header and trailer.  The decoder checks the CRC before it
-looks at any payload and checks every declared length against the bytes really present, so a
-damaged stream fails fast with :class:`BitstreamError` instead of allocating or hanging.
+given an instance payload, so streams without one are unchanged.  A 256x512 image costs 13-14 bytes
+of header and trailer.  The decoder checks the CRC before it looks at any payload and checks every
+declared length against the bytes really present, so a damaged stream fails fast with
+:class:`BitstreamError` instead of allocating or hanging.
 """
 
 from __future__ import annotations

@@ -173,7 +173,9 @@ class _PixelModel:
         b = self.pairs.take(pair, axis=0)
         c = self.triples.take(triple, axis=0)
         a_total = a.sum(axis=1, keepdims=True)
-        logs = np.stack([_log(a / a_total), _log(b / b.sum(axis=1, keepdims=True)), _log(c / c.sum(axis=1, keepdims=True))], axis=1)
+        logs = np.stack(
+            [_log(a / a_total), _log(b / b.sum(axis=1, keepdims=True)), _log(c / c.sum(axis=1, keepdims=True))], axis=1
+        )
         distinct = (first == self._columns) & (neighbours != n)
         selector = np.minimum(distinct.sum(axis=1), _SELECTORS - 1) * 2 + (a_total[:, 0] > 8)
         weights = self.weights.take(selector, axis=0)

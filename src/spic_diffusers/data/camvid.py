@@ -121,7 +121,9 @@ def load_camvid_record(record: CamVidRecord) -> dict:
             f"{record.image_path} is {image.size[0]}x{image.size[1]}"
         )
     if annotation.mode not in ("L", "P", "I", "I;16"):
-        raise CamVidLayoutError(f"{record.annotation_path}: expected a single-channel label PNG, got mode {annotation.mode}")
+        raise CamVidLayoutError(
+            f"{record.annotation_path}: expected a single-channel label PNG, got mode {annotation.mode}"
+        )
     try:
         train_ids = camvid_to_train_ids(np.asarray(annotation), name=record.annotation_path)
     except ValueError as error:

@@ -9,7 +9,15 @@ from .. import metrics
 from ..pipelines.schedulers import SCHEDULER_CLASSES
 from .report import markdown_table
 from .runner import run_evaluation
-from .settings import DEFAULT_COARSE_CODEC, DEFAULT_MAP_CODER, TRANSMIT_MAPS, EvalConfig, EvaluationError, RateSetting, SamplerSetting
+from .settings import (
+    DEFAULT_COARSE_CODEC,
+    DEFAULT_MAP_CODER,
+    TRANSMIT_MAPS,
+    EvalConfig,
+    EvaluationError,
+    RateSetting,
+    SamplerSetting,
+)
 from .settings import parse_number_list, parse_sampler_sweep
 
 
@@ -78,7 +86,8 @@ def config_from_args(args) -> EvalConfig:
                      if args.sweep_qualities else [args.coarse_quality])
         factors = (parse_number_list(args.sweep_downsample, int, "--sweep_downsample")
                    if args.sweep_downsample else [args.downsample])
-        rate_sweep = [RateSetting(args.coarse_codec, _quality(q), d, args.map_coder) for d in factors for q in qualities]
+        rate_sweep = [RateSetting(args.coarse_codec, _quality(q), d, args.map_coder)
+                      for d in factors for q in qualities]
     sampler_sweep = (parse_sampler_sweep(args.sweep_schedulers, args.guidance, args.max_timestep, args.seed)
                      if args.sweep_schedulers else [])
     return EvalConfig(
@@ -94,7 +103,8 @@ def config_from_args(args) -> EvalConfig:
         segmenter=args.segmenter,
         transmit_map=args.transmit_map,
         baselines=not args.no_baselines,
-        baseline_codecs=[c.strip() for c in args.baseline_codecs.split(",") if c.strip()] if args.baseline_codecs else None,
+        baseline_codecs=([c.strip() for c in args.baseline_codecs.split(",") if c.strip()]
+                         if args.baseline_codecs else None),
         inception_weights=args.inception_weights,
         fid_feature_dim=args.fid_feature_dim,
         lpips=not args.no_lpips,

@@ -30,7 +30,9 @@ def check_output_dir(config: EvalConfig) -> Path:
     if out.exists() and not out.is_dir():
         raise EvaluationError(f"output path {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / RESULTS_MARKER).is_file() and not config.force:
-        raise EvaluationError(f"output folder {out} is not empty and holds no {RESULTS_MARKER}; pass --overwrite to use it")
+        raise EvaluationError(
+            f"output folder {out} is not empty and holds no {RESULTS_MARKER}; pass --overwrite to use it"
+        )
     return out
 
 

@@ -73,7 +73,8 @@ def markdown_table(results: dict[str, Any]) -> str:
             f"{r['method']} / {r['setting']}: {r['above_target']} image(s)" for r in above)]
     errors = [row for row in results["rows"] if row.get("errors")]
     if errors:
-        text += ["", "Failures: " + ", ".join(f"{r['method']} / {r['setting']}: {r['errors']} image(s)" for r in errors)]
+        text += ["", "Failures: " + ", ".join(f"{r['method']} / {r['setting']}: {r['errors']} image(s)"
+                                              for r in errors)]
     return "\n".join(text) + "\n"
 
 
@@ -156,7 +157,12 @@ def plot_sampler_sweep(results: dict[str, Any], out_dir: Path) -> str | None:
 
 
 def sample_grid(
-    store: RecordStore, dataset, bundles: list[dict], path: Path, max_images: int = 4, transmitted_prediction: bool = False,
+    store: RecordStore,
+    dataset,
+    bundles: list[dict],
+    path: Path,
+    max_images: int = 4,
+    transmitted_prediction: bool = False,
 ) -> str | None:
     """Rows of truth / colourised transmitted map / coarse (bicubic) / SPIC / first codec at the same rate,
     labelled; small images are enlarged (nearest neighbour) so that the grid stays readable."""
@@ -197,7 +203,9 @@ def sample_grid(
     return str(path)
 
 
-def write_outputs(store: RecordStore, results: dict[str, Any], config: EvalConfig, bundles: list[dict], dataset) -> None:
+def write_outputs(
+    store: RecordStore, results: dict[str, Any], config: EvalConfig, bundles: list[dict], dataset
+) -> None:
     out = store.out
     plots = out / "plots"
     plots.mkdir(exist_ok=True)

@@ -157,8 +157,9 @@ class Evaluator:
                 raise EvaluationError(f"{image_id}: the semantic map did not survive coding losslessly")
             height, width = maps[0].shape
             coarse_up = upsample_bicubic(np.asarray(parts.coarse_image, dtype=np.uint8), height, width)
-            path = self.store.save_png(self._folder("rate", rate, rate.label()) / "coarse" / f"{safe_name(image_id)}.png",
-                                       coarse_up)
+            path = self.store.save_png(
+                self._folder("rate", rate, rate.label()) / "coarse" / f"{safe_name(image_id)}.png", coarse_up
+            )
             coarse_bytes = breakdown["bytes"]["coarse"] + breakdown["bytes"]["header"]
             coarse = {**self._candidate(image, coarse_up, maps, path), "bpp": 8.0 * coarse_bytes / (height * width)}
             return {"id": image_id, "rate": dataclasses.asdict(rate), "bytes": breakdown["bytes"],
@@ -201,7 +202,8 @@ class Evaluator:
 
             try:
                 decoded = codec.decode(stream, self.pipeline, num_inference_steps=setting.sampler.steps,
-                                       guidance_scale=setting.sampler.guidance, max_timestep=setting.sampler.max_timestep,
+                                       guidance_scale=setting.sampler.guidance,
+                                       max_timestep=setting.sampler.max_timestep,
                                        generator=generator, callback_on_step_end=count_step)
             except ValueError as error:  # the pipeline rejects a sampler setting (e.g. no step <= max_timestep)
                 raise EvaluationError(f"setting [{setting.label()}] cannot be sampled: {error}") from error
@@ -210,7 +212,8 @@ class Evaluator:
                 raise EvaluationError(f"{image_id}: decoded size {decoded.shape} differs from {image.shape}")
             path = self.store.save_png(self._folder("spic", setting, setting.label()) / f"{safe_name(image_id)}.png",
                                        decoded)
-            return {"id": image_id, "setting": dataclasses.asdict(setting), **self._candidate(image, decoded, maps, path),
+            return {"id": image_id, "setting": dataclasses.asdict(setting),
+                    **self._candidate(image, decoded, maps, path),
                     "bpp": metrics.bpp_from_bytes(stream, *image.shape[:2]),
                     "denoising_steps": len(visited),  # steps actually run (those at or below max_timestep)
                     "timesteps": visited}
@@ -253,7 +256,9 @@ class Evaluator:
         """Evaluate this process's share of the images; the main process gathers, aggregates and writes."""
         from tqdm.auto import tqdm
 
-        count = len(self.dataset) if self.config.num_samples is None else min(self.config.num_samples, len(self.dataset))
+        count = len(self.dataset)
+        if self.config.num_samples is not None:
+            count = min(self.config.num_samples, count)
         if count < 1:
             raise EvaluationError("no images to evaluate")
         image_ids(self.dataset, count)

@@ -56,7 +56,8 @@ def segmenter_scores(segmenter, rows: Iterable[dict], size: tuple[int, int] | No
 def scores_table(results: dict[str, dict[str, Any]]) -> str:
     """A Markdown table of :func:`segmenter_scores` results keyed by a row name (e.g. the input size)."""
     classes = list(next(iter(results.values()))["iou"])
-    head = f"| input | frames | mIoU | pixel acc. | {' | '.join(classes)} |\n|---|---:|---:|---:|{'---:|' * len(classes)}"
+    head = (f"| input | frames | mIoU | pixel acc. | {' | '.join(classes)} |\n"
+            f"|---|---:|---:|---:|{'---:|' * len(classes)}")
     rows = [
         f"| {name} | {r['frames']} | {r['miou']:.3f} | {r['pixel_accuracy']:.3f} | "
         + " | ".join("-" if v is None else f"{v:.2f}" for v in r["iou"].values()) + " |"

@@ -20,7 +20,7 @@ from .base import (
     INCEPTION_FEATURE_DIMS,
     INCEPTION_WEIGHTS_FILENAME,
     MetricUnavailable,
-    _prepare_torch_fidelity_import,
+    _prepare_torch_fidelity_import as _prepare_torch_fidelity_import,  # private, for the tests
     to_uint8_batch,
 )
 from .fid import (

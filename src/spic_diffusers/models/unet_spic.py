@@ -189,12 +189,17 @@ class SPICUNet2DModel(UNet2DModel, AttentionMixin):
             )
         for ch in block_out_channels:
             if ch % norm_num_groups:
-                raise ValueError(f"block_out_channels {tuple(block_out_channels)} must be multiples of norm_num_groups={norm_num_groups}")
+                raise ValueError(
+                    f"block_out_channels {tuple(block_out_channels)} must be multiples of "
+                    f"norm_num_groups={norm_num_groups}"
+                )
 
         def heads(channels: int, upsample: bool) -> int:
             if attention_head_dim is not None:
                 if channels % attention_head_dim:
-                    raise ValueError(f"{channels} channels are not divisible by attention_head_dim={attention_head_dim}")
+                    raise ValueError(
+                        f"{channels} channels are not divisible by attention_head_dim={attention_head_dim}"
+                    )
                 return channels // attention_head_dim
             return (num_attention_heads_upsample or num_attention_heads) if upsample else num_attention_heads
 
@@ -221,7 +226,9 @@ class SPICUNet2DModel(UNet2DModel, AttentionMixin):
             skip_channels += [out_ch] * (layers_per_block + (0 if last else 1))
 
         spade = dict(num_semantic_channels=num_semantic_channels, spade_hidden_channels=spade_hidden_channels)
-        self.mid_block = SPICMidBlock2D(channels=channels, num_attention_heads=heads(channels, False), **spade, **common)
+        self.mid_block = SPICMidBlock2D(
+            channels=channels, num_attention_heads=heads(channels, False), **spade, **common
+        )
 
         self.up_blocks = nn.ModuleList()
         for level in reversed(range(num_levels)):
@@ -298,7 +305,9 @@ class SPICUNet2DModel(UNet2DModel, AttentionMixin):
             if not isinstance(tensor, torch.Tensor):
                 raise ValueError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
             if tensor.ndim != 4:
-                raise ValueError(f"{name} must be a 4-D tensor [batch, {channels}, height, width], got shape {tuple(tensor.shape)}")
+                raise ValueError(
+                    f"{name} must be a 4-D tensor [batch, {channels}, height, width], got shape {tuple(tensor.shape)}"
+                )
             if tensor.shape[1] != channels:
                 raise ValueError(f"{name} must have {channels} channels, got shape {tuple(tensor.shape)}")
             if not torch.is_floating_point(tensor):

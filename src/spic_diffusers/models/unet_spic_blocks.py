@@ -157,7 +157,10 @@ class SPICDownBlock2D(_CheckpointingMixin, nn.Module):
             skips += (hidden_states,)
         if self.downsamplers is not None:
             down = self.downsamplers[0]
-            hidden_states = self._run(down, hidden_states, temb) if self.downsample_type == "resnet" else down(hidden_states)
+            if self.downsample_type == "resnet":
+                hidden_states = self._run(down, hidden_states, temb)
+            else:
+                hidden_states = down(hidden_states)
             skips += (hidden_states,)
         return hidden_states, skips
 

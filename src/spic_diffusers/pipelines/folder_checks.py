@@ -134,4 +134,6 @@ def check_pipeline_folder(path: str | os.PathLike) -> None:
                                f" got {guidance!r}")
     start = index.get("default_start_noise")
     if start is not None and start not in START_NOISE_MODES:
-        raise ModelFolderError(f"{where}: default_start_noise must be null or one of {START_NOISE_MODES}, got {start!r}")
+        raise ModelFolderError(
+            f"{where}: default_start_noise must be null or one of {START_NOISE_MODES}, got {start!r}"
+        )

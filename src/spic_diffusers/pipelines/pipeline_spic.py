@@ -383,7 +383,8 @@ class SPICPipeline(DiffusionPipeline):
         std = eta * variance**0.5
         prev = alpha_prev**0.5 * x0 + (1 - alpha_prev - std**2) ** 0.5 * eps
         if eta > 0:
-            prev = prev + std * randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+            noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+            prev = prev + std * noise
         return prev
 
     # ------------------------------------------------------------------ model

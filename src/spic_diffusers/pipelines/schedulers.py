@@ -31,7 +31,8 @@ def scheduler_from_name(name: str, base_config: Any):
     cls = getattr(diffusers, class_name, None) if class_name.endswith("Scheduler") else None
     if cls is None:
         raise ValueError(
-            f"unknown scheduler {name!r}; use one of {', '.join(SCHEDULER_CLASSES)} or a diffusers *Scheduler class name"
+            f"unknown scheduler {name!r}; use one of {', '.join(SCHEDULER_CLASSES)} "
+            "or a diffusers *Scheduler class name"
         )
     try:
         return cls.from_config(base_config, **overrides)

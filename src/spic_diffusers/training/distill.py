@@ -30,7 +30,6 @@ resume (`--resume_from_checkpoint latest`), foreign output folders refused, `--p
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os

@@ -197,8 +197,8 @@ def _random_crop(batch: dict[str, torch.Tensor], generator: torch.Generator, cro
     return out
 
 
-def training_loss(unet, batch: dict[str, torch.Tensor], alphas_cumprod: torch.Tensor,
-                  generator: torch.Generator, timestep_bias: tuple[int, float] | None = None) -> dict[str, torch.Tensor]:
+def training_loss(unet, batch: dict[str, torch.Tensor], alphas_cumprod: torch.Tensor, generator: torch.Generator,
+                  timestep_bias: tuple[int, float] | None = None) -> dict[str, torch.Tensor]:
     """Draw timesteps and noise, run the model, return the per-sample hybrid loss terms.
 
     Timesteps are uniform; with `timestep_bias=(T, p)` a share p of them is drawn from [0, T) instead.
