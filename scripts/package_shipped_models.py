@@ -164,7 +164,8 @@ def package_segmenter(run: Path, dataset_dir: Path, target: Path) -> dict:
         "Optimiser": f"AdamW lr {args['learning_rate']:g}, weight decay {args['weight_decay']}, "
                      f"{args['lr_warmup_steps']} warm-up steps then polynomial decay (power "
                      f"{args.get('lr_power', 1.0):g}), batch {args['train_batch_size']}",
-        "Steps": f"{summary['global_step']}" + (f", {minutes:.0f} minutes on a 2-core CPU" if minutes else "")
+        "Steps": f"{summary['global_step']}" + (f" at {60 * minutes / summary['global_step']:.2f} s per step on a "
+                                                 f"2-core CPU (about {minutes:.0f} minutes)" if minutes else "")
                  + f"; best validation mIoU {summary['best_validation_miou']:.3f} at step {summary['best_step']}",
         "Command": "`bash scripts/train_camvid_segmenter.sh DATA` (training/train_segmenter.py)",
     }
