@@ -227,8 +227,6 @@ def test_fast_flag_errors_clearly_when_the_shipped_fast_model_is_missing(tmp_pat
     assert "fast" in err and "missing" in err and len(err.strip().splitlines()) == 1
     assert main(["demo", "--fast", "--output_dir", str(tmp_path / "demo"), "--no_segmenter"]) == 1
     assert "fast (distilled) model is missing" in capsys.readouterr().err
-    assert main(["decode", str(stream), *out]) == 1
-    assert "--model" in capsys.readouterr().err
     assert main(["decode", str(stream), "--fast", "--model", "x", *out]) == 1
     assert "not both" in capsys.readouterr().err
     assert not (tmp_path / "o.png").exists()

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from ..config_files import read_json_object
 from .bitstream import pack_stream
 from .coarse import area_downsample, get_coarse_codec, select_coarse_codec
 from .instances import check_instance_map, encode_instance_edges
@@ -83,22 +84,6 @@ MAX_SEGMENTER_LABELS = 1000
 # The processor resizes every photograph to its configured size before the model sees it.
 MAX_SEGMENTER_SIDE = 4096
 MAX_SEGMENTER_PIXELS = 4096 * 2048
-_MAX_CONFIG_BYTES = 1 << 20
-
-
-def _read_json_object(path: str, what: str) -> dict:
-    import json
-
-    try:
-        if os.path.getsize(path) > _MAX_CONFIG_BYTES:
-            raise ValueError(f"{path}: {what} is larger than {_MAX_CONFIG_BYTES} bytes")
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: cannot read {what} ({err})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
-    return data
 
 
 def _is_count(value) -> bool:
@@ -135,7 +120,7 @@ def check_segmenter_folder(path: str | os.PathLike) -> None:
     config_path = os.path.join(path, "config.json")
     if not os.path.isfile(config_path):
         raise ValueError(f"{path} has no config.json: not a transformers model folder")
-    config = _read_json_object(config_path, "the model config")
+    config = read_json_object(config_path, "the model config")
     model_type = config.get("model_type")
     if model_type not in MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES:
         raise ValueError(f"{config_path}: model_type {model_type!r} is not a semantic-segmentation model "
@@ -154,7 +139,7 @@ def check_segmenter_folder(path: str | os.PathLike) -> None:
         raise ValueError(f"{config_path}: num_labels {labels} disagrees with id2label's {len(id2label)} labels")
     processor_path = os.path.join(path, "preprocessor_config.json")
     if os.path.isfile(processor_path):
-        processor = _read_json_object(processor_path, "the preprocessor config")
+        processor = read_json_object(processor_path, "the preprocessor config")
         _check_sizes({k: processor.get(k) for k in ("size", "crop_size")}, processor_path)
 
 

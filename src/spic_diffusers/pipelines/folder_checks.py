@@ -8,36 +8,19 @@ only and raises :class:`ModelFolderError` (a ``ValueError``) naming the file and
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any
 
+from ..config_files import MAX_CONFIG_BYTES as MAX_CONFIG_BYTES
+from ..config_files import ModelFolderError as ModelFolderError
+from ..config_files import read_json_object as read_json_object
+
 START_NOISE_MODES = ("none", "forward")
 MAX_TRAIN_TIMESTEPS = 100_000
-MAX_CONFIG_BYTES = 1 << 20
 MAX_GUIDANCE_SCALE = 100.0
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 _UNET_CLASSES = ("SPICUNet2DModel",)
-
-
-class ModelFolderError(ValueError):
-    """A pipeline folder's JSON says something no SPIC pipeline can be built from."""
-
-
-def read_json_object(path: str | os.PathLike, what: str) -> dict[str, Any]:
-    """A small JSON object from ``path``; anything else is a :class:`ModelFolderError` naming the file."""
-    path = os.fspath(path)
-    try:
-        if os.path.getsize(path) > MAX_CONFIG_BYTES:
-            raise ModelFolderError(f"{path}: {what} is larger than {MAX_CONFIG_BYTES} bytes")
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ModelFolderError(f"{path}: cannot read {what} ({err})") from None
-    if not isinstance(data, dict):
-        raise ModelFolderError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
-    return data
 
 
 def _is_int(value: Any) -> bool:
