@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .image_processing import InputFileError, open_image_file, read_segmentation_file
+from .image_processing import InputFileError, open_image_file, read_segmentation_file, upsample_bicubic
 from .metrics import boundary_mask, masked_psnr, region_colour_errors  # noqa: F401  (the demo's measures)
 
 # The SPIC pipelines shipped in the package, by name: "default" is trained on real CamVid photographs.
@@ -229,13 +229,6 @@ def encode_with_fallback(
     return stream, codec.name
 
 
-def upsample(coarse: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bicubic upsampling of the decoded coarse image: the receiver's output without a diffusion model."""
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC))
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Pictures
 # ----------------------------------------------------------------------------------------------------------
@@ -406,7 +399,7 @@ def run_demo(
     )
 
     parts = decode_parts(stream)
-    coarse_up = upsample(parts.coarse_image, height, width)
+    coarse_up = upsample_bicubic(parts.coarse_image, height, width)
     # Unset values come from the pipeline's saved defaults (a distilled student's schedule), else the paper's.
     guidance_scale, num_inference_steps, timesteps = pipeline.resolve_sampling_defaults(
         guidance_scale, num_inference_steps, None
@@ -539,7 +532,7 @@ def evaluate_held_out(
         recon = np.asarray(decode(stream, pipeline, num_inference_steps=num_inference_steps,
                                   max_timestep=max_timestep, guidance_scale=guidance_scale, timesteps=timesteps,
                                   generator=generator).convert("RGB"))
-        coarse_up = upsample(parts.coarse_image, height, width)
+        coarse_up = upsample_bicubic(parts.coarse_image, height, width)
         per_scene.append({
             "bpp": bpp_breakdown(stream)["bpp"]["total"],
             "spic": measure(scene.image, recon, scene.semantic_map),

@@ -23,6 +23,12 @@ def _as_hw(size: SizeLike) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
+def upsample_bicubic(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bicubic upsampling of a decoded coarse image: what a receiver without a diffusion model shows."""
+    return np.asarray(PIL.Image.fromarray(np.asarray(image, dtype=np.uint8)).resize((width, height),
+                                                                                    PIL.Image.BICUBIC))
+
+
 def resize_image(image: np.ndarray | PIL.Image.Image, size: SizeLike) -> np.ndarray:
     """Resize an RGB image to (H, W): halve with a box filter while >= 2x the target, then bicubic.
 

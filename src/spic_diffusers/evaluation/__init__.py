@@ -18,7 +18,8 @@ segmenter), :mod:`.baselines` (rate matching), :mod:`.records` (output folder, r
 
 from ..pipelines.schedulers import SCHEDULER_CLASSES
 from .aggregate import config_dict
-from .baselines import available_codecs, match_rate, quality_candidates, upsample_bicubic
+from ..image_processing import upsample_bicubic
+from .baselines import available_codecs, match_rate, quality_candidates
 from .cli import build_parser, config_from_args, main
 from .inputs import example_arrays, load_eval_dataset, load_segmenter
 from .records import RESULTS_MARKER, RecordStore, prepare_output_dir

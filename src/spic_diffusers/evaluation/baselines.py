@@ -6,7 +6,6 @@ import math
 from typing import Any, Iterable
 
 import numpy as np
-from PIL import Image
 
 from .. import codec
 from ..codec.coarse import COARSE_CODECS
@@ -69,6 +68,3 @@ def match_rate(codec_name: str, image: np.ndarray, target_bytes: int) -> dict[st
     return {"quality": candidates[best], "bytes": len(data), "decoded": np.asarray(decoded, np.uint8),
             "above_target": above, "encodes": len(streams)}
 
-
-def upsample_bicubic(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BICUBIC), dtype=np.uint8)

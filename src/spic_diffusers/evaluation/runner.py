@@ -21,7 +21,8 @@ from PIL import Image
 
 from .. import codec, metrics
 from . import aggregate, report
-from .baselines import available_codecs, match_rate, upsample_bicubic
+from ..image_processing import upsample_bicubic
+from .baselines import available_codecs, match_rate
 from .distributed import Shard
 from .inputs import check_rates, example_arrays, image_ids, load_eval_dataset, load_pipeline, load_segmenter
 from .records import RecordStore, check_output_dir, prepare_output_dir, safe_name
