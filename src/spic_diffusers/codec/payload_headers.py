@@ -179,6 +179,15 @@ def hevc_sequence(sps: bytes, label: str) -> HEVCSequence:
     return HEVCSequence(chroma, coded_height, coded_width, height, width, depth_luma, depth_chroma)
 
 
+def check_hevc_bit_depth(seq: HEVCSequence, label: str) -> None:
+    """Our streams are 8-bit; a deeper one doubles what the decoder allocates per sample."""
+    if (seq.bit_depth_luma, seq.bit_depth_chroma) != (HEVC_BIT_DEPTH, HEVC_BIT_DEPTH):
+        raise BitstreamError(
+            f"{label} payload codes {seq.bit_depth_luma}/{seq.bit_depth_chroma}-bit samples, expected"
+            f" {HEVC_BIT_DEPTH}-bit"
+        )
+
+
 def check_hevc_sequence(seq: HEVCSequence, label: str) -> None:
     """What the decoder allocates must be close to what it outputs: coded size, then bit depth.
 
@@ -190,11 +199,7 @@ def check_hevc_sequence(seq: HEVCSequence, label: str) -> None:
             f"{label} payload codes a {seq.coded_height}x{seq.coded_width} picture for a {seq.height}x{seq.width}"
             f" output (at most {margin} samples of alignment per side)"
         )
-    if (seq.bit_depth_luma, seq.bit_depth_chroma) != (HEVC_BIT_DEPTH, HEVC_BIT_DEPTH):
-        raise BitstreamError(
-            f"{label} payload codes {seq.bit_depth_luma}/{seq.bit_depth_chroma}-bit samples, expected"
-            f" {HEVC_BIT_DEPTH}-bit"
-        )
+    check_hevc_bit_depth(seq, label)
 
 
 def hevc_size(data: bytes, label: str) -> tuple[int, int]:
@@ -429,11 +434,7 @@ def check_heif_properties(data: bytes, label: str, height: int, width: int) -> N
                         f"{label} payload codes a {seq.coded_height}x{seq.coded_width} picture for a"
                         f" {height}x{width} image"
                     )
-                if (seq.bit_depth_luma, seq.bit_depth_chroma) != (HEVC_BIT_DEPTH, HEVC_BIT_DEPTH):
-                    raise BitstreamError(
-                        f"{label} payload codes {seq.bit_depth_luma}/{seq.bit_depth_chroma}-bit samples,"
-                        f" expected {HEVC_BIT_DEPTH}-bit"
-                    )
+                check_hevc_bit_depth(seq, label)
 
 
 def check_jpeg_markers(data: bytes, label: str) -> None:

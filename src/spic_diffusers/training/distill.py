@@ -43,8 +43,8 @@ import torch.nn.functional as F
 
 from ..models.unet_spic import SPICUNet2DModel
 from .arguments import TrainingInputError, _resolution, check_mixed_precision
-from .trainer import NonFiniteLossError, TrainingProgress, augment_batch, check_output_dir, list_checkpoints, \
-    prepare_data, resume_checkpoint, save_checkpoint, step_generator
+from .trainer import TrainingProgress, augment_batch, check_output_dir, prepare_data, resume_checkpoint, \
+    save_checkpoint, step_generator, stop_unless_finite
 
 logger = logging.getLogger("spic_diffusers.training.distill")
 
@@ -388,19 +388,9 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
             grad_norm = None
             if args.max_grad_norm:
                 grad_norm = accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
-            finite = bool(torch.isfinite(loss.detach()).all())
-            if grad_norm is not None:
-                finite = finite and bool(torch.isfinite(torch.as_tensor(grad_norm)).all())
-            # Every process must stop together: a single rank raising would leave the others waiting.
-            bad = accelerator.reduce(torch.tensor([0.0 if finite else 1.0], device=accelerator.device), "sum")
-            if bad.item() > 0:
-                kept = list_checkpoints(args.output_dir)
-                raise NonFiniteLossError(
-                    f"the distillation loss became NaN or infinite at step {global_step + 1}; training stopped "
-                    "without saving " + (f"(the last good checkpoint is {kept[-1][1]})" if kept
-                                         else "(no checkpoint was saved yet)")
-                    + "; lower --learning_rate, set --max_grad_norm, or check the teacher cache"
-                )
+            stop_unless_finite(accelerator, bool(torch.isfinite(loss.detach()).all()), grad_norm, global_step + 1,
+                               args.output_dir, "the distillation loss",
+                               "lower --learning_rate, set --max_grad_norm, or check the teacher cache")
             optimizer.step()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)

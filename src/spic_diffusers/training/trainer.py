@@ -40,6 +40,25 @@ class NonFiniteLossError(TrainingInputError):
     """The loss or the gradients became NaN or infinite: training stops, keeping the last good checkpoint."""
 
 
+def stop_unless_finite(accelerator, finite: bool, grad_norm, step: int, output_dir: str, what: str,
+                       advice: str) -> None:
+    """Stop every process together when `what` (or the clipped gradient norm) is NaN or infinite at `step`.
+
+    A single rank raising would leave the others waiting, so the verdict is summed over processes first; the
+    error names the last good checkpoint, and nothing is saved.
+    """
+    if grad_norm is not None:
+        finite = finite and bool(torch.isfinite(torch.as_tensor(grad_norm)).all())
+    bad = accelerator.reduce(torch.tensor([0.0 if finite else 1.0], device=accelerator.device), "sum")
+    if bad.item() > 0:
+        kept = list_checkpoints(output_dir)
+        raise NonFiniteLossError(
+            f"{what} became NaN or infinite at step {step}; training stopped without saving "
+            + (f"(the last good checkpoint is {kept[-1][1]})" if kept else "(no checkpoint was saved yet)")
+            + f"; {advice}"
+        )
+
+
 # --------------------------------------------------------------------------- model
 
 
@@ -642,18 +661,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             grad_norm = None
             if args.max_grad_norm:
                 grad_norm = accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
-            finite = all(np.isfinite(v) for v in sums.values())
-            if grad_norm is not None:
-                finite = finite and bool(torch.isfinite(torch.as_tensor(grad_norm)).all())
-            # Every process must stop together: a single rank raising would leave the others waiting.
-            bad = accelerator.reduce(torch.tensor([0.0 if finite else 1.0], device=accelerator.device), "sum")
-            if bad.item() > 0:
-                kept = list_checkpoints(args.output_dir)
-                raise NonFiniteLossError(
-                    f"the loss became NaN or infinite at step {global_step + 1}; training stopped without saving "
-                    + (f"(the last good checkpoint is {kept[-1][1]})" if kept else "(no checkpoint was saved yet)")
-                    + "; lower --learning_rate or set --max_grad_norm"
-                )
+            stop_unless_finite(accelerator, all(np.isfinite(v) for v in sums.values()), grad_norm,
+                               global_step + 1, args.output_dir, "the loss",
+                               "lower --learning_rate or set --max_grad_norm")
             optimizer.step()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
