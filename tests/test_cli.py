@@ -103,6 +103,18 @@ def test_encode_without_a_map_transmits_the_shipped_segmenters_map(tmp_path, cap
     np.testing.assert_array_equal(decode_parts(out.read_bytes()).semantic_map, predicted)
 
 
+def test_encode_refuses_a_strip_the_segmenter_would_enlarge(tmp_path, capsys):
+    """An aspect-keeping processor would blow a 200x2400 strip up to 360x4320: refused before the model runs."""
+    from PIL import Image
+
+    Image.fromarray(np.zeros((200, 2400, 3), np.uint8)).save(tmp_path / "strip.png")
+    out = tmp_path / "strip.spic"
+    assert main(["encode", str(tmp_path / "strip.png"), "-o", str(out), "--coarse_codec", "jpeg"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "more than 8 times the other" in err[-1] and "Traceback" not in "\n".join(err)
+    assert not out.exists()
+
+
 def test_damaged_stream_info_is_a_clear_error(inputs, capsys):
     tmp, _ = inputs
     out = tmp / "x.spic"

@@ -84,6 +84,9 @@ MAX_SEGMENTER_LABELS = 1000
 # The processor resizes every photograph to its configured size before the model sees it.
 MAX_SEGMENTER_SIDE = 4096
 MAX_SEGMENTER_PIXELS = 4096 * 2048
+# An aspect-keeping processor scales by the factor nearer 1 of its two sides: a 200x60000 strip would be enlarged
+# to 360x108000 before the model sees it. Photographs are far squarer than this.
+MAX_SEGMENTER_ASPECT = 8.0
 
 
 def _is_count(value) -> bool:
@@ -235,6 +238,9 @@ class Segmenter:
         import torch
 
         height, width = image.shape[:2]
+        if max(height, width) > MAX_SEGMENTER_ASPECT * max(1, min(height, width)):
+            raise ValueError(f"the segmenter reads photographs: one side of a {height}x{width} image is more than "
+                             f"{MAX_SEGMENTER_ASPECT:g} times the other; pass its label map instead")
         inputs = self.processor(images=Image.fromarray(image), return_tensors="pt")
         parameter = next(self.model.parameters())
         inputs = {k: v.to(device=parameter.device) for k, v in inputs.items()}
