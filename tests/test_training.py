@@ -284,6 +284,59 @@ def test_on_the_fly_coarse_uses_the_codec(dataset_dir):
         ExampleProcessor(SPICTransform((32, 64)), coarse_from_column=False, coarse_codec="flif")
 
 
+def test_a_spread_of_coarse_qualities_gives_each_sample_one_of_them(dataset_dir):
+    import datasets
+
+    from spic_diffusers.codec import make_coarse
+    from spic_diffusers.data.transforms import SPICTransform, collate_examples, resize_image
+    from spic_diffusers.training.dataset import ExampleProcessor
+    from spic_diffusers.training.trainer import augment_batch, step_generator
+
+    rows = datasets.load_from_disk(dataset_dir)["train"]
+    processor = ExampleProcessor(SPICTransform((32, 64)), coarse_from_column=False, coarse_codec="jpeg",
+                                 coarse_qualities=[5, 90])
+    assert processor.coarse_qualities == [5, 90]
+    examples = [processor(rows[i]) for i in range(4)]
+    for i, example in enumerate(examples):
+        variants = example["low_res_variants"]
+        assert variants.shape == (2, 3, 8, 16)
+        for quality, variant in zip((5, 90), variants):
+            expected = make_coarse(resize_image(rows[i]["image"], (32, 64)), 4, "jpeg", quality)
+            got = ((variant.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+            np.testing.assert_array_equal(got, expected)
+        assert not torch.equal(variants[0], variants[1])
+    assert processor(rows[0])["low_res_variants"].equal(examples[0]["low_res_variants"])  # the cached copy
+
+    batch = collate_examples([{k: v for k, v in e.items() if k != "id"} for e in examples])
+    picked = set()
+    for step in range(8):
+        out = augment_batch(batch, step_generator(0, step, 0), random_flip=False, cfg_drop_rate=0.0)
+        again = augment_batch(batch, step_generator(0, step, 0), random_flip=False, cfg_drop_rate=0.0)
+        assert "low_res_variants" not in out and torch.equal(out["low_res_image"], again["low_res_image"])
+        for i in range(4):
+            match = [q for q in range(2) if torch.equal(out["low_res_image"][i], batch["low_res_variants"][i, q])]
+            assert len(match) == 1
+            picked.add(match[0])
+    assert picked == {0, 1}  # both qualities are drawn
+
+
+def test_a_quality_spread_and_channels_last_train_end_to_end(dataset_dir, tmp_path, capsys):
+    from spic_diffusers import SPICPipeline
+
+    out = tmp_path / "run"
+    summary = main(_args(dataset_dir, out, "--coarse_codec", "jpeg", "--coarse_qualities", "10,60",
+                         "--channels_last", "--max_train_steps", "2", "--train_batch_size", "2"))
+    assert summary["global_step"] == 2
+    pipe = SPICPipeline.from_pretrained(str(out))
+    assert all(p.is_contiguous() for p in pipe.unet.parameters())  # saved weights keep the usual layout
+    with pytest.raises(SystemExit):
+        parse_args(_args(dataset_dir, tmp_path / "bad", "--coarse_qualities", "10,x"))
+    assert "comma-separated numbers" in capsys.readouterr().err
+    for extra, message in ((("--coarse_source", "column"), "on the fly"), (("--coarse_codec", "none"), "needs a codec")):
+        with pytest.raises(TrainingInputError, match=message):
+            main(_args(dataset_dir, tmp_path / "bad", "--coarse_qualities", "10,60", *extra, "--max_train_steps", "1"))
+
+
 def test_augmentation_flips_together_and_drops_maps():
     from spic_diffusers.training.trainer import augment_batch, step_generator
 

@@ -8,15 +8,17 @@ through a `spic_diffusers.codec` coarse codec), exactly as the receiver would se
 from __future__ import annotations
 
 import glob
+import hashlib
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..data.transforms import SPICTransform, collate_examples, resize_image
+from ..image_processing import image_to_tensor
 from .arguments import TrainingInputError
 
 REQUIRED_COLUMNS = ("image", "semantic_map")
@@ -90,40 +92,79 @@ class ExampleProcessor:
         coarse_from_column: Use the row's `coarse` image; otherwise make it from the resized image.
         coarse_codec: Codec name for on-the-fly coarse images, `"none"` for area down-sampling alone, or None for
             the default (HEVC at QP 35, or the first available fallback, with a logged warning).
+        coarse_qualities: Several qualities of `coarse_codec`: the example then also carries `low_res_variants`,
+            its coarse image coded at each (the trainer draws one per sample with its step generator, so a resumed
+            run draws the same). Coded images are kept in memory (bounded), since the codec is deterministic.
     """
 
+    CACHE_BYTES = 512 * 2**20
+
     def __init__(self, transform: SPICTransform, *, coarse_from_column: bool, coarse_codec: str | None = None,
-                 coarse_quality: float | None = None):
+                 coarse_quality: float | None = None, coarse_qualities: Sequence[float] | None = None):
         self.transform = transform
         self.coarse_from_column = coarse_from_column
         self.coarse_codec = coarse_codec
         self.coarse_quality = coarse_quality
         self._codec = None
+        self._variant_codecs = []
+        self._cache: dict[tuple[bytes, int], np.ndarray] = {}
+        self._cache_bytes = 0
+        if coarse_qualities is not None and (coarse_from_column or coarse_codec == "none"):
+            raise TrainingInputError("--coarse_qualities needs coarse images made on the fly by a codec")
         if not coarse_from_column and coarse_codec != "none":
             from ..codec import CodecUnavailableError, select_coarse_codec
 
             try:  # an unavailable codec fails here, before any training work
                 self._codec = select_coarse_codec(coarse_codec, coarse_quality)
+                if coarse_qualities is not None and len(coarse_qualities) > 1:
+                    self._variant_codecs = [select_coarse_codec(self._codec.name, q) for q in coarse_qualities]
             except (ValueError, CodecUnavailableError) as err:
                 raise TrainingInputError(f"--coarse_codec/--coarse_quality: {err}") from None
             self.coarse_codec, self.coarse_quality = self._codec.name, self._codec.quality
 
-    def make_coarse(self, image: np.ndarray) -> np.ndarray:
+    @property
+    def coarse_qualities(self) -> list[float]:
+        """The qualities the coarse images are drawn from (one unless several were asked for)."""
+        if self._variant_codecs:
+            return [codec.quality for codec in self._variant_codecs]
+        return [] if self.coarse_quality is None else [self.coarse_quality]
+
+    def make_coarse(self, image: np.ndarray, codec=None) -> np.ndarray:
         from ..codec import area_downsample, make_coarse
 
         factor = self.transform.coarse_downsample
         if self.coarse_codec == "none":
             return area_downsample(image, factor)
-        return make_coarse(image, factor, self._codec)
+        return make_coarse(image, factor, codec or self._codec)
+
+    def _coarse_variants(self, image: np.ndarray) -> list[np.ndarray]:
+        key = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest()
+        out = []
+        for index, codec in enumerate(self._variant_codecs):
+            coarse = self._cache.get((key, index))
+            if coarse is None:
+                coarse = np.asarray(self.make_coarse(image, codec), dtype=np.uint8)
+                if self._cache_bytes + coarse.nbytes <= self.CACHE_BYTES:
+                    self._cache[(key, index)] = coarse
+                    self._cache_bytes += coarse.nbytes
+            out.append(coarse)
+        return out
 
     def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
         row = dict(row)
+        variants = None
         if self.coarse_from_column:
             if row.get("coarse") is None:
                 raise ValueError(f"row {row.get('id', '?')} has no coarse image")
+        elif self._variant_codecs:
+            variants = self._coarse_variants(resize_image(row["image"], self.transform.size))
+            row["coarse"] = variants[0]
         else:
             row["coarse"] = self.make_coarse(resize_image(row["image"], self.transform.size))
         example = self.transform.transform_example(row, flip=False)
+        if variants is not None:
+            low_size = tuple(example["low_res_image"].shape[-2:])
+            example["low_res_variants"] = torch.cat([image_to_tensor(resize_image(c, low_size)) for c in variants])
         example.setdefault("id", str(row.get("id", "")))
         example.pop("city", None)
         return example

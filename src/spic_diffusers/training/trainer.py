@@ -173,11 +173,18 @@ def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
 def augment_batch(batch: dict[str, torch.Tensor], generator: torch.Generator, *, random_flip: bool,
                   cfg_drop_rate: float, crop: tuple[int, int] | None = None,
                   coarse_downsample: int = 4) -> dict[str, torch.Tensor]:
-    """Random crops and horizontal flips (image, map, coarse image together) and guidance drops (all-zero map)."""
+    """Random crops and horizontal flips (image, map, coarse image together) and guidance drops (all-zero map).
+
+    A batch with `low_res_variants` (samples x qualities x 3 x h x w) gets one of them per sample as its coarse image.
+    """
     batch = dict(batch)
     size = batch["pixel_values"].shape[0]
     flip = torch.rand(size, generator=generator) < 0.5
     drop = torch.rand(size, generator=generator) < cfg_drop_rate
+    variants = batch.pop("low_res_variants", None)
+    if variants is not None:  # one coarse image per sample among those coded at each of --coarse_qualities
+        pick = torch.randint(0, variants.shape[1], (size,), generator=generator).to(variants.device)
+        batch["low_res_image"] = variants[torch.arange(size, device=variants.device), pick]
     if crop is not None:
         batch = _random_crop(batch, generator, crop, coarse_downsample)
     if random_flip and flip.any():
@@ -487,7 +494,8 @@ def prepare_data(args: argparse.Namespace, accelerator, num_semantic_channels: i
     except ValueError as err:
         raise TrainingInputError(str(err)) from None
     processor = ExampleProcessor(transform, coarse_from_column=use_column, coarse_codec=args.coarse_codec,
-                                 coarse_quality=args.coarse_quality)
+                                 coarse_quality=args.coarse_quality,
+                                 coarse_qualities=getattr(args, "coarse_qualities", None))
     if not use_column:  # the codec actually used (the default may have fallen back), for validation and the card
         args.coarse_codec, args.coarse_quality = processor.coarse_codec, processor.coarse_quality
     checked = validate_rows(rows, processor, args.validate_rows)
@@ -647,6 +655,9 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             batch = {k: (v.to(accelerator.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
             batch = augment_batch(batch, generator, random_flip=args.random_flip, cfg_drop_rate=args.cfg_drop_rate,
                                   crop=args.random_crop, coarse_downsample=args.coarse_downsample)
+            if args.channels_last:  # the inputs' layout is what the convolutions follow; the weights stay as saved
+                batch = {k: (v.contiguous(memory_format=torch.channels_last)
+                             if isinstance(v, torch.Tensor) and v.ndim == 4 else v) for k, v in batch.items()}
             last_micro = micro_in_step == ga - 1
             context = accelerator.no_sync(unet) if not last_micro else contextlib.nullcontext()
             with context:
@@ -748,7 +759,8 @@ def push_pipeline(pipeline, args: argparse.Namespace) -> None:
     recipe = {
         "Data": f"`{args.dataset_name_or_path}` ({args.train_split} split), {args.resolution[0]}x{args.resolution[1]}",
         "Coarse images": f"downsample {args.coarse_downsample}, {args.coarse_codec or DEFAULT_COARSE_CODEC} "
-                         f"({args.coarse_source})",
+                         + (f"at a quality drawn from {', '.join(f'{q:g}' for q in args.coarse_qualities)} "
+                            if getattr(args, "coarse_qualities", None) else "") + f"({args.coarse_source})",
         "Objective": "hybrid loss (noise MSE + variational bound on the learned variance)",
         "Guidance drop": f"{args.cfg_drop_rate:.0%}",
         "Optimiser": f"AdamW, lr {args.learning_rate:g}, batch {args.train_batch_size} per device",
