@@ -332,7 +332,8 @@ def test_a_quality_spread_and_channels_last_train_end_to_end(dataset_dir, tmp_pa
     with pytest.raises(SystemExit):
         parse_args(_args(dataset_dir, tmp_path / "bad", "--coarse_qualities", "10,x"))
     assert "comma-separated numbers" in capsys.readouterr().err
-    for extra, message in ((("--coarse_source", "column"), "on the fly"), (("--coarse_codec", "none"), "needs a codec")):
+    refusals = ((("--coarse_source", "column"), "on the fly"), (("--coarse_codec", "none"), "needs a codec"))
+    for extra, message in refusals:
         with pytest.raises(TrainingInputError, match=message):
             main(_args(dataset_dir, tmp_path / "bad", "--coarse_qualities", "10,60", *extra, "--max_train_steps", "1"))
 
