@@ -332,3 +332,54 @@ def test_non_finite_distillation_loss_stops_without_saving_a_student(teacher_dir
     with pytest.raises(NonFiniteLossError, match="step 2"):
         _distill(teacher_dir, dataset_dir, tmp_path / "run", "--max_train_steps", "4", "--learning_rate", "1e30")
     assert not (tmp_path / "run" / "model_index.json").exists(), "a diverged run must not save a student"
+
+
+def test_teacher_crops_and_a_quality_spread_are_fixed_per_frame(teacher_dir, dataset_dir, tmp_path):
+    """Native-resolution distillation: the teacher sees one crop of each frame, coded at one of several qualities,
+    the same every epoch (so the cache file's trajectories stay those of that crop and coarse image)."""
+    import datasets
+
+    from spic_diffusers.data.transforms import SPICTransform, collate_examples
+    from spic_diffusers.training.dataset import ExampleProcessor
+
+    rows = datasets.load_from_disk(dataset_dir)["train"]
+    processor = ExampleProcessor(SPICTransform((32, 64)), coarse_from_column=False, coarse_codec="jpeg",
+                                 coarse_qualities=[5, 90])
+    batch = collate_examples([processor(rows[i]) for i in range(4)])
+    first = distill.per_frame_choices(batch, 0, (16, 32), 4)
+    again = distill.per_frame_choices(batch, 0, (16, 32), 4)
+    assert first["segmentation_map"].shape[-2:] == (16, 32) and first["low_res_image"].shape[-2:] == (4, 8)
+    assert "low_res_variants" not in first
+    for key in ("segmentation_map", "low_res_image", "pixel_values"):
+        assert torch.equal(first[key], again[key])
+    # Each frame's coarse crop is the crop of one of its coded images, at the map crop's place on the coarse grid.
+    for i in range(4):
+        found = False
+        for q in range(2):
+            full = batch["low_res_variants"][i, q]
+            for top in range(0, 5):
+                for left in range(0, 9):
+                    if torch.equal(full[:, top:top + 4, left:left + 8], first["low_res_image"][i]):
+                        maps = batch["segmentation_map"][i, :, top * 4:top * 4 + 16, left * 4:left * 4 + 32]
+                        found = found or torch.equal(maps, first["segmentation_map"][i])
+        assert found, i
+    other_seed = distill.per_frame_choices(batch, 1, (16, 32), 4)
+    assert not all(torch.equal(first["low_res_image"][i], other_seed["low_res_image"][i]) for i in range(4))
+
+    cache = tmp_path / "teacher.safetensors"
+    options = ("--coarse_codec", "jpeg", "--coarse_qualities", "5,90", "--teacher_crop", "16,32", "--random_crop",
+               "8,16", "--channels_last", "--teacher_cache", str(cache))
+    run = _distill(teacher_dir, dataset_dir, tmp_path / "native", "--max_train_steps", "2", *options)
+    assert run["teacher_examples_computed"] == 4
+    from safetensors import safe_open
+
+    with safe_open(str(cache), framework="pt") as f:
+        assert all(list(f.get_tensor(name).shape[-2:]) == [16, 32] for name in f.keys())
+    student = SPICPipeline.from_pretrained(tmp_path / "native")
+    assert student.config.default_unet_dtype == "bf16"
+    assert _distill(teacher_dir, dataset_dir, tmp_path / "native-again", "--max_train_steps", "1",
+                    *options)["teacher_examples_computed"] == 0
+    with pytest.raises(distill.TrainingInputError, match="larger than --teacher_crop"):
+        _distill(teacher_dir, dataset_dir, tmp_path / "bad", "--teacher_crop", "16,32", "--random_crop", "16,64")
+    with pytest.raises(distill.TrainingInputError, match="larger than the frames"):
+        _distill(teacher_dir, dataset_dir, tmp_path / "bad2", "--teacher_crop", "64,64", "--random_crop", "8,16")

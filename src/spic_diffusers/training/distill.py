@@ -35,14 +35,16 @@ import logging
 import os
 import shutil
 import time
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..models.unet_spic import SPICUNet2DModel
-from .arguments import TrainingInputError, _resolution, check_mixed_precision
+from .arguments import TrainingInputError, _float_list, _resolution, check_mixed_precision
 from .trainer import TrainingProgress, augment_batch, check_output_dir, prepare_data, resume_checkpoint, \
     save_checkpoint, step_generator, stop_unless_finite
 
@@ -88,8 +90,8 @@ def student_timesteps(teacher_ts: Sequence[int], num_steps: int) -> list[int]:
 
 @torch.no_grad()
 def teacher_states(pipe, segmentation_map, low_res_image, teacher_ts: Sequence[int], stops: Sequence[int],
-                   guidance_scale: float = 1.5, unet_dtype=None, noise: torch.Tensor | None = None
-                   ) -> list[torch.Tensor]:
+                   guidance_scale: float = 1.5, unet_dtype=None, noise: torch.Tensor | None = None,
+                   channels_last: bool = False) -> list[torch.Tensor]:
     """Run the guided DDIM teacher from the upsampled coarse image (noised to the first timestep with `noise`, as
     the pipeline's `start_noise="forward"`, when given); return its states at the timesteps `stops` (each one of
     `teacher_ts`) and, last, its final output (timestep -1)."""
@@ -105,11 +107,39 @@ def teacher_states(pipe, segmentation_map, low_res_image, teacher_ts: Sequence[i
         if t in wanted:
             states.append(sample)
         out = pipe.guided_model_output(sample, t, segmentation_map, low_res_image, guidance_scale,
-                                       guidance_batching="auto", unet_dtype=unet_dtype)
+                                       guidance_batching="auto", unet_dtype=unet_dtype, channels_last=channels_last)
         prev_t = int(teacher_ts[i + 1]) if i + 1 < len(teacher_ts) else -1
         sample = pipe._ddim_step(out[:, :channels], int(t), prev_t, sample, 0.0, None)
     states.append(sample)
     return states
+
+
+def per_frame_choices(batch: dict, seed: int, teacher_crop: Sequence[int] | None, down: int) -> dict:
+    """Fix, per frame (by its id), what the cached teacher states depend on: which of the coded coarse images it
+    uses (`low_res_variants`, from --coarse_qualities) and where the teacher's crop lies (on the coarse grid)."""
+    ids = [str(i) for i in batch.get("id", [])]
+    if not ids:
+        ids = [str(i) for i in range(batch["segmentation_map"].shape[0])]
+    draws = [np.random.default_rng([seed, zlib.crc32(i.encode())]) for i in ids]
+    batch = dict(batch)
+    variants = batch.pop("low_res_variants", None)
+    if variants is not None:
+        pick = torch.tensor([int(d.integers(variants.shape[1])) for d in draws], device=variants.device)
+        batch["low_res_image"] = variants[torch.arange(len(ids), device=variants.device), pick]
+    if teacher_crop is not None:
+        height, width = batch["segmentation_map"].shape[-2:]
+        crop_h, crop_w = teacher_crop
+        tops = [int(d.integers((height - crop_h) // down + 1)) * down for d in draws]
+        lefts = [int(d.integers((width - crop_w) // down + 1)) * down for d in draws]
+        for key in ("segmentation_map", "low_res_image", "pixel_values", "labels"):
+            if key not in batch:
+                continue
+            scale = down if key == "low_res_image" else 1
+            batch[key] = torch.stack([
+                batch[key][i, ..., top // scale:(top + crop_h) // scale, left // scale:(left + crop_w) // scale]
+                for i, (top, left) in enumerate(zip(tops, lefts))
+            ])
+    return batch
 
 
 def distillation_loss(student, scheduler, states: Sequence[torch.Tensor], student_ts: Sequence[int],
@@ -148,16 +178,17 @@ def distillation_loss(student, scheduler, states: Sequence[torch.Tensor], studen
 
 
 def student_pipeline(unet: SPICUNet2DModel, teacher_scheduler_config, student_ts: Sequence[int],
-                     start_noise: str = "none"):
-    """The student as a plain `SPICPipeline`: DDIM scheduler; its timesteps, guidance 1.0 and the teacher's start
-    as the defaults."""
+                     start_noise: str = "none", unet_dtype: str | None = None):
+    """The student as a plain `SPICPipeline`: DDIM scheduler; its timesteps, guidance 1.0, the teacher's start and
+    `unet_dtype` (where the device runs it natively) as the defaults."""
     from diffusers import DDIMScheduler
 
     from ..pipelines.pipeline_spic import SPICPipeline
 
     return SPICPipeline(unet=unet, scheduler=DDIMScheduler.from_config(teacher_scheduler_config),
                         default_timesteps=list(student_ts), default_guidance_scale=1.0,
-                        default_start_noise=None if start_noise == "none" else start_noise)
+                        default_start_noise=None if start_noise == "none" else start_noise,
+                        default_unet_dtype=unet_dtype)
 
 
 # ---------------------------------------------------------------------------------------------- arguments
@@ -186,6 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coarse_source", default="auto", choices=("auto", "column", "on_the_fly"))
     p.add_argument("--coarse_codec", default="hevc", help="Codec for on-the-fly coarse images ('none': area).")
     p.add_argument("--coarse_quality", type=float, default=35.0)
+    p.add_argument("--coarse_qualities", type=_float_list, default=None,
+                   help="Several qualities of --coarse_codec, e.g. 30,35,40,45: each training frame's coarse image is "
+                        "coded at one of them, fixed per frame (so cached teacher states stay valid).")
+    p.add_argument("--teacher_crop", type=_resolution, default=None,
+                   help="Run the teacher on a HEIGHT,WIDTH crop of each frame, fixed per frame (on the coarse grid), "
+                        "instead of the whole frame: native-resolution frames then cost a fraction of the teacher "
+                        "time. --random_crop then crops within it.")
+    p.add_argument("--channels_last", action="store_true",
+                   help="Channels-last inputs for the teacher and the student (faster convolutions on CPUs).")
+    p.add_argument("--default_unet_dtype", default="bf16", choices=("bf16", "fp16", "none"),
+                   help="The student pipeline's saved `default_unet_dtype` (applied only where the device runs it "
+                        "natively): a single-pass student is meant to be fast.")
     p.add_argument("--validate_rows", type=int, default=16, help="Rows checked before training.")
     p.add_argument("--num_student_steps", type=int, default=4, help="K: the student's steps (4, 2 or 1).")
     p.add_argument("--teacher_num_inference_steps", type=int, default=100, help="The teacher's spacing (paper: 100).")
@@ -244,6 +287,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         raise TrainingInputError(f"--learning_rate must be > 0, got {args.learning_rate}")
     if args.push_to_hub and not args.hub_model_id:
         raise TrainingInputError("--push_to_hub needs --hub_model_id")
+    if args.coarse_qualities is not None:
+        if args.coarse_source == "column" or args.coarse_codec == "none":
+            raise TrainingInputError("--coarse_qualities codes coarse images on the fly with a codec")
+        args.coarse_quality = args.coarse_qualities[0]
+    for name in ("teacher_crop", "random_crop"):
+        crop = getattr(args, name)
+        if crop is not None and (crop[0] % args.coarse_downsample or crop[1] % args.coarse_downsample):
+            raise TrainingInputError(f"--{name} {crop[0]}x{crop[1]} must be divisible by --coarse_downsample "
+                                     f"{args.coarse_downsample}")
+    if args.teacher_crop is not None and args.random_crop is not None and (
+            args.random_crop[0] > args.teacher_crop[0] or args.random_crop[1] > args.teacher_crop[1]):
+        raise TrainingInputError(f"--random_crop {args.random_crop} is larger than --teacher_crop {args.teacher_crop}")
     # What trainer.prepare_data reads besides the options above.
     args.streaming, args.validation_steps, args.num_validation_images = False, 0, 0
     args.validation_split = None
@@ -281,6 +336,9 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
     if args.resolution is None:
         size = config.sample_size
         args.resolution = (size, size) if isinstance(size, int) else tuple(size)
+    if args.teacher_crop is not None and (args.teacher_crop[0] > args.resolution[0]
+                                          or args.teacher_crop[1] > args.resolution[1]):
+        raise TrainingInputError(f"--teacher_crop {args.teacher_crop} is larger than the frames {args.resolution}")
     teacher_ts = teacher_timesteps(teacher, args.teacher_num_inference_steps, args.max_timestep)
     student_ts = student_timesteps(teacher_ts, args.num_student_steps)
     teacher_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None, None: None}[args.teacher_dtype]
@@ -337,7 +395,7 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
                 settings[key] = os.path.abspath(settings[key])
         keep = teacher_ts if args.teacher_cache else student_ts
         check_cache_memory(sampler.share * (2 if args.random_flip else 1), len(keep) + 1, config.in_channels,
-                           args.resolution)
+                           args.teacher_crop or args.resolution)
         cache = TeacherCache(keep, args.teacher_cache, settings, channels=config.in_channels)
         if cache.entries:
             logger.info("teacher cache %s: %d examples", args.teacher_cache, len(cache.entries))
@@ -356,6 +414,7 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
             flips = (torch.rand(args.train_batch_size, generator=step_generator(args.seed + 1, global_step, rank))
                      < 0.5) if args.random_flip else torch.zeros(args.train_batch_size, dtype=torch.bool)
             batch = {k: (v.to(accelerator.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+            batch = per_frame_choices(batch, args.seed, args.teacher_crop, args.coarse_downsample)
             for key in ("segmentation_map", "low_res_image"):
                 mask = flips.to(batch[key].device).view(-1, 1, 1, 1)
                 batch[key] = torch.where(mask, batch[key].flip(-1), batch[key])
@@ -365,7 +424,7 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
                 shape = (batch["segmentation_map"].shape[0], config.in_channels, *batch["segmentation_map"].shape[-2:])
                 noise = torch.randn(shape, generator=step_generator(args.seed + 2, global_step, rank))
             inputs = (batch["segmentation_map"], batch["low_res_image"], teacher_ts, student_ts, args.guidance_scale,
-                      teacher_dtype, noise)
+                      teacher_dtype, noise, args.channels_last)
             if cache is None:
                 states = teacher_states(teacher, *inputs)
             else:
@@ -378,6 +437,9 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
                                   coarse_downsample=args.coarse_downsample)
             states = list(batch["pixel_values"].split(states[0].shape[1], dim=1))
             segmap, low_res = batch["segmentation_map"], batch["low_res_image"]
+            if args.channels_last:
+                states = [x.contiguous(memory_format=torch.channels_last) for x in states]
+                segmap, low_res = (x.contiguous(memory_format=torch.channels_last) for x in (segmap, low_res))
             segments = None
             if args.segments == "random":
                 segments = torch.randint(0, len(student_ts), (segmap.shape[0],), generator=generator)
@@ -432,7 +494,8 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
         if ema is not None:
             ema.copy_to(model.parameters())
         model.eval()
-        pipeline = student_pipeline(model, teacher.scheduler.config, student_ts, args.start_noise)
+        pipeline = student_pipeline(model, teacher.scheduler.config, student_ts, args.start_noise,
+                                    None if args.default_unet_dtype == "none" else args.default_unet_dtype)
         pipeline.save_pretrained(args.output_dir)
         with open(os.path.join(args.output_dir, SUMMARY_FILE), "w") as f:
             json.dump(summary, f, indent=2)
@@ -474,7 +537,8 @@ def check_cache_memory(examples: int, states: int, channels: int, resolution: Se
 
 CACHE_SETTINGS = ("teacher", "dataset_name_or_path", "train_split", "resolution", "guidance_scale",
                   "teacher_num_inference_steps", "max_timestep", "start_noise", "teacher_dtype", "seed",
-                  "coarse_source", "coarse_codec", "coarse_quality", "coarse_downsample")
+                  "coarse_source", "coarse_codec", "coarse_quality", "coarse_downsample", "coarse_qualities",
+                  "teacher_crop")
 
 
 # What a teacher's cached states can be: its output dtypes, and values of images in [-1, 1] plus at most a few
@@ -517,7 +581,7 @@ class TeacherCache:
                         f"--teacher_cache {self.path!r} holds another teacher's trajectories (settings differ: "
                         + ", ".join(f"{k}={saved.get(k)!r} there, {self.settings.get(k)!r} here" for k in differ)
                         + "); pass another file")
-                size = list(self.settings.get("resolution") or [])
+                size = list(self.settings.get("teacher_crop") or self.settings.get("resolution") or [])
                 for name in f.keys():
                     row_id, _, flip = name.rpartition("|")
                     states = f.get_tensor(name)
@@ -567,17 +631,17 @@ class TeacherCache:
         self._dirty = False
 
     def states(self, ids, flips, teacher, segmap, low_res, teacher_ts, student_ts, guidance_scale, unet_dtype,
-               noise=None) -> list[torch.Tensor]:
+               noise=None, channels_last: bool = False) -> list[torch.Tensor]:
         """The teacher's states at `student_ts` and its final output for a batch, computing only missing rows."""
         if not ids or not all(str(i) for i in ids):
             return teacher_states(teacher, segmap, low_res, teacher_ts, student_ts, guidance_scale, unet_dtype,
-                                  noise)
+                                  noise, channels_last)
         keys = [(str(i), bool(f)) for i, f in zip(ids, flips.tolist())]
         missing = [j for j, key in enumerate(keys) if key not in self.entries]
         if missing:
             index = torch.tensor(missing, device=segmap.device)
             fresh = teacher_states(teacher, segmap[index], low_res[index], teacher_ts, self.keep, guidance_scale,
-                                   unet_dtype, None if noise is None else noise[index.cpu()])
+                                   unet_dtype, None if noise is None else noise[index.cpu()], channels_last)
             stacked = torch.stack(fresh, dim=1).cpu()  # [B, len(keep) + 1, C, H, W]
             for n, j in enumerate(missing):
                 self.entries[keys[j]] = stacked[n]
