@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from spic_diffusers import evaluation, metrics
 from spic_diffusers.evaluation import EvaluationError
@@ -284,6 +285,41 @@ def test_every_candidate_is_scored_at_every_rate(assets, tmp_path):
     assert "| mIoU GT |" in table and "| PSNR bnd. |" in table and "| Reg. col. err. |" in table
 
 
+def test_a_students_saved_schedule_and_the_map_only_ablation(assets, tmp_path):
+    """`--scheduler saved` runs the pipeline's own schedule (a distilled student's); `--map_only` decodes each map with
+    a flat coarse image at the map's rate; every decode is timed."""
+    from spic_diffusers import SPICPipeline
+    from spic_diffusers.training.distill import student_pipeline
+
+    teacher = SPICPipeline.from_pretrained(assets / "pipe")
+    student = tmp_path / "student"
+    student_pipeline(teacher.unet, teacher.scheduler.config, [192, 91], "forward").save_pretrained(student)
+    out = tmp_path / "saved"
+    args = _args(assets, out, "--scheduler", "saved", "--map_only", "--no_lpips", "--sweep_qualities", "40")
+    args[args.index("--model") + 1] = str(student)
+    results = evaluation.main(args)
+    spic = [r for r in results["rows"] if r["method"] == evaluation.SPIC]
+    assert {r["setting"].split(", ")[-1] for r in spic} == {"saved schedule"}
+    assert all(r["denoising_steps"] == 2 and r["seconds"] > 0 for r in spic)
+    records = [json.loads(line) for line in (out / "per_image.jsonl").read_text().splitlines()]
+    assert all(r["timesteps"] == [192, 91] for r in records if r["kind"] == "spic")
+    map_only = [r for r in results["rows"] if r["method"] == evaluation.MAP_ONLY]
+    coarse = {r["rate"]["coarse_quality"]: r for r in results["rows"] if r["method"] == evaluation.COARSE_BASELINE}
+    assert len(map_only) == 2 and map_only[0]["bpp"] == map_only[1]["bpp"]  # one decode per image, at every rate
+    for row in map_only:
+        quality = row["rate"]["coarse_quality"]
+        spic_row = next(r for r in spic if r["rate"]["coarse_quality"] == quality)
+        assert row["bpp"] == pytest.approx(spic_row["bpp_map"] + spic_row["bpp_header"])
+        assert row["psnr"] != coarse[quality]["psnr"] and row["seconds"] > 0 and _scored(row)
+    # the map-only image really ignores the coarse image: decoding from flat grey, not the stream's coarse image
+    rate = next(r for r in records if r["kind"] == "rate")
+    flat = np.asarray(Image.open(out / rate["methods"][evaluation.MAP_ONLY]["image"]))
+    with_coarse = np.asarray(Image.open(out / next(r for r in records if r["kind"] == "spic")["image"]))
+    assert not np.array_equal(flat, with_coarse)
+    assert all(r["seconds"] is not None for r in results["rows"] if r["method"] not in (evaluation.ORIGINAL,))
+    assert "| Decode [s] |" in (out / "results.md").read_text()
+
+
 def test_transmitting_the_segmenters_map(assets, tmp_path):
     from spic_diffusers import codec
 
@@ -337,8 +373,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _untimed(value):
+    """A record without its wall-clock timings (the one thing two runs need not share)."""
+    if isinstance(value, dict):
+        return {k: _untimed(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
+
+
 def _records(out: Path) -> dict[str, dict]:
-    return {p.relative_to(out).as_posix(): json.loads(p.read_text()) for p in sorted((out / "records").rglob("*.json"))}
+    return {p.relative_to(out).as_posix(): _untimed(json.loads(p.read_text()))
+            for p in sorted((out / "records").rglob("*.json"))}
+
+
+def _untimed_table(path: Path) -> list[str]:
+    return [line.rsplit("|", 2)[0] if line.startswith("|") else line for line in path.read_text().splitlines()]
 
 
 def test_two_processes_write_what_one_process_writes(assets, tmp_path):
@@ -377,10 +427,13 @@ def test_two_processes_write_what_one_process_writes(assets, tmp_path):
 
     one, two = tmp_path / "one", tmp_path / "two"
     assert _records(one) == _records(two) and len(_records(one)) > 3 * 4
-    assert (one / "per_image.jsonl").read_text() == (two / "per_image.jsonl").read_text()
-    assert (one / "results.md").read_text() == (two / "results.md").read_text()
+    lines = [[_untimed(json.loads(line)) for line in (out / "per_image.jsonl").read_text().splitlines()]
+             for out in (one, two)]
+    assert lines[0] == lines[1]
+    assert _untimed_table(one / "results.md") == _untimed_table(two / "results.md")
     stored = json.loads((two / "results.json").read_text())
-    assert stored["rows"] == json.loads((one / "results.json").read_text())["rows"] and stored["num_images"] == 3
+    assert _untimed(stored["rows"]) == _untimed(json.loads((one / "results.json").read_text())["rows"])
+    assert stored["num_images"] == 3
     if _has_torch_fidelity():  # FID/KID came from features gathered from both ranks
         assert all(r.get("fid") is not None for r in stored["rows"] if r["method"] == evaluation.SPIC)
     assert single["num_images"] == 3

@@ -27,7 +27,9 @@ from .report import markdown_table, plot_rate_curves, plot_sampler_sweep, sample
 from .runner import Evaluator, image_scores, run_evaluation
 from .settings import (
     COARSE_BASELINE,
+    MAP_ONLY,
     ORIGINAL,
+    SAVED_SAMPLER,
     SPIC,
     TRANSMIT_MAPS,
     EvalConfig,
@@ -43,7 +45,9 @@ from .settings import (
 
 __all__ = [
     "COARSE_BASELINE",
+    "MAP_ONLY",
     "ORIGINAL",
+    "SAVED_SAMPLER",
     "RESULTS_MARKER",
     "SCHEDULER_CLASSES",
     "SPIC",

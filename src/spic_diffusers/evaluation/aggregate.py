@@ -78,6 +78,9 @@ def row(method: str, setting_label: str, entries: list[dict], fid_kid: FidKid, e
     out["bpp"] = float(np.mean([e["bpp"] for e in ok]))
     if "denoising_steps" in ok[0]:
         out["denoising_steps"] = float(np.mean([e["denoising_steps"] for e in ok]))
+    timed = [e["seconds"] for e in ok if e.get("seconds") is not None]
+    if timed:
+        out["seconds"] = float(np.mean(timed))  # decode time per image
     for name in MEAN_SCORES:
         values = [e["scores"][name] for e in ok if e["scores"].get(name) is not None]
         finite = [v for v in values if math.isfinite(v)]

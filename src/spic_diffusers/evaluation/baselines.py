@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Iterable
 
 import numpy as np
@@ -44,7 +45,8 @@ def match_rate(codec_name: str, image: np.ndarray, target_bytes: int) -> dict[st
     """Code the whole ``image`` at the quality whose size is the largest not above ``target_bytes``.
 
     Binary search over the codec's quality scale (sizes assumed monotonic in quality). When even the
-    smallest setting is larger than the target, that setting is used and ``above_target`` is set.
+    smallest setting is larger than the target, that setting is used and ``above_target`` is set. ``seconds`` is
+    the decode time of the chosen stream (what a receiver pays).
     """
     candidates = quality_candidates(COARSE_CODECS[codec_name])
     streams: dict[int, bytes] = {}
@@ -64,7 +66,9 @@ def match_rate(codec_name: str, image: np.ndarray, target_bytes: int) -> dict[st
     above = best is None
     best = 0 if above else best
     data = stream(best)
+    start = time.perf_counter()
     decoded = codec.get_coarse_codec(codec_name, candidates[best]).decode(data, image.shape[0], image.shape[1])
+    seconds = time.perf_counter() - start
     return {"quality": candidates[best], "bytes": len(data), "decoded": np.asarray(decoded, np.uint8),
-            "above_target": above, "encodes": len(streams)}
+            "above_target": above, "encodes": len(streams), "seconds": seconds}
 

@@ -14,6 +14,7 @@ from .settings import (
     DEFAULT_MAP_CODER,
     TRANSMIT_MAPS,
     EvalConfig,
+    SAVED_SAMPLER,
     EvaluationError,
     RateSetting,
     SamplerSetting,
@@ -38,7 +39,9 @@ def build_parser():
                         help="transformers semantic-segmentation model in Cityscapes train ids (all 19 or a subset)")
     parser.add_argument("--transmit_map", default="ground_truth", choices=TRANSMIT_MAPS,
                         help="what the transmitter codes: the dataset's map, or the segmenter's map of the original")
-    parser.add_argument("--scheduler", default="ddpm", choices=sorted(SCHEDULER_CLASSES))
+    parser.add_argument("--scheduler", default="ddpm", choices=sorted(SCHEDULER_CLASSES) + [SAVED_SAMPLER],
+                        help="the sampler; 'saved' runs the pipeline's own scheduler, timesteps and guidance (a "
+                             "distilled student's schedule; --steps and --guidance are then unused)")
     parser.add_argument("--steps", type=int, default=100, help="num_inference_steps of the pipeline")
     parser.add_argument("--guidance", type=float, default=1.5)
     parser.add_argument("--max_timestep", type=int, default=200)
@@ -51,6 +54,12 @@ def build_parser():
     parser.add_argument("--inception_weights", default=None, help="torch-fidelity Inception weights (.pth)")
     parser.add_argument("--fid_feature_dim", type=int, default=2048, choices=metrics.INCEPTION_FEATURE_DIMS)
     parser.add_argument("--no_lpips", action="store_true")
+    parser.add_argument("--map_only", action="store_true",
+                        help="also decode each image from its map alone (flat grey coarse image; the rate of the map "
+                             "and header): the map-only ablation")
+    parser.add_argument("--unet_dtype", default=None, choices=("fp32", "bf16", "fp16"),
+                        help="the UNet's autocast dtype (default: the pipeline's own, e.g. a student's saved bf16 "
+                             "where the device runs it natively)")
     parser.add_argument("--grid_images", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None,
@@ -109,6 +118,8 @@ def config_from_args(args) -> EvalConfig:
         fid_feature_dim=args.fid_feature_dim,
         lpips=not args.no_lpips,
         grid_images=args.grid_images,
+        map_only=args.map_only,
+        unet_dtype=args.unet_dtype,
         device=args.device,
         force=args.overwrite,
         show_progress=not args.quiet,

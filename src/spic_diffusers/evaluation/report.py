@@ -46,6 +46,7 @@ TABLE_COLUMNS = (
     ("ssim", "SSIM", 3),
     ("ms_ssim", "MS-SSIM", 3),
     ("lpips", "LPIPS", 3),
+    ("seconds", "Decode [s]", 2),
 )
 
 

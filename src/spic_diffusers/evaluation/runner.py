@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 import zlib
 from typing import Any
 
@@ -26,8 +27,8 @@ from .baselines import available_codecs, match_rate
 from .distributed import Shard
 from .inputs import check_rates, example_arrays, image_ids, load_eval_dataset, load_pipeline, load_segmenter
 from .records import RecordStore, check_output_dir, prepare_output_dir, safe_name
-from .settings import COARSE_BASELINE, TRANSMIT_MAPS, EvalConfig, EvalSetting, EvaluationError, RateSetting
-from .settings import digest, make_scheduler
+from .settings import COARSE_BASELINE, MAP_ONLY, SAVED_SAMPLER, TRANSMIT_MAPS, EvalConfig, EvalSetting, EvaluationError
+from .settings import RateSetting, SamplerSetting, digest, make_scheduler
 
 _INCEPTION_CACHE: dict[tuple[str, int], torch.nn.Module] = {}
 
@@ -61,6 +62,7 @@ class Evaluator:
         check_rates(config)
         self.dataset = load_eval_dataset(config.dataset, config.split)
         self.pipeline = pipeline if pipeline is not None else load_pipeline(config, self.shard.device)
+        self.base_scheduler = self.pipeline.scheduler
         self.base_scheduler_config = dict(self.pipeline.scheduler.config)
         self.segmenter = segmenter
         if self.segmenter is None and config.segmenter:
@@ -153,20 +155,25 @@ class Evaluator:
         def compute() -> dict:
             stream = self._stream(rate, image, maps[0], streams)
             breakdown = codec.bpp_breakdown(stream)
+            start = time.perf_counter()
             parts = codec.decode_parts(stream)
-            if not np.array_equal(np.asarray(parts.semantic_map), maps[0]):
-                raise EvaluationError(f"{image_id}: the semantic map did not survive coding losslessly")
             height, width = maps[0].shape
             coarse_up = upsample_bicubic(np.asarray(parts.coarse_image, dtype=np.uint8), height, width)
+            seconds = time.perf_counter() - start  # the whole stream's decode: map and coarse image
+            if not np.array_equal(np.asarray(parts.semantic_map), maps[0]):
+                raise EvaluationError(f"{image_id}: the semantic map did not survive coding losslessly")
             path = self.store.save_png(
                 self._folder("rate", rate, rate.label()) / "coarse" / f"{safe_name(image_id)}.png", coarse_up
             )
             coarse_bytes = breakdown["bytes"]["coarse"] + breakdown["bytes"]["header"]
-            coarse = {**self._candidate(image, coarse_up, maps, path), "bpp": 8.0 * coarse_bytes / (height * width)}
+            coarse = {**self._candidate(image, coarse_up, maps, path), "bpp": 8.0 * coarse_bytes / (height * width),
+                      "seconds": seconds}
             return {"id": image_id, "rate": dataclasses.asdict(rate), "bytes": breakdown["bytes"],
                     "bpp": breakdown["bpp"], "methods": {COARSE_BASELINE: coarse}}
 
         record = self.store.load_or_compute(self.store.path("rate", dataclasses.asdict(rate), image_id), compute)
+        if self.config.map_only:
+            record["methods"][MAP_ONLY] = self.map_only_record(rate, image_id, image, maps, streams)
         for name in self.baseline_codecs:
             record["methods"][f"{name} (same rate)"] = self.baseline_record(
                 rate, name, image_id, image, maps, record["bytes"]["total"])
@@ -185,7 +192,7 @@ class Evaluator:
                                        decoded)
             return {**self._candidate(image, decoded, maps, path),
                     "bpp": metrics.bpp_from_bytes(matched["bytes"], *image.shape[:2]), "quality": matched["quality"],
-                    "above_target": matched["above_target"], "target_bytes": target}
+                    "above_target": matched["above_target"], "target_bytes": target, "seconds": matched["seconds"]}
 
         key = {"rate": dataclasses.asdict(rate), "codec": name, "target": target}
         return self.store.load_or_compute(self.store.path("baseline", key, image_id), compute)
@@ -193,22 +200,8 @@ class Evaluator:
     def spic_record(self, setting: EvalSetting, image_id: str, image: np.ndarray, maps, streams: dict) -> dict:
         def compute() -> dict:
             stream = self._stream(setting.rate, image, maps[0], streams)
-            self.pipeline.scheduler = make_scheduler(setting.sampler.scheduler, self.base_scheduler_config)
-            generator = torch.Generator("cpu").manual_seed(setting.sampler.seed + zlib.crc32(image_id.encode()))
-            visited: list[int] = []
-
-            def count_step(pipe, step, timestep, callback_kwargs):
-                visited.append(int(timestep))
-                return {}
-
-            try:
-                decoded = codec.decode(stream, self.pipeline, num_inference_steps=setting.sampler.steps,
-                                       guidance_scale=setting.sampler.guidance,
-                                       max_timestep=setting.sampler.max_timestep,
-                                       generator=generator, callback_on_step_end=count_step)
-            except ValueError as error:  # the pipeline rejects a sampler setting (e.g. no step <= max_timestep)
-                raise EvaluationError(f"setting [{setting.label()}] cannot be sampled: {error}") from error
-            decoded = np.asarray(decoded.convert("RGB"), dtype=np.uint8)
+            decoded, visited, seconds = self._sample(setting.sampler, image_id, setting.label(),
+                                                     lambda **kwargs: codec.decode(stream, self.pipeline, **kwargs))
             if decoded.shape != image.shape:
                 raise EvaluationError(f"{image_id}: decoded size {decoded.shape} differs from {image.shape}")
             path = self.store.save_png(self._folder("spic", setting, setting.label()) / f"{safe_name(image_id)}.png",
@@ -217,9 +210,62 @@ class Evaluator:
                     **self._candidate(image, decoded, maps, path),
                     "bpp": metrics.bpp_from_bytes(stream, *image.shape[:2]),
                     "denoising_steps": len(visited),  # steps actually run (those at or below max_timestep)
-                    "timesteps": visited}
+                    "timesteps": visited, "seconds": seconds}
 
-        return self.store.load_or_compute(self.store.path("spic", dataclasses.asdict(setting), image_id), compute)
+        key = dict(dataclasses.asdict(setting), unet_dtype=self.config.unet_dtype)
+        return self.store.load_or_compute(self.store.path("spic", key, image_id), compute)
+
+    def _sample(self, sampler: SamplerSetting, image_id: str, label: str, call) -> tuple[np.ndarray, list, float]:
+        """Run one decode (`call(**sampling kwargs)`) with a sampler setting: (RGB uint8, timesteps visited, wall
+        seconds of the whole decode). The "saved" sampler keeps the pipeline's own scheduler, schedule and guidance."""
+        if sampler.scheduler == SAVED_SAMPLER:
+            self.pipeline.scheduler = self.base_scheduler
+            kwargs = {}
+        else:
+            self.pipeline.scheduler = make_scheduler(sampler.scheduler, self.base_scheduler_config)
+            kwargs = {"num_inference_steps": sampler.steps, "guidance_scale": sampler.guidance}
+        if self.config.unet_dtype is not None:
+            kwargs["unet_dtype"] = self.config.unet_dtype
+        generator = torch.Generator("cpu").manual_seed(sampler.seed + zlib.crc32(image_id.encode()))
+        visited: list[int] = []
+
+        def count_step(pipe, step, timestep, callback_kwargs):
+            visited.append(int(timestep))
+            return {}
+
+        start = time.perf_counter()
+        try:
+            decoded = call(max_timestep=sampler.max_timestep, generator=generator, callback_on_step_end=count_step,
+                           **kwargs)
+        except ValueError as error:  # the pipeline rejects a sampler setting (e.g. no step <= max_timestep)
+            raise EvaluationError(f"setting [{label}] cannot be sampled: {error}") from error
+        seconds = time.perf_counter() - start
+        return np.asarray(decoded.convert("RGB"), dtype=np.uint8), visited, seconds
+
+    def map_only_record(self, rate: RateSetting, image_id: str, image: np.ndarray, maps, streams: dict) -> dict:
+        """SPIC without its coarse image: the receiver decodes the transmitted map with a flat mid-grey coarse image
+        (what is left when the coarse payload is dropped). Its rate is the map's and the header's bytes alone."""
+        sampler = self.config.sampler
+
+        def compute() -> dict:
+            stream = self._stream(rate, image, maps[0], streams)
+            breakdown = codec.bpp_breakdown(stream)
+            parts = codec.decode_parts(stream)
+            flat = np.full_like(np.asarray(parts.coarse_image, dtype=np.uint8), 128)
+            label = f"{MAP_ONLY}, {sampler.label()}"
+            decoded, visited, seconds = self._sample(
+                sampler, image_id, label,
+                lambda **kwargs: self.pipeline(parts.semantic_map, flat, output_type="pil", **kwargs).images[0])
+            path = self.store.save_png(self._folder("map-only", sampler, rate.map_coder) / f"{safe_name(image_id)}.png",
+                                       decoded)
+            map_bytes = breakdown["bytes"]["map"] + breakdown["bytes"]["header"]
+            return {**self._candidate(image, decoded, maps, path),
+                    "bpp": metrics.bpp_from_bytes(map_bytes, *image.shape[:2]),
+                    "denoising_steps": len(visited), "seconds": seconds}
+
+        key = {"sampler": dataclasses.asdict(sampler), "map_coder": rate.map_coder, "downsample": rate.downsample,
+               "unet_dtype": self.config.unet_dtype}
+        return self.store.load_or_compute(self.store.path("map-only", key, image_id), compute)
 
     def original_record(self, image_id: str, image: np.ndarray, truth: np.ndarray) -> dict:
         """The segmenter on the original image: its map (transmitted with ``transmit_map="segmenter"``)."""

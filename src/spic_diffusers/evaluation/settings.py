@@ -13,7 +13,9 @@ from ..codec.map_coders import DEFAULT_MAP_CODER
 from ..pipelines.schedulers import SCHEDULER_CLASSES, scheduler_from_name
 
 SPIC = "SPIC"
+MAP_ONLY = "SPIC, map only"
 COARSE_BASELINE = "coarse (bicubic)"
+SAVED_SAMPLER = "saved"  # the pipeline's own scheduler, timesteps and guidance (a distilled student's schedule)
 ORIGINAL = "original"
 TRANSMIT_MAPS = ("ground_truth", "segmenter")
 # Bumped when records gain or change fields, so that a resumed run does not mix old and new records.
@@ -49,6 +51,8 @@ class SamplerSetting:
     seed: int = 0
 
     def label(self) -> str:
+        if self.scheduler == SAVED_SAMPLER:
+            return "saved schedule"
         return f"{self.scheduler} x{self.steps} g={self.guidance:g}"
 
 
@@ -68,8 +72,9 @@ def digest(payload: Any) -> str:
 
 
 def check_scheduler_name(name: str) -> None:
-    if name not in SCHEDULER_CLASSES:
-        raise EvaluationError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULER_CLASSES)}")
+    if name != SAVED_SAMPLER and name not in SCHEDULER_CLASSES:
+        raise EvaluationError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULER_CLASSES)} or "
+                              f"{SAVED_SAMPLER!r} (the pipeline's own)")
 
 
 def make_scheduler(name: str, base_config: Any):
@@ -124,6 +129,9 @@ class EvalConfig:
     fid_feature_dim: int = 2048
     lpips: bool = True
     grid_images: int = 4
+    # also decode each image from its map alone (a flat grey coarse image, no coarse bytes): the map-only ablation
+    map_only: bool = False
+    unet_dtype: str | None = None  # None: the pipeline's default (a student's saved dtype where it pays)
     device: str = "cpu"
     force: bool = False
     show_progress: bool = True
