@@ -12,7 +12,7 @@ import numpy as np
 from ..labels import train_ids_to_color
 from .inputs import example_arrays
 from .records import RecordStore, finite, json_default
-from .settings import COARSE_BASELINE, SPIC, EvalConfig
+from .settings import COARSE_BASELINE, SAVED_SAMPLER, SPIC, EvalConfig
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -99,7 +99,8 @@ def plot_rate_curves(results: dict[str, Any], out_dir: Path) -> list[str]:
             name = row["method"]
             if row["method"] == SPIC:
                 sampler = row["sampler"]
-                name = f"SPIC {sampler['scheduler']} x{sampler['steps']}"
+                name = ("SPIC, saved schedule" if sampler["scheduler"] == SAVED_SAMPLER
+                        else f"SPIC {sampler['scheduler']} x{sampler['steps']}")
                 if len(factors) > 1:
                     name += f" d={row['rate']['downsample']}"
             series.setdefault(name, []).append((row["bpp"], value))
