@@ -139,6 +139,8 @@ def package_segmenter(run: Path, dataset_dir: Path, target: Path) -> dict:
 
     model = AutoModelForSemanticSegmentation.from_pretrained(run, dtype=torch.float32)
     processor = AutoImageProcessor.from_pretrained(run)
+    # The weights ship in fp16 (half the size) and run in fp32: measure them as they will be loaded.
+    model = model.half().float()
     segmenter = Segmenter(model, processor)
     test = datasets.load_from_disk(str(dataset_dir))["test"]
     started = time.perf_counter()
@@ -169,7 +171,7 @@ def package_segmenter(run: Path, dataset_dir: Path, target: Path) -> dict:
                  + f"; best validation mIoU {summary['best_validation_miou']:.3f} at step {summary['best_step']}",
         "Command": "`bash scripts/train_camvid_segmenter.sh DATA` (training/train_segmenter.py)",
     }
-    model.save_pretrained(target)
+    model.half().save_pretrained(target)
     processor.save_pretrained(target)
     (target / "README.md").write_text(segmenter_card(results, training, description, tags), encoding="utf-8")
     (target / "test_results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -200,6 +200,10 @@ class Segmenter:
         check_processor_sizes(processor, where)
         import torch
 
+        if "dtype" not in kwargs and "torch_dtype" not in kwargs and any(
+                p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters()):
+            model = model.float()  # weights kept in half precision for size; CPUs lack fast half convolutions
+
         bad = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()]
                if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
         if bad:
