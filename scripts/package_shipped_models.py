@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RECEIVER_NAME = "spic-camvid-small"
+RECEIVER_NAME = "spic-camvid"
 SEGMENTER_NAME = "upernet-camvid"
 FAST_NAME = "spic-camvid-fast"
 QUALITY_KEYS = ("psnr", "boundary_psnr", "region_colour_error", "miou")
@@ -178,6 +178,19 @@ def package_segmenter(run: Path, dataset_dir: Path, target: Path) -> dict:
     return results
 
 
+# Stage 1 of scripts/train_camvid_receiver.sh (the 96x128 receiver that stage 2 starts from), for the card.
+STAGE_ONE = ("3500 steps on CamVid train frames resized to 96x128 (48x64 crops, coarse images made once by the "
+             "converter: 24x32 area downsample + HEVC QP 35), lr 0.0004, batch 8; about 95 minutes on one CPU thread")
+SHIPPED_SIZE = [360, 480]  # CamVid's native frame size, the size both shipped receivers were trained for
+
+
+def _coarse_recipe(args: dict) -> str:
+    qualities = args.get("coarse_qualities") or [args.get("coarse_quality") or 35]
+    return (f"made on the fly as the transmitter makes them: {args['coarse_downsample']}x area downsample of the "
+            f"whole {args['resolution'][0]}x{args['resolution'][1]} frame + HEVC (x265) at a QP drawn per sample "
+            f"from {', '.join(f'{q:g}' for q in qualities)}")
+
+
 def package_receiver(run: Path, target: Path, eval_results) -> None:
     from spic_diffusers import SPICPipeline
     from spic_diffusers.hub import save_for_hub
@@ -186,35 +199,42 @@ def package_receiver(run: Path, target: Path, eval_results) -> None:
     args = json.loads((run / "spic_training_args.json").read_text())
     summary = json.loads((run / "train_summary.json").read_text())
     minutes = summary["global_step"] / summary["steps_per_second"] / 60 if summary.get("steps_per_second") else None
+    crop = args["random_crop"]
     training = {
-        "Data": "CamVid train (367 real street photographs), frames resized to 96x128, maps in Cityscapes train ids",
-        "Coarse images": "area downsampling by 4 (24x32) + raw HEVC (x265) at QP 35, made once by the converter",
+        "Data": "CamVid train (367 real street photographs) at their native 360x480, maps in Cityscapes train ids",
+        "Stage 1": STAGE_ONE,
+        "Stage 2 (native scale)": f"{summary['global_step']} steps from stage 1's weights on random "
+                                  f"{crop[0]}x{crop[1]} crops (on the coarse grid) of the full frames, flips"
+                                  + (f"; {minutes:.0f} minutes on one CPU thread" if minutes else ""),
+        "Coarse images": _coarse_recipe(args),
         "Objective": "hybrid loss (noise MSE + variational bound on the learned variance), linear betas, 1000 steps",
         "Timesteps": f"{args['timestep_bias_fraction']:.0%} drawn from t < {args['timestep_bias_max']}, "
                      "the rest from 0..999",
-        "Samples": f"random {args['random_crop'][0]}x{args['random_crop'][1]} crops (on the coarse grid), flips",
         "Guidance drop": f"{args['cfg_drop_rate']:.0%} of samples with an all-zero map",
         "Optimiser": f"AdamW, lr {args['learning_rate']:g} ({args['lr_warmup_steps']} warm-up steps), batch "
-                     f"{args['train_batch_size']}, gradient clipping {args['max_grad_norm']}, bf16 autocast",
-        "Steps": f"{summary['global_step']}" + (f" (the last session's rate: {minutes:.0f} minutes for all steps "
-                                                 "on one CPU thread)" if minutes else ""),
+                     f"{args['train_batch_size']}, gradient clipping {args['max_grad_norm']}, bf16 autocast, "
+                     "channels-last",
         "EMA": f"decay {args['ema_decay']} (the EMA weights ship)",
-        "Command": "`bash scripts/train_camvid_receiver.sh CAMVID_ROOT` (training/train_spic.py)",
+        "Command": "`bash scripts/train_camvid_receiver.sh CAMVID_ROOT` (training/train_spic.py; both stages)",
     }
+    pipe.unet.register_to_config(sample_size=SHIPPED_SIZE)
+    pipe.register_to_config(default_unet_dtype="bf16")
     pipe.unet.half()
     save_for_hub(
         pipe, target, overwrite=True, model_id=f"src/spic_diffusers/assets/{RECEIVER_NAME}", title=RECEIVER_NAME,
-        summary=("A small SPIC receiver trained on real street photographs (CamVid). It ships inside the "
-                 "`spic-diffusers` package as the default model of the demo and the codec: "
-                 "`SPICPipeline.from_pretrained(spic_diffusers.demo.shipped_model_path())`."),
+        summary=("A SPIC receiver trained on real street photographs (CamVid) at their native 360x480. It ships "
+                 "inside the `spic-diffusers` package as the default model of the codec and the reference of the "
+                 "demo's `--paper_sampler`: `SPICPipeline.from_pretrained(spic_diffusers.demo.shipped_model_path())`."
+                 " On CPUs with native bf16 (AVX512-BF16, AMX) its UNet runs under bf16 autocast by default "
+                 "(`default_unet_dtype`); pass `unet_dtype=\"fp32\"` for full precision."),
         source="trained from scratch by spic-diffusers on CamVid with training/train_spic.py",
         eval_results=eval_results, training=training, datasets=["camvid"], license=CAMVID_LICENSE,
-        limitations=("- Trained on 367 CamVid frames at 96x128 on a CPU budget: it restores edges and colours the "
-                     "map implies, not fine texture; at other sizes or on other cities expect less.\n"
-                     "- Against whole-image codecs at the same rate on CamVid test (96x128, about 0.4 bpp, of which "
-                     "the lossless map takes 0.26), SPIC beats the upsampled coarse image, JPEG and HEIF on mIoU, "
-                     "ties with HEVC, WebP and AVIF, and loses to JPEG XL; its PSNR is 3-6 dB below theirs. The "
-                     "full table and its command are in the spic-diffusers README (Evaluate on CamVid).\n"
+        limitations=("- Trained on 367 CamVid frames (Cambridge, 2007-2008, 360x480) on a CPU budget: it restores "
+                     "edges, colours and coarse textures that the map and the coarse image imply, not fine detail. "
+                     "Other cities and sizes decode (the UNet is convolutional; 256x512 Cityscapes-shaped frames "
+                     "are tested), with less fidelity.\n"
+                     "- Its figures against whole-image codecs at the paper's operating point are in the "
+                     "spic-diffusers README (the operating-point table, `scripts/evaluate_operating_point.sh`).\n"
                      f"- {CAMVID_CREDIT}."),
     )  # fmt: skip
 
@@ -268,14 +288,21 @@ def package_fast(run: Path, target: Path, table: dict | None, num_steps: int | N
         "Objective": "progressive distillation's x0 target (the x0 whose DDIM step lands on the teacher's state), "
                      "max(SNR, 1) weighting; guidance and step count distilled together",
         "Data": f"{'the first ' + str(args['max_train_samples']) if args.get('max_train_samples') else 'all'} "
-                f"CamVid train frames at {args['resolution'][0]}x{args['resolution'][1]} (teacher trajectories on "
-                "whole frames, student on "
-                + (f"{args['random_crop'][0]}x{args['random_crop'][1]} crops)" if args.get("random_crop")
-                   else "whole frames)"),
+                f"CamVid train frames at {args['resolution'][0]}x{args['resolution'][1]}; teacher trajectories on "
+                + (f"one {args['teacher_crop'][0]}x{args['teacher_crop'][1]} crop per frame (fixed per frame)"
+                   if args.get("teacher_crop") else "whole frames")
+                + ", the student on "
+                + (f"{args['random_crop'][0]}x{args['random_crop'][1]} crops of them" if args.get("random_crop")
+                   else "the same"),
+        "Coarse images": (_coarse_recipe(args).replace("per sample", "per frame")
+                          if args.get("coarse_qualities") else f"HEVC at QP {args['coarse_quality']:g}"),
         "Optimiser": f"AdamW, lr {args['learning_rate']:g} ({args['lr_warmup_steps']} warm-up steps), batch "
                      f"{args['train_batch_size']}, {summary['global_step']} steps, EMA {args['ema_decay']}",
         "Command": f"`bash scripts/distill_camvid_receiver.sh DATA WORK {len(trained)} \"\" {summary['global_step']} "
-                   f"{args.get('max_train_samples') or ''}` (training/distill_spic.py)",
+                   f"{args.get('max_train_samples') or ''}` (training/distill_spic.py)"
+                   + (f"; the teacher took {summary['teacher_seconds_this_run'] / 60:.0f} minutes and the whole run "
+                      f"{summary['seconds_this_run'] / 60:.0f} minutes on 2 CPU threads"
+                      if summary.get("teacher_seconds_this_run") else ""),
     }
     results, comparison = None, ""
     if table is not None:
@@ -293,22 +320,25 @@ def package_fast(run: Path, target: Path, table: dict | None, num_steps: int | N
         comparison = ("\n- Against the teacher's paper sampler (DDPM, 40 UNet evaluations) on the same frames "
                       f"({table['threads']} CPU thread(s), `benchmarks/bench_decode.py --quality_table`):\n  "
                       + "\n  ".join(lines))
+    pipe.unet.register_to_config(sample_size=SHIPPED_SIZE)
+    pipe.register_to_config(default_unet_dtype="bf16")
     pipe.unet.half()
     save_for_hub(
         pipe, target, overwrite=True, model_id=f"src/spic_diffusers/assets/{FAST_NAME}", title=FAST_NAME,
         summary=(f"The fast receiver of `spic-diffusers`: `{RECEIVER_NAME}` distilled into {len(trained)} single-pass "
                  f"step(s)" + ("" if steps == trained else f" and shipped running {len(steps)} of them") +
-                 f" ({len(steps)} UNet evaluation(s) instead of the paper sampler's 40). It ships inside the "
-                 "package as the `--fast` model: `spic decode --fast`, `spic demo --fast`, or "
-                 "`SPICPipeline.from_pretrained(spic_diffusers.demo.shipped_model_path(\"fast\"))`, whose plain call "
-                 "runs the saved schedule."),
+                 f" ({len(steps)} UNet evaluation(s) instead of the paper sampler's 40) at CamVid's native 360x480. "
+                 "It ships inside the package as the demo's decoder and the `--fast` model: `spic demo`, "
+                 "`spic decode --fast`, or `SPICPipeline.from_pretrained(spic_diffusers.demo.shipped_model_path("
+                 "\"fast\"))`, whose plain call runs the saved schedule, under bf16 autocast on CPUs with native "
+                 "bf16 (`default_unet_dtype`)."),
         source=f"distilled by spic-diffusers from {RECEIVER_NAME} with training/distill_spic.py",
         eval_results=results, training=training, datasets=["camvid"], license=CAMVID_LICENSE,
-        limitations=("- Distilled for the teacher's settings: 96x128 CamVid-like frames, HEVC QP 35 coarse images, "
-                     f"the start at t = {steps[0] if steps else 192}. Timesteps outside {trained} or a guidance "
-                     "scale above 1 leave what it was trained for. Fewer steps give a smoother image (the model's "
-                     "estimate of the mean), which distortion metrics reward; the distortion and mIoU figures below "
-                     "do not measure texture." + comparison + f"\n- {CAMVID_CREDIT}."),
+        limitations=("- Distilled for the teacher's settings: 360x480 CamVid-like frames, HEVC QP 30-45 coarse "
+                     f"images (4x down), the start at t = {steps[0] if steps else 192}. Timesteps outside "
+                     f"{trained} or a guidance scale above 1 leave what it was trained for. Fewer steps give a "
+                     "smoother image (the model's estimate of the mean), which distortion metrics reward; the "
+                     "distortion and mIoU figures do not measure texture." + comparison + f"\n- {CAMVID_CREDIT}."),
     )  # fmt: skip
 
 
