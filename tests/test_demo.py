@@ -51,7 +51,7 @@ def pipeline():
     return pipe
 
 
-@pytest.mark.parametrize("name, size", [("default", [96, 128]), ("synthetic", [64, 128])])
+@pytest.mark.parametrize("name, size", [("default", [360, 480]), ("fast", [360, 480]), ("synthetic", [64, 128])])
 def test_shipped_models_are_small_safetensors_with_a_card(name, size):
     folder = shipped_model_path(name)
     weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
@@ -83,10 +83,17 @@ def test_shipped_segmenter_knows_camvid_classes_in_train_ids():
     assert meta["license"] == "cc-by-nc-4.0" and "upernet" in meta["tags"]
 
 
+def test_shipped_assets_fit_the_package_budget():
+    """Every model and frame the package ships, together, stays under 60 MB."""
+    assets = Path(shipped_segmenter_path()).parent
+    total = sum(p.stat().st_size for p in assets.rglob("*") if p.is_file())
+    assert total < 60e6, f"{total / 1e6:.1f} MB"
+
+
 def test_demo_frames_are_real_test_frames_with_maps():
     for index in range(len(DEMO_FRAMES)):
         image, labels, source = demo_frame(index)
-        assert image.shape == (96, 128, 3) and labels.shape == (96, 128) and "CamVid test frame" in source
+        assert image.shape == (360, 480, 3) and labels.shape == (360, 480) and "CamVid test frame" in source
         assert set(np.unique(labels)) <= set(range(19)) | {255} and len(np.unique(labels)) >= 8
     with pytest.raises(DemoError, match="frame must be"):
         demo_frame(len(DEMO_FRAMES))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TINY_UNET
 
-from spic_diffusers import SPICPipeline, SPICUNet2DModel
+from spic_diffusers import SPICPipeline, SPICUNet2DModel, metrics
 from spic_diffusers.pipelines.pipeline_spic import default_scheduler
 from spic_diffusers.training import distill
 
@@ -199,9 +199,52 @@ def test_fast_flag_decodes_and_demos_with_the_shipped_student(tmp_path, capsys):
     assert main(["decode", str(stream), "--fast", "-o", str(tmp_path / "out.png")]) == 0
     assert np.asarray(Image.open(tmp_path / "out.png")).shape == image.shape
     capsys.readouterr()
-    assert main(["demo", "--fast", "--output_dir", str(tmp_path / "demo"), "--no_segmenter"]) == 0
+    for flags in (["--fast"], []):  # the student is the demo's default decoder; --fast says so explicitly
+        assert main(["demo", *flags, "--output_dir", str(tmp_path / "demo"), "--no_segmenter", "--overwrite",
+                     "--size", "96,128"]) == 0
+        out = capsys.readouterr().out
+        assert "decoding with DDIMScheduler: timesteps [" in out and "guidance 1.0" in out, "the student's schedule"
+        assert "UNet evaluations at" not in out  # a short decode is not announced
+
+
+def test_the_paper_sampler_demo_says_how_long_it_will_take_before_it_starts(tmp_path, capsys):
+    from spic_diffusers.cli import main
+
+    assert main(["demo", "--paper_sampler", "--output_dir", str(tmp_path / "demo"), "--no_segmenter",
+                 "--size", "48,64"]) == 0
     out = capsys.readouterr().out
-    assert "decoding with DDIMScheduler: timesteps [" in out and "guidance 1.0" in out, "the student's own schedule"
+    announced = out.index("40 UNet evaluations at 48x64: about ")
+    assert announced < out.index("reconstruction") and "guidance 1.5" in out
+    sampler = json.loads((tmp_path / "demo" / "metrics.json").read_text())["sampler"]
+    assert sampler["expected_seconds"] > 0 and sampler["scheduler"] == "DDPMScheduler"
+    assert main(["demo", "--paper_sampler", "--fast", "--output_dir", str(tmp_path / "x")]) == 1
+    assert "--paper_sampler decodes with the shipped receiver" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["fast", "default"])
+def test_the_shipped_models_decode_cityscapes_shaped_streams(name):
+    """A 256x512 stream (Cityscapes' shape, 2:1) decodes with the 360x480 CamVid models without retraining: the
+    reconstruction has the stream's size and keeps the coarse image's content (boundary PSNR within 1 dB of the
+    upsampled coarse image's, or better)."""
+    from spic_diffusers import SPICPipeline
+    from spic_diffusers.codec import decode, decode_parts, encode
+    from spic_diffusers.data import resize_image, resize_map
+    from spic_diffusers.demo import demo_frame, shipped_model_path
+    from spic_diffusers.image_processing import upsample_bicubic
+
+    image, labels, _ = demo_frame(0)
+    band = slice(60, 300)  # the 2:1 band of the 360x480 frame, scaled to 256x512
+    image, labels = resize_image(image[band], (256, 512)), resize_map(labels[band], (256, 512))
+    stream = encode(image, labels, coarse_codec="hevc", coarse_quality=35, downsample=4)
+    pipe = SPICPipeline.from_pretrained(shipped_model_path(name))
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = {} if name == "fast" else {"num_inference_steps": 50}  # the receiver: a shorter paper-style schedule
+    recon = np.asarray(decode(stream, pipe, generator=torch.Generator().manual_seed(0), **kwargs).convert("RGB"))
+    assert recon.shape == (256, 512, 3)
+    coarse = upsample_bicubic(np.asarray(decode_parts(stream).coarse_image), 256, 512)
+    edges = metrics.boundary_mask(labels)
+    assert metrics.masked_psnr(image, recon, edges) > metrics.masked_psnr(image, coarse, edges) - 1.0
+    assert metrics.psnr(image, recon) > 20
 
 
 def test_python_callers_of_the_demo_and_held_out_evaluation_get_the_students_saved_schedule(fast, tmp_path):

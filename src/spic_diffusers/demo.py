@@ -56,6 +56,14 @@ OUTPUT_FILES = {
 }
 
 
+# Decodes of more UNet evaluations than this (the paper's sampler: 40) announce their expected time first.
+ANNOUNCE_EVALUATIONS = 4
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} minutes"
+
+
 class DemoError(ValueError):
     """A demo input or output problem (missing/unreadable file, existing outputs, unusable size)."""
 
@@ -415,6 +423,11 @@ def run_demo(
         sampler["timesteps"] = timesteps
     schedule = f"timesteps {timesteps}" if timesteps is not None else f"{num_inference_steps}-step spacing"
     log(f"decoding with {sampler['scheduler']}: {schedule}, t <= {max_timestep}, guidance {guidance_scale}")
+    evaluations = pipeline.unet_evaluations(guidance_scale, num_inference_steps, max_timestep, timesteps)
+    if evaluations > ANNOUNCE_EVALUATIONS:  # a long decode (the paper's sampler): say how long before it starts
+        expected = pipeline.estimate_decode_seconds(height, width, evaluations)
+        log(f"{evaluations} UNet evaluations at {height}x{width}: about {_duration(expected)} on this machine")
+        sampler["expected_seconds"] = round(expected, 1)
     start = time.perf_counter()
     generator = torch.Generator(device=pipeline.device).manual_seed(seed)
     reconstruction = np.asarray(

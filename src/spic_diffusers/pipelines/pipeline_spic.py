@@ -301,6 +301,42 @@ class SPICPipeline(DiffusionPipeline):
         # DDIM derives the previous timestep as t - T // steps; SPIC's truncated linspace schedule is uneven.
         return isinstance(self.scheduler, DDIMScheduler)
 
+    def unet_evaluations(self, guidance_scale=None, num_inference_steps=None, max_timestep: int | None = 200,
+                         timesteps: Sequence[int] | None = None) -> int:
+        """How many UNet forwards a call with these settings makes (two per step under guidance > 1): what a
+        decode costs, known before it starts."""
+        guidance_scale, num_inference_steps, timesteps = self.resolve_sampling_defaults(
+            guidance_scale, num_inference_steps, timesteps)
+        steps = len(self.get_timesteps(num_inference_steps, max_timestep, timesteps, self._execution_device))
+        return steps * (2 if guidance_scale > 1 else 1)
+
+    def estimate_decode_seconds(self, height: int, width: int, evaluations: int, unet_dtype=None) -> float:
+        """Seconds `evaluations` UNet forwards take at `height` x `width` here: two are timed (the first pays the
+        one-off kernel set-up), the rest are extrapolated from the second."""
+        first = self.time_unet_evaluation(height, width, unet_dtype)
+        if evaluations <= 1:
+            return first
+        return first + (evaluations - 1) * self.time_unet_evaluation(height, width, unet_dtype)
+
+    @torch.no_grad()
+    def time_unet_evaluation(self, height: int, width: int, unet_dtype=None) -> float:
+        """Wall seconds of one UNet forward at `height` x `width` as a call would run it (dtype, memory format)."""
+        import time
+
+        device = self._execution_device
+        channels = self.unet.config.num_semantic_channels + int(bool(self.unet.config.instance_edge_channel))
+        multiple = self.unet.size_multiple
+        height, width = (-(-side // multiple) * multiple for side in (height, width))
+        sample = torch.zeros(1, self.unet.config.in_channels, height, width, device=device)
+        segmap = torch.zeros(1, channels, height, width, device=device)
+        low_res = torch.zeros(1, self.unet.config.low_res_channels, height, width, device=device)
+        channels_last = device.type == "cpu"
+        if channels_last:
+            self.unet.to(memory_format=torch.channels_last)
+        start = time.perf_counter()
+        self._run_unet(sample, 100, segmap, low_res, self.resolve_unet_dtype(unet_dtype), channels_last)
+        return time.perf_counter() - start
+
     def get_timesteps(
         self, num_inference_steps: int, max_timestep: int | None, timesteps: Sequence[int] | None, device
     ) -> torch.Tensor:
