@@ -136,7 +136,7 @@ def build_app(models: Models, max_pixels: int = DEFAULT_UPLOAD_PIXELS, output_ro
             with gr.Column(scale=1):
                 # No file_types: the page's own checks say what is wrong with a file, in its words.
                 image_in = gr.File(label="photograph", type="filepath", elem_id="photo")
-                map_in = gr.File(label="label map (optional, single-channel PNG of train ids)", type="filepath",
+                map_in = gr.File(label="label map (optional): train ids, one channel", type="filepath",
                                  elem_id="label-map")  # fmt: skip
                 gr.Examples(example_files(), inputs=[image_in, map_in], label="examples: CamVid test frames")
             with gr.Column(scale=1):
@@ -164,11 +164,14 @@ def build_app(models: Models, max_pixels: int = DEFAULT_UPLOAD_PIXELS, output_ro
 def _panel(gr, key: str, label: str):
     """One output picture, as PNG (the page must not re-code what a codec produced)."""
     return gr.Image(label=label, type="numpy", format="png", interactive=False, elem_id=f"out-{key}",
-                    elem_classes=["panel"])  # fmt: skip
+                    elem_classes=["spic-panel"])  # fmt: skip
 
 
 # Small pictures are enlarged with visible pixels: smoothing would hide what each codec did.
-CSS = ".panel img { width: 100%; height: auto; max-height: 420px; object-fit: contain; image-rendering: pixelated; }"
+CSS = """
+.spic-panel .image-container, .spic-panel button, .spic-panel .image-frame { width: 100%; height: auto; }
+.spic-panel img { width: 100%; height: auto; max-height: 420px; object-fit: contain; image-rendering: pixelated; }
+"""
 
 
 def _page_error(gr, message: str):
