@@ -342,3 +342,13 @@ def test_a_browser_loads_the_page_runs_an_example_and_saves_a_screenshot(server,
     assert picture.reshape(-1, 3).std(axis=0).max() > 20  # a page with pictures on it, not a blank
     if os.environ.get("SPIC_SERVE_SCREENSHOT"):
         shutil.copy(path, os.environ["SPIC_SERVE_SCREENSHOT"])
+
+
+def test_the_readme_shows_the_page_and_the_command_that_starts_it():
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    pictures = re.findall(r"!\[[^\]]*spic serve[^\]]*\]\(([^)]+)\)", readme)
+    assert len(pictures) == 1 and "spic serve" in readme.split(pictures[0])[0].rsplit("```bash", 1)[1]
+    picture = root / pictures[0]
+    assert picture.is_file() and picture.stat().st_size < 300_000
+    assert Image.open(picture).width >= 1000
