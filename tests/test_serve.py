@@ -112,6 +112,15 @@ def test_without_a_map_the_shipped_segmenter_predicts_one_and_the_page_says_so(c
     assert 0.6 < codec.bpp_breakdown(stream)["bpp"]["total"] <= 0.8
 
 
+def test_the_page_loads_nothing_from_the_internet(server):
+    import urllib.request
+
+    html = urllib.request.urlopen(server.local_url, timeout=30).read().decode()
+    assert "<gradio-app" in html or "gradio" in html.lower()
+    loaded = re.findall(r"""(?:src|href)=["'](https?://[^"']+)""", html)  # scripts, styles, fonts, icons
+    assert [url for url in loaded if not url.startswith(server.local_url.rstrip("/"))] == []
+
+
 def _write(path: Path, array: np.ndarray, mode: str | None = None) -> Path:
     Image.fromarray(array, mode=mode).save(path)
     return path
