@@ -92,9 +92,9 @@ def test_an_example_is_coded_and_decoded_with_figures_and_files(client):
     assert f"coarse image {info['bytes']['coarse']} B" in figures
 
     rows = _figures(figures)
-    assert set(rows) == {"SPIC", "coarse (bicubic)", "HEVC", "WEBP"}
+    assert set(rows) == {"SPIC", "coarse (bicubic)", "HEVC", "WebP"}
     assert int(rows["SPIC"][0]) == len(stream)
-    for name in ("HEVC", "WEBP"):  # the whole image at the same byte count (at most the stream's, and close)
+    for name in ("HEVC", "WebP"):  # the whole image at the same byte count (at most the stream's, and close)
         assert 0.7 * len(stream) <= int(rows[name][0]) <= len(stream)
     for row in rows.values():  # PSNR, boundary PSNR and mIoU for every candidate
         psnr, boundary, miou = float(row[2]), float(row[3]), float(row[4])
@@ -333,7 +333,7 @@ def test_a_browser_loads_the_page_runs_an_example_and_saves_a_screenshot(server,
         figures = browser.wait_for(
             "(t => t.includes('SPIC stream') && t)(document.querySelector('#figures').innerText)", 120, "the figures"
         )
-        assert "HEVC" in figures and "WEBP" in figures
+        assert "HEVC" in figures and "WebP" in figures
         browser.wait_for("[...document.querySelectorAll('#out-spic img, #out-hevc img')].every(i => i.complete "
                          "&& i.naturalWidth > 0) && document.querySelectorAll('#out-spic img').length > 0", 30,
                          "the reconstructions")  # fmt: skip

@@ -21,8 +21,8 @@ import numpy as np
 # The two decoders the page offers, by the name of the shipped model each uses (see demo.SHIPPED_MODELS).
 DECODERS = {"fast": "fast student (few steps)", "paper": "paper sampler (the teacher, many steps)"}
 DECODER_MODELS = {"fast": "fast", "paper": "default"}
-# Classical codecs coding the whole image at the SPIC stream's byte count.
-BASELINE_CODECS = ("hevc", "webp")
+# Classical codecs coding the whole image at the SPIC stream's byte count, by codec name: the name shown.
+BASELINE_CODECS = {"hevc": "HEVC", "webp": "WebP"}
 RATE_MODES = ("coarse quality", "target bpp")
 DEFAULT_TARGET_BPP = 0.6
 # Uploads are resized to the model's size; this bounds what is read and decoded from the upload first.
@@ -125,10 +125,11 @@ class Models:
 
             image, labels, _ = demo_frame(0)
             with self.lock:
-                self._decode_timed(self._encode(image, labels, RateSetting("coarse quality"))[0], "fast")
+                self.decode_timed(self.code(image, labels, RateSetting("coarse quality"))[0], "fast")
         return self._seconds_per_evaluation * self.schedule(decoder)["unet_evaluations"]
 
-    def _encode(self, image: np.ndarray, labels: np.ndarray, rate: RateSetting) -> tuple[bytes, dict[str, Any]]:
+    def code(self, image: np.ndarray, labels: np.ndarray, rate: RateSetting) -> tuple[bytes, dict[str, Any]]:
+        """One SPIC stream at the rate setting, and what the coarse image was coded with."""
         from ..codec import encode_to_rate, read_header
         from ..demo import encode_with_fallback
 
@@ -150,7 +151,8 @@ class Models:
         return stream, {"coarse_codec": header.coarse_codec, "coarse_quality": quality,
                         "downsample": header.downsample, "notes": notes}  # fmt: skip
 
-    def _decode_timed(self, stream: bytes, decoder: str, progress: Progress | None = None) -> tuple[np.ndarray, float]:
+    def decode_timed(self, stream: bytes, decoder: str, progress: Progress | None = None) -> tuple[np.ndarray, float]:
+        """The reconstruction and its decode time, which also updates the expected times the page shows."""
         import torch
 
         from ..codec import decode
@@ -287,10 +289,10 @@ def compare(models: Models, image_path: str | Path | None, map_path: str | Path 
     report(0.15, "coding")
     with models.lock:
         start = time.perf_counter()
-        stream, coding = models._encode(image, labels, rate)
+        stream, coding = models.code(image, labels, rate)
         timings["encode"] = time.perf_counter() - start
         report(0.3, "decoding")
-        reconstruction, timings["decode"] = models._decode_timed(stream, decoder, progress)
+        reconstruction, timings["decode"] = models.decode_timed(stream, decoder, progress)
     info = bpp_breakdown(stream)
     coarse = upsample_bicubic(decode_parts(stream).coarse_image, height, width)
     images = {"original": image, "map": train_ids_to_color(labels), "coarse": coarse, "spic": reconstruction}
@@ -299,26 +301,24 @@ def compare(models: Models, image_path: str | Path | None, map_path: str | Path 
         "coarse (bicubic)": {"bytes": len(stream), "bpp": info["bpp"]["total"], "decode_seconds": None},
     }
     notes = list(coding.pop("notes"))
-    for position, name in enumerate(BASELINE_CODECS):
-        report(0.8 + 0.05 * position, f"coding the whole image with {name.upper()} at {len(stream)} bytes")
+    pictures = {"SPIC": reconstruction, "coarse (bicubic)": coarse}
+    for position, (name, shown) in enumerate(BASELINE_CODECS.items()):
+        report(0.8 + 0.05 * position, f"coding the whole image with {shown} at {len(stream)} bytes")
         if name not in models.codecs:
-            notes.append(f"{name.upper()} cannot run here: {models.missing_codecs.get(name, 'unavailable')}")
+            notes.append(f"{shown} cannot run here: {models.missing_codecs.get(name, 'unavailable')}")
             continue
         match = match_rate(name, image, len(stream))
-        images[name] = match["decoded"]
-        candidates[name.upper()] = {"bytes": match["bytes"], "bpp": 8 * match["bytes"] / (height * width),
-                                    "quality": match["quality"], "decode_seconds": None}
+        images[name] = pictures[shown] = match["decoded"]
+        candidates[shown] = {"bytes": match["bytes"], "bpp": 8 * match["bytes"] / (height * width),
+                             "quality": match["quality"], "decode_seconds": None}
         if match["above_target"]:
-            notes.append(f"{name.upper()} cannot go as low as {len(stream)} bytes: its smallest setting "
+            notes.append(f"{shown} cannot go as low as {len(stream)} bytes: its smallest setting "
                          f"takes {match['bytes']} bytes")
     report(0.9, "measuring")
-    pictures = {"SPIC": reconstruction, "coarse (bicubic)": coarse, "HEVC": images.get("hevc"),
-                "WEBP": images.get("webp")}
     for key, picture in pictures.items():
-        if picture is not None:
-            scores = measure(image, picture, labels, models.segmenter)
-            scores.pop("region_colour_error_per_class")
-            candidates[key].update(scores)
+        scores = measure(image, picture, labels, models.segmenter)
+        scores.pop("region_colour_error_per_class")
+        candidates[key].update(scores)
     original_miou = metrics.miou(models.segmenter(image), labels)
     folder = Path(output_dir) if output_dir is not None else Path(tempfile.mkdtemp(prefix="spic-serve-"))
     folder.mkdir(parents=True, exist_ok=True)
