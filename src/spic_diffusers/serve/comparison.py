@@ -140,6 +140,10 @@ class Models:
             except ValueError as err:
                 raise ServeError(f"cannot reach {rate.target_bpp:g} bpp: {err}") from None
             stream, quality = fit.stream, fit.coarse_quality
+            if fit.bpp < 0.9 * rate.target_bpp:  # the coarse codec's best quality at this factor stops short
+                notes.append(f"the stream reaches only {fit.bpp:.4f} bpp of the {rate.target_bpp:g} asked for: that "
+                             f"is the best coarse quality at downsampling {rate.downsample}; a smaller factor "
+                             "spends more")
         else:
             try:
                 stream, _ = encode_with_fallback(image, labels, None, rate.coarse_quality, rate.downsample,
