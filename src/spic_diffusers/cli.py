@@ -457,6 +457,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The local web page (gradio): SPIC beside HEVC and WebP at the same byte count, offline."""
+    from .serve.app import ServeUnavailableError, import_gradio, serve
+
+    if args.port is not None and not 0 < args.port < 65536:
+        raise CLIError(f"--port must be within 1..65535, got {args.port}")
+    _check_max_pixels(args.max_pixels)
+    _set_threads(args.threads)
+    try:
+        import_gradio()
+    except ServeUnavailableError as err:
+        raise CLIError(str(err)) from None
+    print("loading the shipped models and measuring the decoders; the page address follows", flush=True)
+    serve(args.host, args.port, threads=args.threads, max_pixels=args.max_pixels, open_browser=args.open)
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # Parser
 # --------------------------------------------------------------------------------------------
@@ -595,6 +612,24 @@ def _add_demo(subparsers) -> None:
     p.set_defaults(func=cmd_demo)
 
 
+def _add_serve(subparsers) -> None:
+    from .serve.comparison import DEFAULT_UPLOAD_PIXELS
+
+    p = subparsers.add_parser(
+        "serve",
+        help="a local web page: code and decode a photograph, SPIC beside HEVC and WebP (needs the serve extra)",
+        description="Serve a page (gradio) that codes an uploaded photograph with SPIC, decodes it with the "
+        "shipped models and shows it beside HEVC and WebP at the same byte count, with figures. Offline.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=None, help="port (default: 7860, or the next free one)")
+    p.add_argument("--max_pixels", type=int, default=DEFAULT_UPLOAD_PIXELS,
+                   help=f"refuse uploads with more pixels, read from their headers (default {DEFAULT_UPLOAD_PIXELS})")
+    p.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
+    p.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``spic`` parser; add a subcommand with a ``_add_<name>(subparsers)`` function."""
     parser = argparse.ArgumentParser(
@@ -602,7 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for add in (_add_encode, _add_decode, _add_info, _add_demo):
+    for add in (_add_encode, _add_decode, _add_info, _add_demo, _add_serve):
         add(subparsers)
     return parser
 

@@ -516,16 +516,21 @@ def push_folder_to_hub(
     token: str | None = None,
     commit_message: str | None = None,
     ignore_patterns: list[str] | None = None,
+    repo_type: str = "model",
+    space_sdk: str | None = None,
 ) -> str:
-    """Upload a finished model folder (e.g. a segmenter with its card) to the Hub repo ``repo_id``."""
+    """Upload a finished folder to the Hub repo ``repo_id``: a model (e.g. a segmenter with its card) or, with
+    ``repo_type="space"`` and a ``space_sdk``, a Space (the page of `spic serve`)."""
     from huggingface_hub import HfApi
 
     if not isinstance(repo_id, str) or repo_id.count("/") > 1 or not repo_id.strip("/"):
         raise ValueError(f"repo_id must look like 'name' or 'namespace/name', got {repo_id!r}")
+    if repo_type not in ("model", "space") or (repo_type == "space") != (space_sdk is not None):
+        raise ValueError(f"repo_type must be 'model', or 'space' with a space_sdk; got {repo_type!r}, {space_sdk!r}")
     api = HfApi(token=token)
     with reporting_unreachable_hub(folder):
-        repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type, space_sdk=space_sdk)
         api.upload_folder(repo_id=getattr(repo_url, "repo_id", None) or repo_id, folder_path=str(folder),
-                          repo_type="model", commit_message=commit_message or "Upload model",
+                          repo_type=repo_type, commit_message=commit_message or "Upload model",
                           ignore_patterns=ignore_patterns)
     return str(repo_url)
