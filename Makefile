@@ -32,8 +32,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Threads for the demo: the cores no other work is using (the cores minus the 1-minute load average, at
-# least 1, at most 4: the demo's model is tiny).  On an idle machine all cores are fastest; when other jobs
-# keep the cores busy, torch's one thread per core waits on them and fewer threads are faster.
+# least 1, at most 4: one frame's two UNet passes gain little beyond).  On an idle machine all cores are
+# fastest; when other jobs keep the cores busy, torch's one thread per core waits on them and fewer threads are
+# faster.
 # Override with `make demo DEMO_THREADS=N`.
 NPROC := $(shell nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
 ifndef DEMO_THREADS

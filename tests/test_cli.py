@@ -186,7 +186,7 @@ def test_raw_camvid_maps_are_refused_or_converted_with_label_format(tmp_path, ca
 
 
 def test_decode_defaults_to_the_shipped_receiver(inputs, capsys, monkeypatch):
-    """No --model: the shipped CamVid receiver decodes, as `spic demo` does (here with few steps, 1 thread)."""
+    """No --model: the shipped CamVid receiver decodes, as `spic demo --paper_sampler` does (here with few steps)."""
     import spic_diffusers.cli as cli
     from spic_diffusers.demo import shipped_model_path
 

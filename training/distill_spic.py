@@ -3,12 +3,16 @@
 
 The method and why: `spic_diffusers/training/distill.py`. All options: `python training/distill_spic.py --help`.
 
-CPU (one process), a 4-step student of a receiver trained on CamVid at 96x128:
-    python training/distill_spic.py --cpu --teacher spic-camvid-small --dataset_name_or_path camvid_96 \
-        --num_student_steps 4 --teacher_cache teacher.safetensors --train_batch_size 4 --max_train_steps 300 \
+CPU (one process), a 2-step student of the shipped 360x480 CamVid receiver, its teacher run on one 128x192 crop
+of each frame with the frame's coarse image coded at one of four QPs:
+    python training/distill_spic.py --cpu --teacher src/spic_diffusers/assets/spic-camvid \
+        --dataset_name_or_path camvid_spic --resolution 360,480 --coarse_codec hevc --coarse_qualities 30,35,40,45 \
+        --teacher_crop 128,192 --random_crop 96,128 --channels_last --num_student_steps 2 \
+        --teacher_cache teacher.safetensors --max_train_samples 64 --train_batch_size 8 --max_train_steps 300 \
         --output_dir spic-camvid-fast
-(`--teacher_cache` lets students of 2 and 1 steps reuse the teacher's trajectories; add `--teacher_dtype bf16` on
-CPUs with native bf16.) The recipe of the shipped student: `scripts/distill_camvid_receiver.sh`.
+(`--teacher_cache` lets students of other step counts reuse the teacher's trajectories; add `--teacher_dtype bf16`
+and `--mixed_precision bf16` on CPUs with native bf16.) The recipe of the shipped student:
+`scripts/distill_camvid_receiver.sh`.
 
 One GPU:
     accelerate launch --num_processes 1 training/distill_spic.py --teacher PIPELINE --dataset_name_or_path DATA \

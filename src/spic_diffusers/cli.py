@@ -529,7 +529,7 @@ def _add_decode(subparsers) -> None:
     p = subparsers.add_parser("decode", help="reconstruct an image from a .spic stream with a SPIC model")
     p.add_argument("stream", help="input .spic stream")
     p.add_argument("--model", default=None, metavar="PATH_OR_ID",
-                   help="SPICPipeline folder or Hub id (default: the shipped CamVid receiver, spic-camvid-small)")
+                   help="SPICPipeline folder or Hub id (default: the shipped CamVid receiver, spic-camvid)")
     p.add_argument("--fast", action="store_true", help="use the shipped distilled few-step model (instead of --model)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.png", help="output image")
     p.add_argument("--scheduler", default=None, help=f"sampler: {', '.join(SCHEDULER_CLASSES)} or a diffusers class")

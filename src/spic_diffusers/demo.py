@@ -34,10 +34,11 @@ import numpy as np
 from .image_processing import InputFileError, open_image_file, read_segmentation_file, upsample_bicubic
 from .metrics import boundary_mask, masked_psnr, region_colour_errors  # noqa: F401  (the demo's measures)
 
-# The SPIC pipelines shipped in the package, by name: "default" is trained on real CamVid photographs.
-SHIPPED_MODELS = {"default": "spic-camvid-small", "synthetic": "spic-synthetic-tiny", "fast": "spic-camvid-fast"}
+# The SPIC pipelines shipped in the package, by name: "default" (the receiver) and "fast" (its single-pass student)
+# are trained on real CamVid photographs at their native 360x480.
+SHIPPED_MODELS = {"default": "spic-camvid", "synthetic": "spic-synthetic-tiny", "fast": "spic-camvid-fast"}
 SHIPPED_SEGMENTER = "upernet-camvid"
-# Real demo scenes: CamVid test frames at 96x128 with their maps in train ids (see assets/camvid_frames).
+# Real demo scenes: CamVid test frames at their native 360x480 with their maps in train ids (assets/camvid_frames).
 DEMO_FRAMES = ("0001TP_009960", "Seq05VD_f04920")
 # Synthetic demo scenes come from the synthetic generator's "test" stream, which the shipped model never saw
 # (it was trained on the "train" stream of seed 0).
@@ -101,7 +102,7 @@ def load_shipped_segmenter():
 
 
 def demo_frame(index: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
-    """One shipped CamVid test frame: (RGB uint8 96x128x3, train-id map 96x128, description)."""
+    """One shipped CamVid test frame: (RGB uint8 360x480x3, train-id map 360x480, description)."""
     if not 0 <= index < len(DEMO_FRAMES):
         raise DemoError(f"frame must be 0..{len(DEMO_FRAMES) - 1}, got {index}")
     name = DEMO_FRAMES[index]
