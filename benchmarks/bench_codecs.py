@@ -35,6 +35,7 @@ from spic_diffusers.codec import (
     get_coarse_codec,
     get_map_coder,
 )
+from spic_diffusers.codec.map_guided import decode_map, encode_map
 
 QUALITIES = {
     "hevc": [25, 30, 35, 40, 45],
@@ -69,7 +70,9 @@ def _timed(fn, repeats: int):
     return result, statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
 
 
-REAL_MAP_CODERS = ("context2", "context", "jxl")
+REAL_MAP_CODERS = ("context3", "context2", "context", "png", "webp", "jxl")
+# The coarse image the default stream carries, which context3 reads: 4x area downsample, HEVC at QP 35.
+COARSE_DOWNSAMPLE, COARSE_QP = 4, 35
 
 
 def _resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -78,9 +81,28 @@ def _resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
 
 
-def load_real_maps(camvid_root, dataset, count: int) -> dict:
-    """Group name -> [(name, map, None)]: CamVid test maps and a Cityscapes-format dataset's maps, at several sizes."""
+def _resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BOX))
+
+
+def load_real_maps(camvid_root, dataset, count: int, camvid_dataset=None) -> dict:
+    """Group name -> [(name, map, image or None)]: CamVid test maps and a Cityscapes-format dataset's maps, at
+    several sizes; ``camvid_dataset`` (CamVid in datasets format, with its photographs) gives context3 its
+    coarse image."""
     groups = {}
+    if camvid_dataset:
+        from datasets import load_from_disk
+
+        rows = load_from_disk(camvid_dataset)["test"]
+        picks = np.linspace(0, len(rows) - 1, min(count, len(rows))).astype(int)
+        pairs = [(str(i), np.asarray(rows[int(i)]["semantic_map"], dtype=np.uint8),
+                  np.asarray(rows[int(i)]["image"].convert("RGB"))) for i in picks]  # fmt: skip
+        groups["camvid-test 360x480"] = [(n, m, image) for n, m, image in pairs]
+        groups["camvid-test 256x512 (nearest)"] = [
+            (n, _resize_nearest(m, 256, 512), _resize_image(image, 256, 512)) for n, m, image in pairs
+        ]
     if camvid_root:
         from PIL import Image
 
@@ -121,10 +143,14 @@ def bench_real_maps(groups: dict, repeats: int) -> dict:
                 "mean_bytes": r["all"]["mean_bytes"],
                 "vs_jxl": r["all"]["mean_bytes"] / jxl if jxl else None,
                 "encode_decode_cpu_ms": r["all"]["mean_encode_cpu_ms"] + r["all"]["mean_decode_cpu_ms"],
+                "encode_decode_wall_ms": r["all"]["mean_encode_ms"] + r["all"]["mean_decode_ms"],
             }
             for name, r in result.items()
             if "all" in r
         }
+        pixels = scenes[0][1].size
+        for row in table[group].values():
+            row["bpp"] = 8 * row["mean_bytes"] / pixels
         table[group]["maps"] = len(scenes)
     return table
 
@@ -135,9 +161,19 @@ def bench_map_coders(scenes, repeats: int, names=None) -> dict:
         coder = get_map_coder(name)
         per_map = []
         try:
-            for scene_name, semantic_map, _ in scenes:
-                data, encode_ms, encode_cpu = _timed(lambda: coder.encode(semantic_map), repeats)
-                decoded, decode_ms, decode_cpu = _timed(lambda: coder.decode(data, *semantic_map.shape), repeats)
+            for scene_name, semantic_map, image in scenes:
+                # context3 reads the default stream's coarse image; deriving its contexts (decoding the HEVC
+                # planes) is timed on both sides.  Without an image it codes as context2 (mode 0).
+                coarse = b""
+                if getattr(coder, "reads_coarse", False) and image is not None:
+                    coarse = get_coarse_codec("hevc", COARSE_QP).encode(area_downsample(image, COARSE_DOWNSAMPLE))
+                data, encode_ms, encode_cpu = _timed(
+                    lambda: encode_map(coder, semantic_map, "hevc" if coarse else "none", coarse, COARSE_DOWNSAMPLE),
+                    repeats,
+                )
+                decoded, decode_ms, decode_cpu = _timed(
+                    lambda: decode_map(coder, data, *semantic_map.shape, "hevc", coarse, COARSE_DOWNSAMPLE), repeats
+                )
                 if not np.array_equal(decoded, semantic_map):
                     raise RuntimeError(f"{name} is not lossless on {scene_name}")
                 per_map.append(
@@ -247,11 +283,12 @@ DEFAULT_MINUTES = 4.0
 def announce(args, qualities: dict) -> None:
     """Say what will run and about how long it takes, before starting (the coarse part does not repeat)."""
     work = args.num_maps * args.repeats / (6 * 3)
+    real = args.camvid_root or args.dataset or args.camvid_dataset
     minutes = DEFAULT_MINUTES * (0.5 * work + (0 if args.maps_only else 0.5 * sum(map(len, qualities.values()))
                                                / sum(map(len, QUALITIES.values()))))
     print(f"bench_codecs: {args.num_maps} maps per generator at {args.height}x{args.width}, {args.repeats} timing "
           f"repeat(s), {'no coarse codecs' if args.maps_only else f'{len(qualities)} coarse codecs'}"
-          f"{', real maps' if args.camvid_root or args.dataset else ''}; expected about {max(minutes, 0.5):.1f} min "
+          f"{', real maps' if real else ''}; expected about {max(minutes, 0.5):.1f} min "
           f"on a 2-core CPU ({DEFAULT_MINUTES:g} min measured with the defaults; scaled)",
           file=sys.stderr, flush=True)
 
@@ -279,6 +316,10 @@ def main(argv=None) -> int:
     parser.add_argument("--camvid_root", default=None,
                         help="CamVid in SegNet's layout: its test maps form the real-map table")
     parser.add_argument("--dataset", default=None, help="a Cityscapes-format dataset folder (the converter's output)")
+    parser.add_argument("--camvid_dataset", default=None,
+                        help="CamVid in datasets format (image + semantic_map columns): its test maps with their "
+                             "coarse images form the real-map table")
+    parser.add_argument("--real_maps_only", action="store_true", help="only the real-map table")
     parser.add_argument("--maps_only", action="store_true", help="skip the coarse codecs")
     parser.add_argument("--num_real_maps", type=int, default=24, help="real maps per source (a quarter at 1024x2048)")
     args = parser.parse_args(argv)
@@ -292,7 +333,11 @@ def main(argv=None) -> int:
     if not images:
         rng = np.random.default_rng(0)
         images = [(rng.random((args.height, args.width, 3)) * 255).astype(np.uint8)]
-    real_groups = load_real_maps(args.camvid_root, args.dataset, 2 if args.quick else args.num_real_maps)
+    real_groups = load_real_maps(args.camvid_root, args.dataset, 2 if args.quick else args.num_real_maps,
+                                 args.camvid_dataset)  # fmt: skip
+    if args.real_maps_only:
+        print(json.dumps({"real_maps": bench_real_maps(real_groups, args.repeats)}, indent=2))
+        return 0
     results = {
         "real_maps": bench_real_maps(real_groups, args.repeats) if real_groups else "pass --camvid_root or --dataset",
         "config": {
