@@ -28,9 +28,9 @@ def _scene(height: int, width: int, seed: int):
 FAST = (
     ("context", "jpeg", False), ("context", "webp", False), ("png", "jpeg", False), ("webp", "avif", False),
     ("jxl", "jxl", False), ("context2", "jpeg", False), ("context2", "webp", False), ("context2", "jpeg", True),
-    ("context", "webp", True), ("context3", "jpeg", False),
+    ("context", "webp", True),
 )  # fmt: skip
-SLOW = (("context", "hevc", False), ("context", "heif", False), ("context3", "hevc", False), ("context3", "hevc", True))
+SLOW = (("context", "hevc", False), ("context", "heif", False))
 
 
 @functools.cache
