@@ -469,7 +469,7 @@ def _codec_help() -> str:
 
 def _add_encode(subparsers) -> None:
     from .codec.coarse import COARSE_CODECS
-    from .codec.map_coders import DEFAULT_MAP_CODER, GUIDED_MAP_CODER, MAP_CODERS
+    from .codec.map_coders import DEFAULT_MAP_CODER, MAP_CODERS
 
     p = subparsers.add_parser("encode", help="code an image and its semantic map into a .spic stream")
     p.add_argument("image", help="input image (any format Pillow reads)")
@@ -492,9 +492,8 @@ def _add_encode(subparsers) -> None:
     )
     p.add_argument("--downsample", type=int, default=4, help="coarse image downsampling factor (default 4)")
     p.add_argument(
-        "--map_coder", default=None, choices=sorted(MAP_CODERS),
-        help=f"lossless map coder (default: {GUIDED_MAP_CODER}, which reads the decoded coarse image, with an "
-             f"hevc coarse image; {DEFAULT_MAP_CODER} with any other)"
+        "--map_coder", default=DEFAULT_MAP_CODER, choices=sorted(MAP_CODERS),
+        help=f"lossless map coder (default: {DEFAULT_MAP_CODER})"
     )
     p.add_argument("--max_pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse larger input images, read from their headers (default {DEFAULT_MAX_PIXELS})")

@@ -30,8 +30,7 @@ from .coarse import (
 )
 from .receiver import DecodedParts, decode, decode_parts
 from .map_context import PixelContextMapCoder
-from .map_coders import DEFAULT_MAP_CODER, GUIDED_MAP_CODER, MAP_CODERS, default_map_coder, get_map_coder
-from .map_guided import CoarseGuide, GuidedMapCoder
+from .map_coders import DEFAULT_MAP_CODER, MAP_CODERS, get_map_coder
 from .semantic import ContextMapCoder, MapCoder
 from .transmitter import RateFit, Segmenter, encode, encode_to_rate
 
@@ -49,10 +48,6 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "FORMAT_VERSION",
     "DEFAULT_MAP_CODER",
-    "GUIDED_MAP_CODER",
-    "CoarseGuide",
-    "GuidedMapCoder",
-    "default_map_coder",
     "MAP_CODERS",
     "MAX_PIXELS",
     "MAX_SIDE",

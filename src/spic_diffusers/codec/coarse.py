@@ -34,7 +34,6 @@ from .payload_headers import (
     check_jpeg_markers,
     check_jxl_end,
     check_riff_chunks,
-    hevc_picture,
     hevc_size,
     jxl_size,
 )
@@ -269,36 +268,6 @@ class HEVCCodec(CoarseCodec):
             )
         frame = np.frombuffer(raw, dtype=np.uint8).reshape(padded_h, padded_w, 3)
         return np.ascontiguousarray(frame[:height, :width])
-
-    def decode_planes(self, data: bytes, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The decoded Y', Cb, Cr planes (uint8, cropped to ``height x width`` and its chroma share).
-
-        Unlike the RGB picture these samples are normative (H.265's decoding process is bit-exact;
-        colour conversion is not), so the map coder may derive contexts from them.
-        """
-        if not data:
-            raise BitstreamError("HEVC coarse payload is empty")
-        padded_h, padded_w = self.padded_size(height, width)
-        seq = hevc_picture(bytes(data), "HEVC coarse")
-        check_declared_size((seq.height, seq.width), padded_h, padded_w, "HEVC coarse")
-        if seq.chroma_format not in (1, 3):
-            raise BitstreamError(f"HEVC coarse payload has chroma format {seq.chroma_format}, expected 4:2:0 or 4:4:4")
-        sub = 2 if seq.chroma_format == 1 else 1
-        max_pixels = 4 * (padded_h + 64) * (padded_w + 64)
-        args = [
-            self._ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin",
-            "-threads", "1", "-max_pixels", str(max_pixels), "-f", "hevc", "-i", "pipe:0",
-            "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "yuv420p" if sub == 2 else "yuv444p", "pipe:1",
-        ]  # fmt: skip
-        raw = _run_tool(args, "ffmpeg (HEVC)", bytes(data), decoding=True, pixels=max_pixels)
-        chroma_h, chroma_w = padded_h // sub, padded_w // sub
-        if len(raw) != padded_h * padded_w + 2 * chroma_h * chroma_w:
-            raise BitstreamError(f"HEVC coarse payload decodes to {len(raw)} bytes, not a {padded_h}x{padded_w} frame")
-        buffer = np.frombuffer(raw, dtype=np.uint8)
-        luma = buffer[: padded_h * padded_w].reshape(padded_h, padded_w)[:height, :width]
-        chroma = buffer[padded_h * padded_w :].reshape(2, chroma_h, chroma_w)
-        chroma = chroma[:, : -(-height // sub), : -(-width // sub)]
-        return np.ascontiguousarray(luma), np.ascontiguousarray(chroma[0]), np.ascontiguousarray(chroma[1])
 
 
 class BPGCodec(CoarseCodec):

@@ -7,18 +7,14 @@ pixel-wise coder, which builds on `semantic`), so neither imports the other's re
 from __future__ import annotations
 
 from .map_context import PixelContextMapCoder
-from .map_guided import GuidedMapCoder
 from .semantic import ContextMapCoder, FLIFMapCoder, JXLMapCoder, MapCoder, PNGMapCoder, WebPMapCoder
 
-# The map coder every entry point uses unless told otherwise (the smallest on real label maps); with an HEVC
-# coarse image, whose decoded samples are normative, the transmitter uses GUIDED_MAP_CODER instead.
+# The map coder every entry point uses unless told otherwise (the smallest on real label maps).
 DEFAULT_MAP_CODER = "context2"
-GUIDED_MAP_CODER = "context3"
 
 MAP_CODERS: dict[str, type[MapCoder]] = {
     "context": ContextMapCoder,
     "context2": PixelContextMapCoder,
-    "context3": GuidedMapCoder,
     "png": PNGMapCoder,
     "webp": WebPMapCoder,
     "jxl": JXLMapCoder,
@@ -26,13 +22,8 @@ MAP_CODERS: dict[str, type[MapCoder]] = {
 }
 
 
-def default_map_coder(coarse_codec: str) -> str:
-    """The map coder a stream with this coarse codec gets by default: ``context3`` for HEVC, else ``context2``."""
-    return GUIDED_MAP_CODER if coarse_codec == "hevc" else DEFAULT_MAP_CODER
-
-
 def get_map_coder(name: str, **kwargs) -> MapCoder:
-    """Instantiate a map coder by name ('context', 'context2', 'context3', 'png', 'webp', 'jxl', 'flif')."""
+    """Instantiate a map coder by name ('context', 'context2', 'png', 'webp', 'jxl', 'flif')."""
     if name not in MAP_CODERS:
         raise ValueError(f"unknown map coder {name!r}; choose from {sorted(MAP_CODERS)}")
     return MAP_CODERS[name](**kwargs)

@@ -153,20 +153,14 @@ class _PixelModel:
         self.weights = np.full((_SELECTORS * 2, 3), _INITIAL_WEIGHT)
         self._columns = np.arange(_K)
 
-    def start(self, positions: np.ndarray) -> None:
-        """A wavefront begins (a hook for models that see more than the map; this one does not)."""
-
-    def finish(self, positions: np.ndarray, labels: np.ndarray) -> None:
-        """A wavefront's labels are known (the other hook)."""
-
-    def flat_probabilities(self, left: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def flat_probabilities(self, left: np.ndarray) -> np.ndarray:
         return self.flat.take(left, axis=0)
 
     def update_flat(self, left: np.ndarray, is_new: np.ndarray) -> None:
         np.add.at(self.flat, (left, is_new), 1.0)
 
-    def predict(self, neighbours: np.ndarray, rows: np.ndarray):
-        """Symbol probabilities (``k x (K + 1)``) and what :meth:`update` needs; ``rows`` index the wavefront."""
+    def predict(self, neighbours: np.ndarray):
+        """Symbol probabilities (``k x (K + 1)``) and what :meth:`update` needs."""
         n = self.n
         first = (neighbours[:, :, None] == neighbours[:, None, :]).argmax(axis=2)
         big = first @ _RADIX
@@ -195,7 +189,7 @@ class _PixelModel:
         probs[~possible] = 0.0
         return probs, (big, pair, triple, logs, selector)
 
-    def new_probabilities(self, neighbours: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def new_probabilities(self, neighbours: np.ndarray) -> np.ndarray:
         probs = self.new.take(neighbours[:, 0], axis=0)
         rows = np.repeat(np.arange(len(neighbours)), _K)
         labels = neighbours.ravel()
@@ -236,10 +230,9 @@ class _Encoding:
 class _Decoding:
     """The decoder's side: symbols come from the range decoder, which must not run dry."""
 
-    def __init__(self, stream, family, words: np.ndarray, name: str = "context2"):
+    def __init__(self, stream, family, words: np.ndarray):
         self.decoder = stream.queue.RangeDecoder(words)
         self.family = family
-        self.name = name
         self.bits_after_end = 0.0
 
     def labels(self, positions: np.ndarray) -> None:
@@ -251,20 +244,18 @@ class _Decoding:
             chosen = probs[np.arange(len(decoded)), decoded] / probs.sum(axis=1)
             self.bits_after_end -= np.log2(np.maximum(chosen, 1e-300)).sum()
             if self.bits_after_end > _EXHAUSTION_SLACK_BITS:
-                raise BitstreamError(f"{self.name} map payload ends before the map is complete")
+                raise BitstreamError("context2 map payload ends before the map is complete")
         return decoded
 
 
-def _code_pixels(side, layout: _Layout, n: int, model: _PixelModel | None = None) -> np.ndarray:
-    """Run the model (default: a fresh :class:`_PixelModel`) over every wavefront, coding or decoding through
-    ``side``; returns the buffer."""
+def _code_pixels(side, layout: _Layout, n: int) -> np.ndarray:
+    """Run the model over every wavefront, coding or decoding through ``side``; returns the buffer."""
     buffer = np.full(layout.size, n, dtype=np.int64)
-    model = _PixelModel(n) if model is None else model
+    model = _PixelModel(n)
     for t in range(layout.steps):
         positions = layout.wavefront(t)
         if not positions.size:  # a one-column strip has pixels on every other wavefront only
             continue
-        model.start(positions)
         neighbours = buffer.take(positions[:, None] + layout.offsets)
         truth = side.labels(positions)
         left = neighbours[:, 0]
@@ -275,14 +266,14 @@ def _code_pixels(side, layout: _Layout, n: int, model: _PixelModel | None = None
         if flat_rows.size:
             flat_left = left[flat_rows]
             wanted = None if truth is None else (truth[flat_rows] != flat_left).astype(np.int64)
-            is_new = side.code(wanted, model.flat_probabilities(flat_left, flat_rows))
+            is_new = side.code(wanted, model.flat_probabilities(flat_left))
             labels[flat_rows] = flat_left
             model.update_flat(flat_left, is_new)
             new_rows.append(flat_rows[is_new == 1])
         rows = np.flatnonzero(~flat)
         if rows.size:
             near = neighbours[rows]
-            probs, state = model.predict(near, rows)
+            probs, state = model.predict(near)
             if truth is None:
                 wanted = None
             else:
@@ -296,13 +287,12 @@ def _code_pixels(side, layout: _Layout, n: int, model: _PixelModel | None = None
         if new_rows.size:
             around = neighbours[new_rows]
             wanted = None if truth is None else truth[new_rows]
-            new_labels = side.code(wanted, model.new_probabilities(around, new_rows))
+            new_labels = side.code(wanted, model.new_probabilities(around))
             labels[new_rows] = new_labels
             model.update_new(around[:, 0], new_labels)
         if truth is None and labels.max() >= n:
-            raise BitstreamError(f"{side.name} map payload decodes to a label outside its table")
+            raise BitstreamError("context2 map payload decodes to a label outside its table")
         buffer[positions] = labels
-        model.finish(positions, labels)
     return buffer
 
 
@@ -325,13 +315,6 @@ class PixelContextMapCoder(MapCoder):
         self._family = constriction.stream.model.Categorical(perfect=False)
 
     def encode(self, semantic_map: np.ndarray) -> bytes:
-        return self._encode(semantic_map, None)
-
-    def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
-        return self._decode(data, height, width, None)
-
-    def _encode(self, semantic_map: np.ndarray, make_model) -> bytes:
-        """The payload; ``make_model(n, layout)`` builds the model (None: a :class:`_PixelModel`)."""
         semantic_map = _check_map(semantic_map)
         height, width = semantic_map.shape
         values, indices = np.unique(semantic_map, return_inverse=True)
@@ -342,52 +325,49 @@ class PixelContextMapCoder(MapCoder):
             return out
         layout = _Layout(height, width)
         side = _Encoding(self._stream, self._family, layout.to_buffer(indices.astype(np.int64), n))
-        _code_pixels(side, layout, n, None if make_model is None else make_model(n, layout))
+        _code_pixels(side, layout, n)
         side.encoder.encode(_check_symbols(indices), self._family, np.ones((_CHECK_BYTES, 256)))
         words = side.encoder.get_compressed()
         return out + words.astype("<u4").tobytes().rstrip(b"\x00")
 
-    def _decode(self, data: bytes, height: int, width: int, make_model) -> np.ndarray:
-        name = self.name
+    def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
         data = bytes(data)
         if not data:
-            raise BitstreamError(f"{name} map payload is empty")
+            raise BitstreamError("context2 map payload is empty")
         n = data[0] + 1
         if n > height * width:
-            raise BitstreamError(f"{name} map declares {n} labels, more than its {height * width} pixels can hold")
+            raise BitstreamError(f"context2 map declares {n} labels, more than its {height * width} pixels can hold")
         table_len = n if n <= 32 else 32
         if len(data) < 1 + table_len:
-            raise BitstreamError(f"{name} map payload truncated inside its label table")
+            raise BitstreamError("context2 map payload truncated inside its label table")
         table = np.frombuffer(data[1 : 1 + table_len], dtype=np.uint8)
         if n <= 32:
             values = table.copy()
             if n > 1 and not np.all(values[1:] > values[:-1]):
-                raise BitstreamError(f"{name} map label table is not strictly increasing")
+                raise BitstreamError("context2 map label table is not strictly increasing")
         else:
             values = np.flatnonzero(np.unpackbits(table)).astype(np.uint8)
             if len(values) != n:
-                raise BitstreamError(f"{name} map label bitmap disagrees with its label count")
+                raise BitstreamError("context2 map label bitmap disagrees with its label count")
         coded = data[1 + table_len :]
         if n == 1:
             if coded:
-                raise BitstreamError(f"{name} map payload has trailing bytes after a single-label map")
+                raise BitstreamError("context2 map payload has trailing bytes after a single-label map")
             return np.full((height, width), values[0], dtype=np.uint8)
         if not coded:
-            raise BitstreamError(f"{name} map payload declares {n} labels but holds no coded data")
+            raise BitstreamError(f"context2 map payload declares {n} labels but holds no coded data")
         coded = coded + b"\x00" * (-len(coded) % 4)
         layout = _Layout(height, width)
         try:
-            words = np.frombuffer(coded, dtype="<u4").astype(np.uint32)
-            side = _Decoding(self._stream, self._family, words, name)
-            model = None if make_model is None else make_model(n, layout)
-            indices = layout.from_buffer(_code_pixels(side, layout, n, model)).astype(np.uint8)
+            side = _Decoding(self._stream, self._family, np.frombuffer(coded, dtype="<u4").astype(np.uint32))
+            indices = layout.from_buffer(_code_pixels(side, layout, n)).astype(np.uint8)
             check = side.decoder.decode(self._family, np.ones((_CHECK_BYTES, 256)))
         except BitstreamError:
             raise
         except Exception as err:  # constriction reports damaged data with its own exceptions
-            raise BitstreamError(f"{name} map payload is damaged ({err})") from None
+            raise BitstreamError(f"context2 map payload is damaged ({err})") from None
         if not np.array_equal(check, _check_symbols(indices)):
-            raise BitstreamError(f"{name} map payload fails its check: it is truncated or damaged")
+            raise BitstreamError("context2 map payload fails its check: it is truncated or damaged")
         if np.bincount(indices.ravel(), minlength=n).min() == 0:
-            raise BitstreamError(f"{name} map payload declares labels that never occur in the map")
+            raise BitstreamError("context2 map payload declares labels that never occur in the map")
         return values[indices]

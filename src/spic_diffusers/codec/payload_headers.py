@@ -203,14 +203,7 @@ def check_hevc_sequence(seq: HEVCSequence, label: str) -> None:
 
 
 def hevc_size(data: bytes, label: str) -> tuple[int, int]:
-    """``(height, width)`` of the one picture of a raw HEVC payload (after its conformance window); see
-    :func:`hevc_picture`."""
-    seq = hevc_picture(data, label)
-    return seq.height, seq.width
-
-
-def hevc_picture(data: bytes, label: str) -> HEVCSequence:
-    """The sequence parameters of the one picture of a raw HEVC payload.
+    """``(height, width)`` of the one picture of a raw HEVC payload (after its conformance window).
 
     Refuses payloads that are not exactly one VPS, SPS and PPS, a few SEI and the intra slices of one picture,
     and pictures whose coded size or bit depth ask the decoder for more than the output needs.
@@ -252,7 +245,7 @@ def hevc_picture(data: bytes, label: str) -> HEVCSequence:
     ctus = -(-seq.coded_width // _MIN_CTU) * -(-seq.coded_height // _MIN_CTU)
     if slices > ctus:
         raise BitstreamError(f"{label} payload holds {slices} slices, more than its {ctus} smallest CTUs")
-    return seq
+    return seq.height, seq.width
 
 
 # ------------------------------------------------------------------------- BPG and FLIF tools

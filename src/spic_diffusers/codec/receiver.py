@@ -17,7 +17,6 @@ from .bitstream import (
 from .coarse import coarse_size, get_coarse_codec
 from .instances import decode_instance_edges
 from .map_coders import get_map_coder
-from .map_guided import decode_map
 
 
 @dataclass
@@ -48,8 +47,7 @@ def decode_parts(stream: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> 
     edges = None
     try:
         coder = get_map_coder(header.map_coder)
-        semantic_map = decode_map(coder, map_payload, header.height, header.width, header.coarse_codec,
-                                  coarse_payload, header.downsample)  # fmt: skip
+        semantic_map = coder.decode(map_payload, header.height, header.width)
         if instance_payload is not None:
             edges = decode_instance_edges(instance_payload, semantic_map, coder)
         coarse_image = get_coarse_codec(header.coarse_codec).decode(coarse_payload, small_h, small_w)

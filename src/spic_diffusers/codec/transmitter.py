@@ -14,8 +14,7 @@ from ..config_files import read_json_object
 from .bitstream import pack_stream
 from .coarse import area_downsample, get_coarse_codec, select_coarse_codec
 from .instances import check_instance_map, encode_instance_edges
-from .map_coders import default_map_coder, get_map_coder
-from .map_guided import encode_map
+from .map_coders import DEFAULT_MAP_CODER, get_map_coder
 
 
 _WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
@@ -296,7 +295,7 @@ def encode_to_rate(
     segmenter: str | os.PathLike | Segmenter | None = None,
     coarse_codec: str | None = None,
     downsample: int | Sequence[int] = 4,
-    map_coder: str | None = None,
+    map_coder: str = DEFAULT_MAP_CODER,
     chroma: str | None = None,
     instance_map=None,
 ) -> RateFit:
@@ -318,18 +317,17 @@ def encode_to_rate(
     rgb, labels, instances = _prepare(image, segmentation_map, segmenter, instance_map)
     height, width = rgb.shape[:2]
     pixels = height * width
+    coder = get_map_coder(map_coder)
+    map_payload = coder.encode(labels)
+    instance_payload = None if instances is None else encode_instance_edges(instances, labels, coder)
     codec = select_coarse_codec(coarse_codec, None, chroma=chroma)  # None: the default codec, or a fallback
     coarse_codec = codec.name
-    coder = get_map_coder(default_map_coder(coarse_codec) if map_coder is None else map_coder)
-    map_payload = coder.encode(labels)  # a guided coder's payload without the coarse image: about its size
-    instance_payload = None if instances is None else encode_instance_edges(instances, labels, coder)
 
     def stream_for(factor: int, quality: int) -> bytes:
         coarse = get_coarse_codec(coarse_codec, quality, chroma=chroma).encode(area_downsample(rgb, factor))
         return pack_stream(
             height=height, width=width, downsample=factor, map_coder=coder.name, coarse_codec=codec.name,
-            map_payload=encode_map(coder, labels, coarse_codec, coarse, factor), coarse_payload=coarse,
-            instance_payload=instance_payload,
+            map_payload=map_payload, coarse_payload=coarse, instance_payload=instance_payload,
         )  # fmt: skip
 
     map_only = pack_stream(
@@ -399,7 +397,7 @@ def encode(
     coarse_codec: str | None = None,
     coarse_quality: int | float | None = None,
     downsample: int | Sequence[int] = 4,
-    map_coder: str | None = None,
+    map_coder: str = DEFAULT_MAP_CODER,
     chroma: str | None = None,
     target_bpp: float | None = None,
     instance_map=None,
@@ -415,8 +413,7 @@ def encode(
         coarse_quality: that codec's quality (its meaning is in ``get_coarse_codec(name).quality_help``).
         downsample: the coarse image is the area downsample of the image by this factor; with
             ``target_bpp``, a list of factors to choose from.
-        map_coder: lossless coder for the map (see ``MAP_CODERS``); None: ``context3``, which reads the decoded
-            coarse image, with an HEVC coarse image (its decoding is normative), else ``context2``.
+        map_coder: lossless coder for the map (see ``MAP_CODERS``).
         chroma: ``hevc`` only: ``"444"`` (default, the paper's) or ``"420"`` (BPG's default).
         target_bpp: choose the coarse quality (and factor) giving the highest rate at or below this
             many bits per pixel instead of ``coarse_quality``; :func:`encode_to_rate` also says
@@ -434,16 +431,16 @@ def encode(
     factor = _check_downsample(downsample)
     rgb, labels, instances = _prepare(image, segmentation_map, segmenter, instance_map)
     height, width = rgb.shape[:2]
+    coder = get_map_coder(map_coder)
     codec = select_coarse_codec(coarse_codec, coarse_quality, chroma=chroma)
-    coder = get_map_coder(default_map_coder(codec.name) if map_coder is None else map_coder)
-    coarse_payload = codec.encode(area_downsample(rgb, factor))
+    coarse = area_downsample(rgb, factor)
     return pack_stream(
         height=height,
         width=width,
         downsample=factor,
         map_coder=coder.name,
         coarse_codec=codec.name,
-        map_payload=encode_map(coder, labels, codec.name, coarse_payload, factor),
-        coarse_payload=coarse_payload,
+        map_payload=coder.encode(labels),
+        coarse_payload=codec.encode(coarse),
         instance_payload=None if instances is None else encode_instance_edges(instances, labels, coder),
     )
