@@ -35,7 +35,6 @@ from spic_diffusers.codec import (
     get_coarse_codec,
     get_map_coder,
 )
-from spic_diffusers.codec.map_guided import decode_map, encode_map
 
 QUALITIES = {
     "hevc": [25, 30, 35, 40, 45],
@@ -70,9 +69,7 @@ def _timed(fn, repeats: int):
     return result, statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
 
 
-REAL_MAP_CODERS = ("context3", "context2", "context", "png", "webp", "jxl")
-# The coarse image the default stream carries, which context3 reads: 4x area downsample, HEVC at QP 35.
-COARSE_DOWNSAMPLE, COARSE_QP = 4, 35
+REAL_MAP_CODERS = ("context2", "context", "png", "webp", "jxl")
 
 
 def _resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -81,27 +78,20 @@ def _resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
 
 
-def _resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BOX))
-
-
 def load_real_maps(camvid_root, dataset, count: int, camvid_dataset=None) -> dict:
-    """Group name -> [(name, map, image or None)]: CamVid test maps and a Cityscapes-format dataset's maps, at
-    several sizes; ``camvid_dataset`` (CamVid in datasets format, with its photographs) gives context3 its
-    coarse image."""
+    """Group name -> [(name, map, None)]: CamVid test maps (SegNet's layout from ``camvid_root``, or the datasets
+    format from ``camvid_dataset``) and a Cityscapes-format dataset's maps, at several sizes."""
     groups = {}
     if camvid_dataset:
         from datasets import load_from_disk
 
         rows = load_from_disk(camvid_dataset)["test"]
         picks = np.linspace(0, len(rows) - 1, min(count, len(rows))).astype(int)
-        pairs = [(str(i), np.asarray(rows[int(i)]["semantic_map"], dtype=np.uint8),
-                  np.asarray(rows[int(i)]["image"].convert("RGB"))) for i in picks]  # fmt: skip
-        groups["camvid-test 360x480"] = [(n, m, image) for n, m, image in pairs]
-        groups["camvid-test 256x512 (nearest)"] = [
-            (n, _resize_nearest(m, 256, 512), _resize_image(image, 256, 512)) for n, m, image in pairs
+        maps = [(str(i), np.asarray(rows[int(i)]["semantic_map"], dtype=np.uint8)) for i in picks]
+        groups["camvid-test 360x480"] = [(n, m, None) for n, m in maps]
+        groups["camvid-test 256x512 (nearest)"] = [(n, _resize_nearest(m, 256, 512), None) for n, m in maps]
+        groups["camvid-test 1024x2048 (nearest upscale, proxy)"] = [
+            (n, _resize_nearest(m, 1024, 2048), None) for n, m in maps[: max(1, count // 4)]
         ]
     if camvid_root:
         from PIL import Image
@@ -161,19 +151,9 @@ def bench_map_coders(scenes, repeats: int, names=None) -> dict:
         coder = get_map_coder(name)
         per_map = []
         try:
-            for scene_name, semantic_map, image in scenes:
-                # context3 reads the default stream's coarse image; deriving its contexts (decoding the HEVC
-                # planes) is timed on both sides.  Without an image it codes as context2 (mode 0).
-                coarse = b""
-                if getattr(coder, "reads_coarse", False) and image is not None:
-                    coarse = get_coarse_codec("hevc", COARSE_QP).encode(area_downsample(image, COARSE_DOWNSAMPLE))
-                data, encode_ms, encode_cpu = _timed(
-                    lambda: encode_map(coder, semantic_map, "hevc" if coarse else "none", coarse, COARSE_DOWNSAMPLE),
-                    repeats,
-                )
-                decoded, decode_ms, decode_cpu = _timed(
-                    lambda: decode_map(coder, data, *semantic_map.shape, "hevc", coarse, COARSE_DOWNSAMPLE), repeats
-                )
+            for scene_name, semantic_map, _ in scenes:
+                data, encode_ms, encode_cpu = _timed(lambda: coder.encode(semantic_map), repeats)
+                decoded, decode_ms, decode_cpu = _timed(lambda: coder.decode(data, *semantic_map.shape), repeats)
                 if not np.array_equal(decoded, semantic_map):
                     raise RuntimeError(f"{name} is not lossless on {scene_name}")
                 per_map.append(
@@ -317,8 +297,7 @@ def main(argv=None) -> int:
                         help="CamVid in SegNet's layout: its test maps form the real-map table")
     parser.add_argument("--dataset", default=None, help="a Cityscapes-format dataset folder (the converter's output)")
     parser.add_argument("--camvid_dataset", default=None,
-                        help="CamVid in datasets format (image + semantic_map columns): its test maps with their "
-                             "coarse images form the real-map table")
+                        help="CamVid in datasets format (a semantic_map column): its test maps form the real-map table")
     parser.add_argument("--real_maps_only", action="store_true", help="only the real-map table")
     parser.add_argument("--maps_only", action="store_true", help="skip the coarse codecs")
     parser.add_argument("--num_real_maps", type=int, default=24, help="real maps per source (a quarter at 1024x2048)")
