@@ -28,7 +28,7 @@ def _scene(height: int, width: int, seed: int):
 FAST = (
     ("context", "jpeg", False), ("context", "webp", False), ("png", "jpeg", False), ("webp", "avif", False),
     ("jxl", "jxl", False), ("context2", "jpeg", False), ("context2", "webp", False), ("context2", "jpeg", True),
-    ("context", "webp", True), ("context4", "jpeg", False), ("context4", "webp", True),
+    ("context", "webp", True),
 )  # fmt: skip
 SLOW = (("context", "hevc", False), ("context", "heif", False))
 

@@ -30,8 +30,6 @@ from spic_diffusers.codec.semantic import ContextMapCoder
 
 GIB = 1 << 30
 SIZE_FROM_CONTAINER = ("context", "png")  # map payloads whose size only the container states
-# The pixel-wise coders code no pixels of a one-label map (its label table says it all): any size fits it.
-ONE_LABEL_SIZE_FREE = ("context2", "context4")
 
 
 def _peak_rss_bytes() -> int:
@@ -261,8 +259,7 @@ def test_declared_size_against_payload_size(kind, name, true_size, claimed):
     same = claimed == true_size
     if name == "hevc":  # coded padded to even sides of at least 16, cropped by the container's size
         same = HEVCCodec.padded_size(*claimed) == HEVCCodec.padded_size(*true_size)
-    one_label = len(np.unique(values)) == 1
-    if kind == "map" and (name in SIZE_FROM_CONTAINER or (one_label and name in ONE_LABEL_SIZE_FREE)):
+    if kind == "map" and name in SIZE_FROM_CONTAINER:
         # These payloads carry no size: any claimed size decodes or is refused, in bounded time and memory.
         try:
             decoded = _bounded(lambda: coder.decode(payload, *claimed))

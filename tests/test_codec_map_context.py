@@ -114,7 +114,7 @@ def test_old_context_streams_still_decode():
     stream = encode(scene.image, scene.semantic_map, coarse_codec="jpeg", map_coder="context")
     assert read_header(stream).map_coder == "context"
     assert np.array_equal(decode_parts(stream).semantic_map, scene.semantic_map)
-    assert read_header(encode(scene.image, scene.semantic_map, coarse_codec="jpeg")).map_coder == "context4"
+    assert read_header(encode(scene.image, scene.semantic_map, coarse_codec="jpeg")).map_coder == "context2"
     assert isinstance(get_map_coder("context"), ContextMapCoder)
 
 
@@ -132,8 +132,8 @@ def test_instance_edges_round_trip_in_a_version_2_stream():
     labels = scene.semantic_map.copy()
     labels[16:24, 10:30] = 13  # the two cars of the instance map
     instances = _instances(labels)
-    plain = encode(scene.image, labels, coarse_codec="jpeg", map_coder="context2")
-    stream = encode(scene.image, labels, coarse_codec="jpeg", instance_map=instances, map_coder="context2")
+    plain = encode(scene.image, labels, coarse_codec="jpeg")
+    stream = encode(scene.image, labels, coarse_codec="jpeg", instance_map=instances)
     assert plain[2] == 1 and stream[2] == 2
     parts = decode_parts(stream)
     expected = instance_edges(instances)
