@@ -9,17 +9,14 @@ Layout (all integers are unsigned LEB128 varints unless noted)::
     width        varint   original image width
     downsample   varint   coarse image = area downsample of the original by this factor
     map_length   varint   bytes of the semantic-map payload
-    inst_length  varint   versions 2 and 4 only: bytes of the instance-edge payload
+    inst_length  varint   version 2 only: bytes of the instance-edge payload
     map payload  map_length bytes
-    instances    versions 2 and 4 only: inst_length bytes, coded with the map coder
+    instances    version 2 only: inst_length bytes, coded with the map coder
     coarse       the rest up to the trailer (its length is implied, so it is never stored)
     crc32        4 bytes  big-endian CRC-32 of every byte before it
 
 Version 1 streams carry no instance information; :func:`pack_stream` writes version 2 only when
-given an instance payload, so streams without one are unchanged.  Versions 3 and 4 are versions 1
-and 2 whose map is coded by a coder that needs a newer decoder (``context4``, whose statistics start
-from a shipped prior); they are the only versions that may name such a coder, so a decoder that
-predates it refuses the stream by its version.  A 256x512 image costs 13-14 bytes
+given an instance payload, so streams without one are unchanged.  A 256x512 image costs 13-14 bytes
 of header and trailer.  The decoder checks the CRC before it looks at any payload and checks every
 declared length against the bytes really present, so a damaged stream fails fast with
 :class:`BitstreamError` instead of allocating or hanging.
@@ -34,11 +31,7 @@ from dataclasses import dataclass
 MAGIC = b"SP"
 FORMAT_VERSION = 1
 INSTANCE_FORMAT_VERSION = 2  # version 1 + an instance-edge payload after the map
-PRIOR_FORMAT_VERSION = 3  # version 1 with a map coder of PRIOR_MAP_CODERS
-PRIOR_INSTANCE_FORMAT_VERSION = 4  # version 2 with a map coder of PRIOR_MAP_CODERS
-READABLE_VERSIONS = (FORMAT_VERSION, INSTANCE_FORMAT_VERSION, PRIOR_FORMAT_VERSION, PRIOR_INSTANCE_FORMAT_VERSION)
-_INSTANCE_VERSIONS = (INSTANCE_FORMAT_VERSION, PRIOR_INSTANCE_FORMAT_VERSION)
-_PRIOR_VERSIONS = (PRIOR_FORMAT_VERSION, PRIOR_INSTANCE_FORMAT_VERSION)
+READABLE_VERSIONS = (FORMAT_VERSION, INSTANCE_FORMAT_VERSION)
 MAX_SIDE = 16384
 MAX_PIXELS = 1 << 26
 # What a receiver decodes unless told otherwise: Cityscapes' full 1024x2048 resolution.  Larger images
@@ -48,10 +41,7 @@ MAX_DOWNSAMPLE = 64
 _CRC_BYTES = 4
 
 # Small, stable ids written into the stream; never renumber, only append.
-# 6 was context3 (a coarse-image-conditioned coder, never released): do not reuse it.
-MAP_CODER_IDS = {"context": 0, "png": 1, "webp": 2, "jxl": 3, "flif": 4, "context2": 5, "context4": 7}
-# Map coders that only streams of versions 3 and 4 may name.
-PRIOR_MAP_CODERS = ("context4",)
+MAP_CODER_IDS = {"context": 0, "png": 1, "webp": 2, "jxl": 3, "flif": 4, "context2": 5}
 COARSE_CODEC_IDS = {"hevc": 0, "bpg": 1, "heif": 2, "jxl": 3, "webp": 4, "avif": 5, "jpeg": 6}
 MAP_CODER_NAMES = {v: k for k, v in MAP_CODER_IDS.items()}
 COARSE_CODEC_NAMES = {v: k for k, v in COARSE_CODEC_IDS.items()}
@@ -155,8 +145,7 @@ def pack_stream(
 ) -> bytes:
     """Assemble a stream from its parts (the inverse of :func:`split_stream`).
 
-    With ``instance_payload`` (instance edges coded by the map coder) the stream is version 2, or 4 with a
-    map coder of :data:`PRIOR_MAP_CODERS` (otherwise 1, or 3).
+    With ``instance_payload`` (instance edges coded by the map coder) the stream is version 2.
     """
     try:
         check_dimensions(height, width, downsample)
@@ -167,11 +156,7 @@ def pack_stream(
     if coarse_codec not in COARSE_CODEC_IDS:
         raise ValueError(f"unknown coarse codec {coarse_codec!r}; choose from {sorted(COARSE_CODEC_IDS)}")
     body = bytearray(MAGIC)
-    newer = map_coder in PRIOR_MAP_CODERS
-    if instance_payload is None:
-        body.append(PRIOR_FORMAT_VERSION if newer else FORMAT_VERSION)
-    else:
-        body.append(PRIOR_INSTANCE_FORMAT_VERSION if newer else INSTANCE_FORMAT_VERSION)
+    body.append(FORMAT_VERSION if instance_payload is None else INSTANCE_FORMAT_VERSION)
     body.append((MAP_CODER_IDS[map_coder] << 4) | COARSE_CODEC_IDS[coarse_codec])
     lengths = [len(map_payload)] + ([] if instance_payload is None else [len(instance_payload)])
     for value in (height, width, downsample, *lengths):
@@ -207,11 +192,6 @@ def _parse(stream: bytes) -> tuple[StreamHeader, int]:
         raise BitstreamError(f"unknown map coder id {map_id}")
     if coarse_id not in COARSE_CODEC_NAMES:
         raise BitstreamError(f"unknown coarse codec id {coarse_id}")
-    if (MAP_CODER_NAMES[map_id] in PRIOR_MAP_CODERS) != (version in _PRIOR_VERSIONS):
-        raise BitstreamError(
-            f"map coder {MAP_CODER_NAMES[map_id]} cannot appear in a version {version} stream "
-            f"({', '.join(PRIOR_MAP_CODERS)} need versions {_PRIOR_VERSIONS}, and only they)"
-        )
     offset = 4
     body = data[:end]
     height, offset = decode_varint(body, offset, "height")
@@ -219,10 +199,10 @@ def _parse(stream: bytes) -> tuple[StreamHeader, int]:
     downsample, offset = decode_varint(body, offset, "downsample factor")
     map_length, offset = decode_varint(body, offset, "map payload length")
     instance_length = 0
-    if version in _INSTANCE_VERSIONS:
+    if version == INSTANCE_FORMAT_VERSION:
         instance_length, offset = decode_varint(body, offset, "instance payload length")
         if instance_length == 0:
-            raise BitstreamError(f"a version {version} stream must hold an instance payload")
+            raise BitstreamError("a version 2 stream must hold an instance payload")
     check_dimensions(height, width, downsample)
     if map_length > end - offset:
         raise BitstreamError(
@@ -259,7 +239,7 @@ def split_stream(stream: bytes) -> tuple[StreamHeader, bytes, bytes | None, byte
     data = bytes(stream)
     map_end = offset + header.map_bytes
     instance_end = map_end + header.instance_bytes
-    instance_payload = data[map_end:instance_end] if header.version in _INSTANCE_VERSIONS else None
+    instance_payload = data[map_end:instance_end] if header.version == INSTANCE_FORMAT_VERSION else None
     return header, data[offset:map_end], instance_payload, data[instance_end : len(data) - _CRC_BYTES]
 
 
@@ -278,7 +258,7 @@ def bpp_breakdown(stream: bytes) -> dict:
     header = read_header(stream)
     pixels = header.height * header.width
     parts = {"header": header.header_bytes, "map": header.map_bytes, "coarse": header.coarse_bytes}
-    if header.version in _INSTANCE_VERSIONS:
+    if header.version == INSTANCE_FORMAT_VERSION:
         parts["instances"] = header.instance_bytes
     parts["total"] = header.total_bytes
     return {

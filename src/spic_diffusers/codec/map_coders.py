@@ -7,16 +7,14 @@ pixel-wise coder, which builds on `semantic`), so neither imports the other's re
 from __future__ import annotations
 
 from .map_context import PixelContextMapCoder
-from .map_prior import PriorContextMapCoder
 from .semantic import ContextMapCoder, FLIFMapCoder, JXLMapCoder, MapCoder, PNGMapCoder, WebPMapCoder
 
 # The map coder every entry point uses unless told otherwise (the smallest on real label maps).
-DEFAULT_MAP_CODER = "context4"
+DEFAULT_MAP_CODER = "context2"
 
 MAP_CODERS: dict[str, type[MapCoder]] = {
     "context": ContextMapCoder,
     "context2": PixelContextMapCoder,
-    "context4": PriorContextMapCoder,
     "png": PNGMapCoder,
     "webp": WebPMapCoder,
     "jxl": JXLMapCoder,
@@ -25,7 +23,7 @@ MAP_CODERS: dict[str, type[MapCoder]] = {
 
 
 def get_map_coder(name: str, **kwargs) -> MapCoder:
-    """Instantiate a map coder by name ('context', 'context2', 'context4', 'png', 'webp', 'jxl', 'flif')."""
+    """Instantiate a map coder by name ('context', 'context2', 'png', 'webp', 'jxl', 'flif')."""
     if name not in MAP_CODERS:
         raise ValueError(f"unknown map coder {name!r}; choose from {sorted(MAP_CODERS)}")
     return MAP_CODERS[name](**kwargs)
