@@ -72,34 +72,24 @@ def _check_symbols(indices: np.ndarray) -> np.ndarray:
 
 
 class _Layout:
-    """Where each pixel lives in the padded, strip-separated buffer, and which pixels form each wavefront.
+    """Where each pixel lives in the padded, strip-separated buffer, and which pixels form each wavefront."""
 
-    ``skew`` and ``neighbours`` are parameters so that other layouts (``context4``'s bands) reuse the
-    wavefronts; every neighbour ``(dy, dx)`` must satisfy ``dx + skew * dy < 0`` to be decoded before the pixel.
-    """
-
-    def __init__(self, height: int, width: int, skew: int = _SKEW, neighbours: tuple = _NEIGHBOURS):
-        self.skew = skew
-        self._set_grid(height, width, -(-width // STRIP_WIDTH), neighbours)
-
-    def _set_grid(self, height: int, width: int, strips: int, neighbours: tuple) -> None:
-        """``strips`` side-by-side blocks of ``height`` rows and equal width in the buffer, run in lock step."""
+    def __init__(self, height: int, width: int):
         self.height, self.width = height, width
-        self.strips = strips
+        self.strips = -(-width // STRIP_WIDTH)
         self.strip_width = -(-width // self.strips)  # strips of equal width; the map is padded to strips * width
         self.row_length = self.strips * (self.strip_width + _GAP) + _GAP
-        self.steps = self.strip_width + self.skew * (height - 1)
+        self.steps = self.strip_width + _SKEW * (height - 1)
         self.size = (height + _TOP) * self.row_length
-        self.offsets = np.array([dy * self.row_length + dx for dy, dx in neighbours], dtype=np.int64)
+        self.offsets = np.array([dy * self.row_length + dx for dy, dx in _NEIGHBOURS], dtype=np.int64)
         self._strip_starts = np.arange(self.strips, dtype=np.int64) * (self.strip_width + _GAP) + _GAP
 
     def wavefront(self, t: int) -> np.ndarray:
-        """Buffer positions of the pixels with ``x_in_strip + skew * y == t``."""
-        skew = self.skew
-        y_low = max(0, -(-(t - self.strip_width + 1) // skew))
-        y_high = min(self.height - 1, t // skew)
+        """Buffer positions of the pixels with ``x_in_strip + _SKEW * y == t``."""
+        y_low = max(0, -(-(t - self.strip_width + 1) // _SKEW))
+        y_high = min(self.height - 1, t // _SKEW)
         ys = np.arange(y_low, y_high + 1, dtype=np.int64)
-        rows = (ys + _TOP) * self.row_length + (t - skew * ys)
+        rows = (ys + _TOP) * self.row_length + (t - _SKEW * ys)
         return (rows[:, None] + self._strip_starts[None, :]).ravel()
 
     def padded_width(self) -> int:
@@ -129,8 +119,7 @@ _EXP_TABLE = np.maximum(1.0, np.round(2.0**24 * np.exp(-np.arange(40 * _LOG_UNIT
 
 def _log(p: np.ndarray) -> np.ndarray:
     """log(p) in 1/64 nat, for 0 < p <= 1, from p quantised to 1/16384 (integer-valued floats)."""
-    # np.minimum / np.maximum, not np.clip: the same integers without np.clip's per-call overhead (a hot path)
-    index = np.minimum(np.maximum(np.floor(p * _LOG_STEPS).astype(np.int64), 1), _LOG_STEPS) - 1
+    index = np.clip(np.floor(p * _LOG_STEPS).astype(np.int64), 1, _LOG_STEPS) - 1
     return _LOG_TABLE.take(index)
 
 
@@ -241,10 +230,9 @@ class _Encoding:
 class _Decoding:
     """The decoder's side: symbols come from the range decoder, which must not run dry."""
 
-    def __init__(self, stream, family, words: np.ndarray, name: str = "context2"):
+    def __init__(self, stream, family, words: np.ndarray):
         self.decoder = stream.queue.RangeDecoder(words)
         self.family = family
-        self.name = name
         self.bits_after_end = 0.0
 
     def labels(self, positions: np.ndarray) -> None:
@@ -256,13 +244,14 @@ class _Decoding:
             chosen = probs[np.arange(len(decoded)), decoded] / probs.sum(axis=1)
             self.bits_after_end -= np.log2(np.maximum(chosen, 1e-300)).sum()
             if self.bits_after_end > _EXHAUSTION_SLACK_BITS:
-                raise BitstreamError(f"{self.name} map payload ends before the map is complete")
+                raise BitstreamError("context2 map payload ends before the map is complete")
         return decoded
 
 
-def _code_pixels(side, layout: _Layout, n: int, model: _PixelModel, name: str = "context2") -> np.ndarray:
+def _code_pixels(side, layout: _Layout, n: int) -> np.ndarray:
     """Run the model over every wavefront, coding or decoding through ``side``; returns the buffer."""
     buffer = np.full(layout.size, n, dtype=np.int64)
+    model = _PixelModel(n)
     for t in range(layout.steps):
         positions = layout.wavefront(t)
         if not positions.size:  # a one-column strip has pixels on every other wavefront only
@@ -302,7 +291,7 @@ def _code_pixels(side, layout: _Layout, n: int, model: _PixelModel, name: str = 
             labels[new_rows] = new_labels
             model.update_new(around[:, 0], new_labels)
         if truth is None and labels.max() >= n:
-            raise BitstreamError(f"{name} map payload decodes to a label outside its table")
+            raise BitstreamError("context2 map payload decodes to a label outside its table")
         buffer[positions] = labels
     return buffer
 
@@ -325,14 +314,6 @@ class PixelContextMapCoder(MapCoder):
         self._stream = constriction.stream
         self._family = constriction.stream.model.Categorical(perfect=False)
 
-    def _layout(self, height: int, width: int) -> _Layout:
-        """Where the pixels go and in which order they are coded (a hook for derived coders)."""
-        return _Layout(height, width)
-
-    def _model(self, values: np.ndarray) -> _PixelModel:
-        """A fresh model for a map with these sorted label values (a hook for derived coders)."""
-        return _PixelModel(len(values))
-
     def encode(self, semantic_map: np.ndarray) -> bytes:
         semantic_map = _check_map(semantic_map)
         height, width = semantic_map.shape
@@ -342,53 +323,51 @@ class PixelContextMapCoder(MapCoder):
         out = bytes([n - 1]) + ContextMapCoder._label_table(values)
         if n == 1:
             return out
-        layout = self._layout(height, width)
+        layout = _Layout(height, width)
         side = _Encoding(self._stream, self._family, layout.to_buffer(indices.astype(np.int64), n))
-        _code_pixels(side, layout, n, self._model(values), self.name)
+        _code_pixels(side, layout, n)
         side.encoder.encode(_check_symbols(indices), self._family, np.ones((_CHECK_BYTES, 256)))
         words = side.encoder.get_compressed()
         return out + words.astype("<u4").tobytes().rstrip(b"\x00")
 
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
-        name = self.name
         data = bytes(data)
         if not data:
-            raise BitstreamError(f"{name} map payload is empty")
+            raise BitstreamError("context2 map payload is empty")
         n = data[0] + 1
         if n > height * width:
-            raise BitstreamError(f"{name} map declares {n} labels, more than its {height * width} pixels can hold")
+            raise BitstreamError(f"context2 map declares {n} labels, more than its {height * width} pixels can hold")
         table_len = n if n <= 32 else 32
         if len(data) < 1 + table_len:
-            raise BitstreamError(f"{name} map payload truncated inside its label table")
+            raise BitstreamError("context2 map payload truncated inside its label table")
         table = np.frombuffer(data[1 : 1 + table_len], dtype=np.uint8)
         if n <= 32:
             values = table.copy()
             if n > 1 and not np.all(values[1:] > values[:-1]):
-                raise BitstreamError(f"{name} map label table is not strictly increasing")
+                raise BitstreamError("context2 map label table is not strictly increasing")
         else:
             values = np.flatnonzero(np.unpackbits(table)).astype(np.uint8)
             if len(values) != n:
-                raise BitstreamError(f"{name} map label bitmap disagrees with its label count")
+                raise BitstreamError("context2 map label bitmap disagrees with its label count")
         coded = data[1 + table_len :]
         if n == 1:
             if coded:
-                raise BitstreamError(f"{name} map payload has trailing bytes after a single-label map")
+                raise BitstreamError("context2 map payload has trailing bytes after a single-label map")
             return np.full((height, width), values[0], dtype=np.uint8)
         if not coded:
-            raise BitstreamError(f"{name} map payload declares {n} labels but holds no coded data")
+            raise BitstreamError(f"context2 map payload declares {n} labels but holds no coded data")
         coded = coded + b"\x00" * (-len(coded) % 4)
-        layout = self._layout(height, width)
+        layout = _Layout(height, width)
         try:
-            words = np.frombuffer(coded, dtype="<u4").astype(np.uint32)
-            side = _Decoding(self._stream, self._family, words, name)
-            indices = layout.from_buffer(_code_pixels(side, layout, n, self._model(values), name)).astype(np.uint8)
+            side = _Decoding(self._stream, self._family, np.frombuffer(coded, dtype="<u4").astype(np.uint32))
+            indices = layout.from_buffer(_code_pixels(side, layout, n)).astype(np.uint8)
             check = side.decoder.decode(self._family, np.ones((_CHECK_BYTES, 256)))
         except BitstreamError:
             raise
         except Exception as err:  # constriction reports damaged data with its own exceptions
-            raise BitstreamError(f"{name} map payload is damaged ({err})") from None
+            raise BitstreamError(f"context2 map payload is damaged ({err})") from None
         if not np.array_equal(check, _check_symbols(indices)):
-            raise BitstreamError(f"{name} map payload fails its check: it is truncated or damaged")
+            raise BitstreamError("context2 map payload fails its check: it is truncated or damaged")
         if np.bincount(indices.ravel(), minlength=n).min() == 0:
-            raise BitstreamError(f"{name} map payload declares labels that never occur in the map")
+            raise BitstreamError("context2 map payload declares labels that never occur in the map")
         return values[indices]
