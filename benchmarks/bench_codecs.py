@@ -69,7 +69,7 @@ def _timed(fn, repeats: int):
     return result, statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
 
 
-REAL_MAP_CODERS = ("context2", "context", "jxl")
+REAL_MAP_CODERS = ("context2", "context", "png", "webp", "jxl")
 
 
 def _resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -78,9 +78,21 @@ def _resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(labels).resize((width, height), Image.NEAREST))
 
 
-def load_real_maps(camvid_root, dataset, count: int) -> dict:
-    """Group name -> [(name, map, None)]: CamVid test maps and a Cityscapes-format dataset's maps, at several sizes."""
+def load_real_maps(camvid_root, dataset, count: int, camvid_dataset=None) -> dict:
+    """Group name -> [(name, map, None)]: CamVid test maps (SegNet's layout from ``camvid_root``, or the datasets
+    format from ``camvid_dataset``) and a Cityscapes-format dataset's maps, at several sizes."""
     groups = {}
+    if camvid_dataset:
+        from datasets import load_from_disk
+
+        rows = load_from_disk(camvid_dataset)["test"]
+        picks = np.linspace(0, len(rows) - 1, min(count, len(rows))).astype(int)
+        maps = [(str(i), np.asarray(rows[int(i)]["semantic_map"], dtype=np.uint8)) for i in picks]
+        groups["camvid-test 360x480"] = [(n, m, None) for n, m in maps]
+        groups["camvid-test 256x512 (nearest)"] = [(n, _resize_nearest(m, 256, 512), None) for n, m in maps]
+        groups["camvid-test 1024x2048 (nearest upscale, proxy)"] = [
+            (n, _resize_nearest(m, 1024, 2048), None) for n, m in maps[: max(1, count // 4)]
+        ]
     if camvid_root:
         from PIL import Image
 
@@ -121,10 +133,14 @@ def bench_real_maps(groups: dict, repeats: int) -> dict:
                 "mean_bytes": r["all"]["mean_bytes"],
                 "vs_jxl": r["all"]["mean_bytes"] / jxl if jxl else None,
                 "encode_decode_cpu_ms": r["all"]["mean_encode_cpu_ms"] + r["all"]["mean_decode_cpu_ms"],
+                "encode_decode_wall_ms": r["all"]["mean_encode_ms"] + r["all"]["mean_decode_ms"],
             }
             for name, r in result.items()
             if "all" in r
         }
+        pixels = scenes[0][1].size
+        for row in table[group].values():
+            row["bpp"] = 8 * row["mean_bytes"] / pixels
         table[group]["maps"] = len(scenes)
     return table
 
@@ -247,11 +263,12 @@ DEFAULT_MINUTES = 4.0
 def announce(args, qualities: dict) -> None:
     """Say what will run and about how long it takes, before starting (the coarse part does not repeat)."""
     work = args.num_maps * args.repeats / (6 * 3)
+    real = args.camvid_root or args.dataset or args.camvid_dataset
     minutes = DEFAULT_MINUTES * (0.5 * work + (0 if args.maps_only else 0.5 * sum(map(len, qualities.values()))
                                                / sum(map(len, QUALITIES.values()))))
     print(f"bench_codecs: {args.num_maps} maps per generator at {args.height}x{args.width}, {args.repeats} timing "
           f"repeat(s), {'no coarse codecs' if args.maps_only else f'{len(qualities)} coarse codecs'}"
-          f"{', real maps' if args.camvid_root or args.dataset else ''}; expected about {max(minutes, 0.5):.1f} min "
+          f"{', real maps' if real else ''}; expected about {max(minutes, 0.5):.1f} min "
           f"on a 2-core CPU ({DEFAULT_MINUTES:g} min measured with the defaults; scaled)",
           file=sys.stderr, flush=True)
 
@@ -279,6 +296,9 @@ def main(argv=None) -> int:
     parser.add_argument("--camvid_root", default=None,
                         help="CamVid in SegNet's layout: its test maps form the real-map table")
     parser.add_argument("--dataset", default=None, help="a Cityscapes-format dataset folder (the converter's output)")
+    parser.add_argument("--camvid_dataset", default=None,
+                        help="CamVid in datasets format (a semantic_map column): its test maps form the real-map table")
+    parser.add_argument("--real_maps_only", action="store_true", help="only the real-map table")
     parser.add_argument("--maps_only", action="store_true", help="skip the coarse codecs")
     parser.add_argument("--num_real_maps", type=int, default=24, help="real maps per source (a quarter at 1024x2048)")
     args = parser.parse_args(argv)
@@ -292,7 +312,11 @@ def main(argv=None) -> int:
     if not images:
         rng = np.random.default_rng(0)
         images = [(rng.random((args.height, args.width, 3)) * 255).astype(np.uint8)]
-    real_groups = load_real_maps(args.camvid_root, args.dataset, 2 if args.quick else args.num_real_maps)
+    real_groups = load_real_maps(args.camvid_root, args.dataset, 2 if args.quick else args.num_real_maps,
+                                 args.camvid_dataset)  # fmt: skip
+    if args.real_maps_only:
+        print(json.dumps({"real_maps": bench_real_maps(real_groups, args.repeats)}, indent=2))
+        return 0
     results = {
         "real_maps": bench_real_maps(real_groups, args.repeats) if real_groups else "pass --camvid_root or --dataset",
         "config": {
