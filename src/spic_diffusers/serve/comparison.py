@@ -24,7 +24,7 @@ DECODER_MODELS = {"fast": "fast", "paper": "default"}
 # Classical codecs coding the whole image at the SPIC stream's byte count, by codec name: the name shown.
 BASELINE_CODECS = {"hevc": "HEVC", "webp": "WebP"}
 RATE_MODES = ("coarse quality", "target bpp")
-DEFAULT_TARGET_BPP = 0.6
+DEFAULT_TARGET_BPP = 0.15  # the paper's operating point at 360x480
 # Uploads are resized to the model's size; this bounds what is read and decoded from the upload first.
 DEFAULT_UPLOAD_PIXELS = 4096 * 4096
 
