@@ -16,6 +16,7 @@ from typing import Any
 
 from . import aggregate
 from .records import finite, json_default
+from .report import save_rate_plot
 from .settings import COARSE_BASELINE, MAP_ONLY, ORIGINAL, SPIC, EvaluationError
 
 FAST, PAPER, FAST_SUBSET = "SPIC, fast student", "SPIC, paper sampler", "SPIC, fast student (subset)"
@@ -198,15 +199,7 @@ def plot(table: dict[str, Any], out_dir: str | Path) -> list[str]:
         original = _value(table["rows"], "original", None, key)
         if original is not None:
             ax.axhline(original, color="black", linestyle="--", linewidth=1, label="original photographs")
-        ax.set_xlabel("bits per pixel")
-        ax.set_ylabel(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"operating_point_rate_vs_{key}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(str(path))
+        written.append(save_rate_plot(fig, ax, title, out_dir / f"operating_point_rate_vs_{key}.png", dpi=110))
     return written
 
 

@@ -111,16 +111,22 @@ def plot_rate_curves(results: dict[str, Any], out_dir: Path) -> list[str]:
             points.sort()
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker="o", label=name)
-        ax.set_xlabel("bits per pixel")
-        ax.set_ylabel(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"rate_vs_{metric}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(str(path))
+        written.append(save_rate_plot(fig, ax, title, out_dir / f"rate_vs_{metric}.png", dpi=120))
     return written
+
+
+def save_rate_plot(fig, ax, ylabel: str, path: Path, dpi: int = 120) -> str:
+    """Label a rate plot (bits per pixel on x), add its grid and legend, write it and close the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return str(path)
 
 
 def plot_sampler_sweep(results: dict[str, Any], out_dir: Path) -> str | None:
