@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from ..models.unet_spic import SPICUNet2DModel
 from .arguments import TrainingInputError, _float_list, _resolution, check_mixed_precision
-from .trainer import TrainingProgress, augment_batch, check_output_dir, prepare_data, resume_checkpoint, \
+from .trainer import TrainingProgress, augment_batch, check_output_dir, crop_batch, prepare_data, resume_checkpoint, \
     save_checkpoint, step_generator, stop_unless_finite
 
 logger = logging.getLogger("spic_diffusers.training.distill")
@@ -131,14 +131,7 @@ def per_frame_choices(batch: dict, seed: int, teacher_crop: Sequence[int] | None
         crop_h, crop_w = teacher_crop
         tops = [int(d.integers((height - crop_h) // down + 1)) * down for d in draws]
         lefts = [int(d.integers((width - crop_w) // down + 1)) * down for d in draws]
-        for key in ("segmentation_map", "low_res_image", "pixel_values", "labels"):
-            if key not in batch:
-                continue
-            scale = down if key == "low_res_image" else 1
-            batch[key] = torch.stack([
-                batch[key][i, ..., top // scale:(top + crop_h) // scale, left // scale:(left + crop_w) // scale]
-                for i, (top, left) in enumerate(zip(tops, lefts))
-            ])
+        batch = crop_batch(batch, tops, lefts, teacher_crop, down)
     return batch
 
 

@@ -209,16 +209,22 @@ def _random_crop(batch: dict[str, torch.Tensor], generator: torch.Generator, cro
     size = batch["pixel_values"].shape[0]
     top = torch.randint(0, (height - crop_h) // down + 1, (size,), generator=generator) * down
     left = torch.randint(0, (width - crop_w) // down + 1, (size,), generator=generator) * down
+    return crop_batch(batch, top.tolist(), left.tolist(), crop, down)
+
+
+def crop_batch(batch: dict, tops: Sequence[int], lefts: Sequence[int], crop: Sequence[int], down: int) -> dict:
+    """Crop sample i at (tops[i], lefts[i]) (multiples of `down`): the full-size inputs to `crop`, the coarse image
+    to `crop / down` at the matching place."""
     out = dict(batch)
+    crop_h, crop_w = crop
     for key in ("pixel_values", "segmentation_map", "labels", "low_res_image"):
         if key not in batch:
             continue
         scale = down if key == "low_res_image" else 1
         ch, cw = crop_h // scale, crop_w // scale
         out[key] = torch.stack([
-            batch[key][i, ..., int(top[i]) // scale:int(top[i]) // scale + ch,
-                       int(left[i]) // scale:int(left[i]) // scale + cw]
-            for i in range(size)
+            batch[key][i, ..., int(t) // scale:int(t) // scale + ch, int(l) // scale:int(l) // scale + cw]
+            for i, (t, l) in enumerate(zip(tops, lefts))
         ])
     return out
 
