@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import Callable, Sequence
@@ -77,6 +78,12 @@ def native_bf16(device: str | torch.device = "cpu") -> bool:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
+    return _cpu_has_native_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_has_native_bf16() -> bool:
+    """Read once: every pipeline call with a saved `default_unet_dtype` asks."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             flags = f.read()
