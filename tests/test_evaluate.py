@@ -88,6 +88,23 @@ def test_match_rate_is_closest_from_below(codec_name):
     assert tiny["above_target"] and tiny["quality"] == candidates[0]
 
 
+def test_match_rate_searches_for_several_targets_share_their_encodes():
+    """The evaluation matches each codec to four rates of one image: the searches reuse each other's encodes and
+    choose exactly what separate searches choose."""
+    rng = np.random.default_rng(1)
+    image = np.clip(rng.normal(128, 40, (HEIGHT, WIDTH, 3)), 0, 255).astype(np.uint8)
+    encodes: dict[int, bytes] = {}
+    total = 0
+    for target in (1200, 1000, 900, 700):
+        alone = evaluation.match_rate("webp", image, target)
+        shared = evaluation.match_rate("webp", image, target, encodes)
+        assert (shared["quality"], shared["bytes"]) == (alone["quality"], alone["bytes"])
+        assert np.array_equal(shared["decoded"], alone["decoded"])
+        assert shared["encodes"] <= alone["encodes"]
+        total += shared["encodes"]
+    assert total == len(encodes) < 4 * alone["encodes"]
+
+
 def test_refuses_foreign_non_empty_output_folder(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     config = evaluation.EvalConfig(model="m", dataset="d", output_dir=str(tmp_path))

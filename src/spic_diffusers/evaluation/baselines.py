@@ -41,15 +41,18 @@ def quality_candidates(codec_class: type) -> list[int]:
     return values if codec_class.higher_is_better else values[::-1]
 
 
-def match_rate(codec_name: str, image: np.ndarray, target_bytes: int) -> dict[str, Any]:
+def match_rate(codec_name: str, image: np.ndarray, target_bytes: int,
+               encodes: dict[int, bytes] | None = None) -> dict[str, Any]:
     """Code the whole ``image`` at the quality whose size is the largest not above ``target_bytes``.
 
     Binary search over the codec's quality scale (sizes assumed monotonic in quality). When even the
     smallest setting is larger than the target, that setting is used and ``above_target`` is set. ``seconds`` is
-    the decode time of the chosen stream (what a receiver pays).
+    the decode time of the chosen stream (what a receiver pays). ``encodes`` ({quality index: stream}, filled in
+    place) lets searches for several targets on the same image and codec share their encodes.
     """
     candidates = quality_candidates(COARSE_CODECS[codec_name])
-    streams: dict[int, bytes] = {}
+    streams: dict[int, bytes] = {} if encodes is None else encodes
+    searched = len(streams)
 
     def stream(i: int) -> bytes:
         if i not in streams:
@@ -70,5 +73,5 @@ def match_rate(codec_name: str, image: np.ndarray, target_bytes: int) -> dict[st
     decoded = codec.get_coarse_codec(codec_name, candidates[best]).decode(data, image.shape[0], image.shape[1])
     seconds = time.perf_counter() - start
     return {"quality": candidates[best], "bytes": len(data), "decoded": np.asarray(decoded, np.uint8),
-            "above_target": above, "encodes": len(streams), "seconds": seconds}
+            "above_target": above, "encodes": len(streams) - searched, "seconds": seconds}
 

@@ -149,8 +149,10 @@ class Evaluator:
     def _folder(self, kind: str, setting: Any, label: str):
         return self.out / "images" / safe_name(f"{kind}-{label}-{digest(dataclasses.asdict(setting))}")
 
-    def rate_record(self, rate: RateSetting, image_id: str, image: np.ndarray, maps, streams: dict) -> dict:
-        """Stream sizes, the coarse baseline and the codec baselines of one image at one rate setting."""
+    def rate_record(self, rate: RateSetting, image_id: str, image: np.ndarray, maps, streams: dict,
+                    encodes: dict | None = None) -> dict:
+        """Stream sizes, the coarse baseline and the codec baselines of one image at one rate setting. ``encodes``
+        ({codec: {quality index: stream}}) carries the baselines' encodes of this image from one rate to the next."""
 
         def compute() -> dict:
             stream = self._stream(rate, image, maps[0], streams)
@@ -176,15 +178,17 @@ class Evaluator:
             record["methods"][MAP_ONLY] = self.map_only_record(rate, image_id, image, maps, streams)
         for name in self.baseline_codecs:
             record["methods"][f"{name} (same rate)"] = self.baseline_record(
-                rate, name, image_id, image, maps, record["bytes"]["total"])
+                rate, name, image_id, image, maps, record["bytes"]["total"],
+                None if encodes is None else encodes.setdefault(name, {}))
         return record
 
-    def baseline_record(self, rate: RateSetting, name: str, image_id: str, image, maps, target: int) -> dict:
+    def baseline_record(self, rate: RateSetting, name: str, image_id: str, image, maps, target: int,
+                        encodes: dict | None = None) -> dict:
         """Whole-image coding with codec ``name`` at the rate of SPIC's stream (``target`` bytes)."""
 
         def compute() -> dict:
             try:
-                matched = match_rate(name, image, target)
+                matched = match_rate(name, image, target, encodes)
             except Exception as error:  # one codec failing on one image must not stop the run
                 return {"error": f"{type(error).__name__}: {error}"}
             decoded = matched.pop("decoded")
@@ -289,8 +293,8 @@ class Evaluator:
         transmitted = truth
         if self.config.transmit_map == "segmenter":
             transmitted = np.asarray(Image.open(self.out / original["prediction"]), dtype=np.uint8)
-        maps, streams = (transmitted, truth), {}
-        rates = [self.rate_record(rate, image_id, image, maps, streams) for rate in self.config.rates()]
+        maps, streams, encodes = (transmitted, truth), {}, {}
+        rates = [self.rate_record(rate, image_id, image, maps, streams, encodes) for rate in self.config.rates()]
         spic = [self.spic_record(setting, image_id, image, maps, streams) for setting in self.config.settings()]
         candidates = [m for r in rates for m in r["methods"].values()] + spic
         features = {c["image"]: self._features(c["image"]) for c in candidates if "image" in c}
