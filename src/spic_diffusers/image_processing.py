@@ -10,17 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from .labels import IGNORE_INDEX
+from .sizes import SizeLike, as_hw
 
-SizeLike = int | Sequence[int]
-
-
-def _as_hw(size: SizeLike) -> tuple[int, int]:
-    if isinstance(size, (int, np.integer)):
-        size = (int(size), int(size))
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"size must be a positive int or (height, width), got {size}")
-    return size  # type: ignore[return-value]
 
 
 def upsample_bicubic(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -34,7 +25,7 @@ def resize_image(image: np.ndarray | PIL.Image.Image, size: SizeLike) -> np.ndar
 
     This is how guided-diffusion (and so the SPIC paper) resizes its training images.
     """
-    height, width = _as_hw(size)
+    height, width = as_hw(size)
     pil = image if isinstance(image, PIL.Image.Image) else PIL.Image.fromarray(np.asarray(image, dtype=np.uint8))
     if pil.mode != "RGB":
         pil = pil.convert("RGB")
@@ -47,7 +38,7 @@ def resize_image(image: np.ndarray | PIL.Image.Image, size: SizeLike) -> np.ndar
 
 def resize_map(array: np.ndarray, size: SizeLike) -> np.ndarray:
     """Nearest-neighbour resize of a 2-D map (any integer dtype), sampling pixel centres like PIL."""
-    height, width = _as_hw(size)
+    height, width = as_hw(size)
     array = np.asarray(array)
     if array.ndim != 2:
         raise ValueError(f"maps must be 2-D, got shape {array.shape}")
