@@ -65,6 +65,17 @@ def load_segmenter(path_or_id: str, device: str = "cpu"):
     return segmenter
 
 
+def spread_indices(length: int, count: int) -> list[int]:
+    """At most ``count`` row indices spread over ``range(length)``: every ``length // count``-th from row 0.
+
+    Spread, not the first rows: video datasets such as CamVid store consecutive frames of one sequence together.
+    The benchmarks pick their frames with this.
+    """
+    if length < 0 or count < 1:
+        raise ValueError(f"need length >= 0 and count >= 1, got {length} and {count}")
+    return list(range(0, length, max(1, length // count)))[:count]
+
+
 def image_ids(dataset, count: int) -> list[str]:
     """The ids of the first ``count`` rows (read from the ``id`` column alone), refusing duplicates."""
     column = dataset.select(range(count))["id"] if "id" in dataset.column_names else [None] * count
