@@ -60,3 +60,13 @@ def test_quality_candidates_run_from_the_smallest_output_to_the_largest(name):
     low, high = math.ceil(codec.quality_range[0]), math.floor(codec.quality_range[1])
     assert sorted(candidates) == list(range(low, high + 1))
     assert candidates[0] == (low if codec.higher_is_better else high)
+
+
+def test_benchmark_frames_are_evenly_spread_with_both_ends():
+    from spic_diffusers.evaluation.inputs import spread_indices
+
+    picks = spread_indices(233, 24)  # bench_codecs' README table: 24 of CamVid's 233 test maps
+    assert len(picks) == 24 and picks[0] == 0 and picks[-1] == 232 and picks == sorted(set(picks))
+    assert spread_indices(5, 10) == [0, 1, 2, 3, 4] and spread_indices(0, 3) == [] and spread_indices(9, 1) == [0]
+    with pytest.raises(ValueError):
+        spread_indices(10, 0)

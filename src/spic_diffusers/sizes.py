@@ -30,7 +30,7 @@ def as_hw(size: SizeLike, name: str = "size", *, minimum: int = 1, maximum: int 
     else:
         raise SizeError(f"{name} must be an int, (height, width) or 'HxW', got {type(size).__name__}")
     try:
-        if any(isinstance(p, (bool, float)) for p in parts):
+        if any(isinstance(p, bool) or (isinstance(p, float) and not p.is_integer()) for p in parts):
             raise ValueError
         sides = tuple(int(p) for p in parts)
     except (TypeError, ValueError):
