@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from spic_diffusers.data.synthetic import make_scene, make_street_map
+from spic_diffusers.evaluation.inputs import spread_indices
 from spic_diffusers.codec import (
     COARSE_CODECS,
     MAP_CODERS,
@@ -86,8 +87,7 @@ def load_real_maps(camvid_root, dataset, count: int, camvid_dataset=None) -> dic
         from datasets import load_from_disk
 
         rows = load_from_disk(camvid_dataset)["test"]
-        picks = np.linspace(0, len(rows) - 1, min(count, len(rows))).astype(int)
-        maps = [(str(i), np.asarray(rows[int(i)]["semantic_map"], dtype=np.uint8)) for i in picks]
+        maps = [(str(i), np.asarray(rows[i]["semantic_map"], dtype=np.uint8)) for i in spread_indices(len(rows), count)]
         groups["camvid-test 360x480"] = [(n, m, None) for n, m in maps]
         groups["camvid-test 256x512 (nearest)"] = [(n, _resize_nearest(m, 256, 512), None) for n, m in maps]
         groups["camvid-test 1024x2048 (nearest upscale, proxy)"] = [
@@ -99,10 +99,8 @@ def load_real_maps(camvid_root, dataset, count: int, camvid_dataset=None) -> dic
         from spic_diffusers.data.camvid import camvid_to_train_ids, find_camvid_files
 
         records = find_camvid_files(camvid_root, "test")
-        step = max(1, len(records) // count)
-        maps = [
-            (r.id, camvid_to_train_ids(np.asarray(Image.open(r.annotation_path)))) for r in records[::step][:count]
-        ]
+        maps = [(records[i].id, camvid_to_train_ids(np.asarray(Image.open(records[i].annotation_path))))
+                for i in spread_indices(len(records), count)]
         groups["camvid-test 360x480"] = [(n, m, None) for n, m in maps]
         groups["camvid-test 256x512 (nearest)"] = [(n, _resize_nearest(m, 256, 512), None) for n, m in maps]
         groups["camvid-test 1024x2048 (nearest upscale, proxy)"] = [

@@ -50,12 +50,10 @@ EXPECTED = {
 
 
 def _available_gb() -> float | None:
-    try:
-        import psutil
+    from spic_diffusers.memory import available_memory
 
-        return psutil.virtual_memory().available / 2**30
-    except ImportError:
-        return None
+    available = available_memory("cpu")
+    return None if available is None else available / 2**30
 
 
 def _announce(configs: list[str], paper_full: bool) -> None:

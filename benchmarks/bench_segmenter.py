@@ -22,10 +22,9 @@ import numpy as np
 
 
 def _sizes(text: str) -> list[tuple[int, int]]:
-    try:
-        return [tuple(int(v) for v in part.lower().split("x")) for part in text.split(",")]  # type: ignore[misc]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"sizes are HEIGHTxWIDTH separated by commas, got {text!r}") from None
+    from spic_diffusers.sizes import as_hw
+
+    return [as_hw(part, "--sizes") for part in text.split(",")]
 
 
 def main(argv: list[str] | None = None) -> int:

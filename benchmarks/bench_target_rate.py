@@ -20,17 +20,17 @@ from PIL import Image
 
 from spic_diffusers.codec import encode_to_rate, get_coarse_codec
 from spic_diffusers.data.camvid import camvid_to_train_ids, find_camvid_files
+from spic_diffusers.evaluation.inputs import spread_indices
+from spic_diffusers.sizes import as_hw
 
 
 def _size(text: str) -> tuple[int, int]:
-    height, width = (int(v) for v in text.lower().split("x"))
-    return height, width
+    return as_hw(text)
 
 
 def load_frames(root: str, count: int):
     records = find_camvid_files(root, "test")
-    step = max(1, len(records) // count)
-    for record in records[::step][:count]:
+    for record in (records[i] for i in spread_indices(len(records), count)):
         yield np.asarray(Image.open(record.image_path).convert("RGB")), camvid_to_train_ids(
             np.asarray(Image.open(record.annotation_path))
         )

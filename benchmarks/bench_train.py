@@ -35,12 +35,10 @@ EXPECTED = {
 
 def announce(names: list[str], steps: dict[str, int]) -> None:
     """Say what will run, how long it should take and how much memory it needs, before starting."""
-    try:
-        import psutil
+    from spic_diffusers.memory import available_memory
 
-        available = psutil.virtual_memory().available / 2**30
-    except ImportError:
-        available = None
+    available = available_memory("cpu")
+    available = None if available is None else available / 2**30
     for name in names:
         expected = EXPECTED[name]
         minutes = expected["minutes"] * (steps[name] if name == "paper" else 1)

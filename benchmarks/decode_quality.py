@@ -34,9 +34,11 @@ METRICS = ("psnr", "boundary_psnr", "region_colour_error", "miou")
 def load_frames(path: str, split: str, num_frames: int, size: tuple[int, int]) -> list[dict[str, Any]]:
     """`num_frames` rows spread evenly over a `datasets` split (image + semantic_map), resized to the model's size.
 
-    Spread, not the first rows: video datasets such as CamVid store consecutive frames of one sequence together."""
+    Spread, not the first rows (see `spread_indices`)."""
     import datasets
     from PIL import Image
+
+    from spic_diffusers.evaluation.inputs import spread_indices
 
     data = datasets.load_from_disk(path)
     if isinstance(data, datasets.DatasetDict):
@@ -48,8 +50,7 @@ def load_frames(path: str, split: str, num_frames: int, size: tuple[int, int]) -
         raise SystemExit(f"--frames {path!r} lacks the columns {sorted(missing)}")
     height, width = size
     frames = []
-    count = min(num_frames, len(data))
-    for row in data.select([i * len(data) // count for i in range(count)]):
+    for row in data.select(spread_indices(len(data), num_frames)):
         image = row["image"].convert("RGB").resize((width, height), Image.BICUBIC)
         labels = row["semantic_map"].resize((width, height), Image.NEAREST)
         frames.append({"id": str(row.get("id", len(frames))), "image": np.asarray(image),
@@ -138,12 +139,12 @@ def _run(model: str, frames_path: str, *, students: list[str] | None = None, spl
 
     from spic_diffusers import SPICPipeline
     from spic_diffusers.codec import area_downsample, make_coarse
+    from spic_diffusers.sizes import as_hw
     from spic_diffusers.training import distill
 
     pipe = SPICPipeline.from_pretrained(model)
     pipe.set_progress_bar_config(disable=True)
-    size = pipe.unet.config.sample_size
-    size = (size, size) if isinstance(size, int) else tuple(size)
+    size = as_hw(pipe.unet.config.sample_size, "sample_size")
     frames = load_frames(frames_path, split, num_frames, size)
     for frame in frames:
         try:

@@ -13,13 +13,9 @@ import sys
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    height, sep, width = text.lower().partition("x")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"size must look like HxW (e.g. 256x512), got {text!r}")
-    try:
-        return int(height), int(width)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like HxW (e.g. 256x512), got {text!r}") from None
+    from spic_diffusers.sizes import as_hw
+
+    return as_hw(text, "size (HxW, e.g. 256x512)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,18 +19,14 @@ from pathlib import Path
 
 
 def _sizes(text: str) -> list[tuple[int, int] | None]:
+    from spic_diffusers.sizes import as_hw
+
     sizes: list[tuple[int, int] | None] = []
     for part in text.split(","):
         if part.strip() == "native":
             sizes.append(None)
             continue
-        try:
-            height, width = (int(v) for v in part.lower().split("x"))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"sizes are 'native' or HEIGHTxWIDTH, got {part!r}") from None
-        if not (8 <= height <= 4096 and 8 <= width <= 4096):
-            raise argparse.ArgumentTypeError(f"size {part!r} is outside 8..4096 per side")
-        sizes.append((height, width))
+        sizes.append(as_hw(part, "--sizes ('native' or HEIGHTxWIDTH)", minimum=8, maximum=4096))
     return sizes
 
 

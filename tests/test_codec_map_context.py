@@ -24,7 +24,6 @@ from spic_diffusers.codec import (
     pack_stream,
     read_header,
 )
-from spic_diffusers.codec.instances import label_edges
 from spic_diffusers.data.camvid import camvid_to_train_ids, write_fake_camvid
 from spic_diffusers.data.synthetic import make_scene, make_street_map
 from spic_diffusers.image_processing import instance_edges
@@ -47,7 +46,7 @@ def _ragged_map(height, width, seed):
     labels = make_street_map(height, width, seed).copy()
     rng = np.random.default_rng(seed)
     shifted = np.roll(labels, 1, axis=1)
-    jitter = (rng.random(labels.shape) < 0.3) & label_edges(labels)
+    jitter = (rng.random(labels.shape) < 0.3) & instance_edges(labels)
     labels[jitter] = shifted[jitter]
     return labels
 

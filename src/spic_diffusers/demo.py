@@ -33,6 +33,7 @@ import numpy as np
 
 from .image_processing import InputFileError, open_image_file, read_segmentation_file, upsample_bicubic
 from .metrics import boundary_mask, masked_psnr, region_colour_errors  # noqa: F401  (the demo's measures)
+from .sizes import as_hw
 
 # The SPIC pipelines shipped in the package, by name: "default" (the receiver) and "fast" (its single-pass student)
 # are trained on real CamVid photographs at their native 360x480.
@@ -158,8 +159,7 @@ def size_multiple(pipeline, downsample: int) -> int:
 
 
 def model_size(pipeline) -> tuple[int, int]:
-    size = pipeline.unet.config.sample_size
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    return as_hw(pipeline.unet.config.sample_size, "sample_size")
 
 
 def target_size(

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .codec.coarse import DEFAULT_COARSE_CODEC, DEFAULT_COARSE_QUALITY
+from .sizes import as_hw
 
 TEMPLATE_NAME = "model_card_template.md"
 DEFAULT_TAGS = ("spic", "semantic-communication", "image-compression", "diffusion", "diffusers")
@@ -232,9 +233,7 @@ def model_card_template() -> str:
 def _unet_facts(pipeline) -> dict[str, Any]:
     unet = getattr(pipeline, "unet", pipeline)
     config = unet.config
-    sample_size = config.sample_size
-    if isinstance(sample_size, int):
-        sample_size = (sample_size, sample_size)
+    sample_size = as_hw(config.sample_size, "sample_size")
     n_params = sum(p.numel() for p in unet.parameters())
     size_multiple = 2 ** (len(config.block_out_channels) - 1)
     return {

@@ -10,17 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from .labels import IGNORE_INDEX
+from .sizes import SizeLike, as_hw
 
-SizeLike = int | Sequence[int]
-
-
-def _as_hw(size: SizeLike) -> tuple[int, int]:
-    if isinstance(size, (int, np.integer)):
-        size = (int(size), int(size))
-    size = tuple(int(s) for s in size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"size must be a positive int or (height, width), got {size}")
-    return size  # type: ignore[return-value]
 
 
 def upsample_bicubic(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -34,7 +25,7 @@ def resize_image(image: np.ndarray | PIL.Image.Image, size: SizeLike) -> np.ndar
 
     This is how guided-diffusion (and so the SPIC paper) resizes its training images.
     """
-    height, width = _as_hw(size)
+    height, width = as_hw(size)
     pil = image if isinstance(image, PIL.Image.Image) else PIL.Image.fromarray(np.asarray(image, dtype=np.uint8))
     if pil.mode != "RGB":
         pil = pil.convert("RGB")
@@ -47,7 +38,7 @@ def resize_image(image: np.ndarray | PIL.Image.Image, size: SizeLike) -> np.ndar
 
 def resize_map(array: np.ndarray, size: SizeLike) -> np.ndarray:
     """Nearest-neighbour resize of a 2-D map (any integer dtype), sampling pixel centres like PIL."""
-    height, width = _as_hw(size)
+    height, width = as_hw(size)
     array = np.asarray(array)
     if array.ndim != 2:
         raise ValueError(f"maps must be 2-D, got shape {array.shape}")
@@ -109,18 +100,39 @@ def labels_to_one_hot(labels: torch.Tensor, num_classes: int, ignore_index: int 
 def instance_edges(instance_map):
     """Instance ids [..., H, W] -> bool [..., H, W], True where a pixel differs from one of its 4 neighbours.
 
-    Returns the input's kind: a numpy array for numpy input, a tensor otherwise.
+    Returns the input's kind: a numpy array for numpy input (computed in numpy, so any integer dtype works), a
+    tensor otherwise.  The model's instance-edge channel, the training transform and the stream's instance
+    payload all use this one definition.
     """
-    is_numpy = isinstance(instance_map, np.ndarray)
-    t = torch.from_numpy(np.ascontiguousarray(instance_map)) if is_numpy else torch.as_tensor(instance_map)
-    edge = torch.zeros(t.shape, dtype=torch.bool)
-    horizontal = t[..., :, 1:] != t[..., :, :-1]
-    vertical = t[..., 1:, :] != t[..., :-1, :]
+    if isinstance(instance_map, np.ndarray):
+        ids = instance_map
+        edge = np.zeros(ids.shape, dtype=bool)
+    else:
+        ids = torch.as_tensor(instance_map)
+        edge = torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
+    horizontal = ids[..., :, 1:] != ids[..., :, :-1]
+    vertical = ids[..., 1:, :] != ids[..., :-1, :]
     edge[..., :, 1:] |= horizontal
     edge[..., :, :-1] |= horizontal
     edge[..., 1:, :] |= vertical
     edge[..., :-1, :] |= vertical
-    return edge.numpy() if is_numpy else edge
+    return edge
+
+
+def semantic_channels(labels, num_classes: int, edges=None, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """The model's conditioning map: train ids [..., H, W] -> float one-hot [..., num_classes, H, W], followed by
+    the instance-edge channel when ``edges`` (bool [..., H, W], see :func:`instance_edges`) is given.
+
+    The pipeline, the receiver and the training transform all build the map here, so the channel order is one.
+    """
+    one_hot = labels_to_one_hot(labels, num_classes, ignore_index)
+    if edges is None:
+        return one_hot
+    edges = torch.as_tensor(edges, device=one_hot.device)
+    if edges.shape != one_hot.shape[:-3] + one_hot.shape[-2:]:
+        raise ValueError(f"instance edges {tuple(edges.shape)} do not match the label map "
+                         f"{tuple(one_hot.shape[:-3] + one_hot.shape[-2:])}")
+    return torch.cat([one_hot, edges.unsqueeze(-3).to(one_hot.dtype)], dim=-3)
 
 
 def image_to_tensor(image, name: str = "low_res_image") -> torch.Tensor:

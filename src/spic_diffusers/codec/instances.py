@@ -1,6 +1,6 @@
 """Instance information in the stream: the instance-edge map, coded losslessly by the map coder.
 
-Models with an instance-edge channel see ``instance_edges(instance_ids)``: True where a pixel's
+Models with an instance-edge channel see ``image_processing.instance_edges(instance_ids)``: True where a pixel's
 instance id differs from one of its 4 neighbours.  Every class boundary of the semantic map is
 also an instance boundary almost everywhere, so the stream holds only the difference: the edge
 map XOR the semantic map's own edges, a sparse 0/1 map (boundaries between two cars, two people,
@@ -14,17 +14,10 @@ import numpy as np
 from .bitstream import BitstreamError
 
 
-def label_edges(labels: np.ndarray) -> np.ndarray:
-    """bool HxW, True where a pixel differs from one of its 4 neighbours (as ``image_processing.instance_edges``)."""
-    labels = np.asarray(labels)
-    edge = np.zeros(labels.shape, dtype=bool)
-    horizontal = labels[:, 1:] != labels[:, :-1]
-    vertical = labels[1:, :] != labels[:-1, :]
-    edge[:, 1:] |= horizontal
-    edge[:, :-1] |= horizontal
-    edge[1:, :] |= vertical
-    edge[:-1, :] |= vertical
-    return edge
+def _edges(labels: np.ndarray) -> np.ndarray:
+    from ..image_processing import instance_edges  # the one definition the model's edge channel uses
+
+    return instance_edges(np.asarray(labels))
 
 
 def check_instance_map(instance_map, shape: tuple[int, int]) -> np.ndarray:
@@ -38,8 +31,8 @@ def check_instance_map(instance_map, shape: tuple[int, int]) -> np.ndarray:
 
 
 def encode_instance_edges(instance_map: np.ndarray, labels: np.ndarray, coder) -> bytes:
-    """The instance payload: ``label_edges(instance_map) XOR label_edges(labels)`` through ``coder``."""
-    residual = label_edges(instance_map) ^ label_edges(labels)
+    """The instance payload: ``instance_edges(instance_map) XOR instance_edges(labels)`` through ``coder``."""
+    residual = _edges(instance_map) ^ _edges(labels)
     return coder.encode(residual.astype(np.uint8))
 
 
@@ -48,4 +41,4 @@ def decode_instance_edges(payload: bytes, labels: np.ndarray, coder) -> np.ndarr
     residual = coder.decode(payload, *labels.shape)
     if residual.max() > 1:
         raise BitstreamError("instance payload holds values other than 0 and 1")
-    return label_edges(labels) ^ residual.astype(bool)
+    return _edges(labels) ^ residual.astype(bool)

@@ -57,7 +57,7 @@ import zlib
 import numpy as np
 
 from .bitstream import BitstreamError
-from .semantic import ContextMapCoder, MapCoder, _check_map
+from .semantic import MapCoder, _check_map, read_label_table, write_label_table
 
 STRIP_WIDTH = 64
 _SKEW = 2
@@ -337,7 +337,7 @@ class PixelContextMapCoder(MapCoder):
         values, indices = np.unique(semantic_map, return_inverse=True)
         indices = indices.reshape(height, width)
         n = len(values)
-        out = bytes([n - 1]) + ContextMapCoder._label_table(values)
+        out = write_label_table(values)
         if n == 1:
             return out
         layout = _Layout(height, width)
@@ -349,24 +349,8 @@ class PixelContextMapCoder(MapCoder):
 
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
         data = bytes(data)
-        if not data:
-            raise BitstreamError("context2 map payload is empty")
-        n = data[0] + 1
-        if n > height * width:
-            raise BitstreamError(f"context2 map declares {n} labels, more than its {height * width} pixels can hold")
-        table_len = n if n <= 32 else 32
-        if len(data) < 1 + table_len:
-            raise BitstreamError("context2 map payload truncated inside its label table")
-        table = np.frombuffer(data[1 : 1 + table_len], dtype=np.uint8)
-        if n <= 32:
-            values = table.copy()
-            if n > 1 and not np.all(values[1:] > values[:-1]):
-                raise BitstreamError("context2 map label table is not strictly increasing")
-        else:
-            values = np.flatnonzero(np.unpackbits(table)).astype(np.uint8)
-            if len(values) != n:
-                raise BitstreamError("context2 map label bitmap disagrees with its label count")
-        coded = data[1 + table_len :]
+        values, coded = read_label_table(data, height, width, "context2")
+        n = len(values)
         if n == 1:
             if coded:
                 raise BitstreamError("context2 map payload has trailing bytes after a single-label map")

@@ -108,9 +108,6 @@ def decode(stream: bytes, pipeline, max_pixels: int | None = DEFAULT_MAX_PIXELS,
 
 def _one_hot_with_edges(labels: np.ndarray, edges: np.ndarray, num_classes: int):
     """[1, C + 1, H, W] float: the one-hot map and the instance-edge channel, as the pipeline builds it."""
-    import torch
+    from ..image_processing import labels_to_tensor, semantic_channels
 
-    from ..image_processing import labels_to_one_hot, labels_to_tensor
-
-    one_hot = labels_to_one_hot(labels_to_tensor(labels), num_classes)
-    return torch.cat([one_hot, torch.from_numpy(edges)[None, None].float()], dim=1)
+    return semantic_channels(labels_to_tensor(labels), num_classes, edges[None])

@@ -268,6 +268,47 @@ def _runs(changes: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     return starts, ends
 
 
+_LISTED_LABELS = 32  # label tables list up to this many values (one byte each), else hold a 256-bit bitmap
+
+
+def write_label_table(values: np.ndarray) -> bytes:
+    """The label table the context coders' payloads open with: ``len(values) - 1`` (one byte), then the sorted
+    label values (one byte each) or, above :data:`_LISTED_LABELS` labels, a 32-byte bitmap of them."""
+    values = np.asarray(values, dtype=np.uint8)
+    if len(values) <= _LISTED_LABELS:
+        return bytes([len(values) - 1, *values.tolist()])
+    bitmap = np.zeros(256, dtype=bool)
+    bitmap[values] = True
+    return bytes([len(values) - 1]) + np.packbits(bitmap).tobytes()
+
+
+def read_label_table(data: bytes, height: int, width: int, coder: str) -> tuple[np.ndarray, bytes]:
+    """Inverse of :func:`write_label_table`: (the sorted label values, the bytes after the table).
+
+    Refuses (BitstreamError naming ``coder``) an empty payload, more labels than ``height x width`` pixels can
+    hold, a table cut short, a listed table that is not strictly increasing and a bitmap that disagrees with
+    the count.
+    """
+    if not data:
+        raise BitstreamError(f"{coder} map payload is empty")
+    n = data[0] + 1
+    if n > height * width:
+        raise BitstreamError(f"{coder} map payload declares {n} labels for a map of {height * width} pixels")
+    table_len = n if n <= _LISTED_LABELS else 32
+    if len(data) < 1 + table_len:
+        raise BitstreamError(f"{coder} map payload truncated inside its label table")
+    table = np.frombuffer(data[1 : 1 + table_len], dtype=np.uint8)
+    if n <= _LISTED_LABELS:
+        values = table.copy()
+        if n > 1 and not np.all(values[1:] > values[:-1]):
+            raise BitstreamError(f"{coder} map label table is not strictly increasing")
+    else:
+        values = np.flatnonzero(np.unpackbits(table)).astype(np.uint8)
+        if len(values) != n:
+            raise BitstreamError(f"{coder} map label bitmap disagrees with its label count")
+    return values, data[1 + table_len :]
+
+
 class ContextMapCoder(MapCoder):
     """Adaptive context model + range coder, the project's default map coder.
 
@@ -284,21 +325,13 @@ class ContextMapCoder(MapCoder):
         self._stream = constriction.stream
         self._family = constriction.stream.model.Categorical(perfect=False)
 
-    @staticmethod
-    def _label_table(values: np.ndarray) -> bytes:
-        if len(values) <= _MAX_JOINT_LABELS:
-            return bytes(values.tolist())
-        bitmap = np.zeros(256, dtype=bool)
-        bitmap[values] = True
-        return np.packbits(bitmap).tobytes()
-
     def encode(self, semantic_map: np.ndarray) -> bytes:
         semantic_map = _check_map(semantic_map)
         height, width = semantic_map.shape
         values, indices = np.unique(semantic_map, return_inverse=True)
         indices = indices.reshape(height, width).astype(np.int64)
         n = len(values)
-        out = bytes([n - 1]) + self._label_table(values)
+        out = write_label_table(values)
         if n == 1:
             return out
         model = _RowModel(n, width)
@@ -339,24 +372,8 @@ class ContextMapCoder(MapCoder):
 
     def decode(self, data: bytes, height: int, width: int) -> np.ndarray:
         data = bytes(data)
-        if not data:
-            raise BitstreamError("context map payload is empty")
-        n = data[0] + 1
-        if n > height * width:
-            raise BitstreamError(f"context map payload declares {n} labels for a map of {height * width} pixels")
-        table_len = n if n <= _MAX_JOINT_LABELS else 32
-        if len(data) < 1 + table_len:
-            raise BitstreamError("context map payload truncated inside its label table")
-        table = np.frombuffer(data[1 : 1 + table_len], dtype=np.uint8)
-        if n <= _MAX_JOINT_LABELS:
-            values = table.copy()
-            if n > 1 and not np.all(values[1:] > values[:-1]):
-                raise BitstreamError("context map label table is not strictly increasing")
-        else:
-            values = np.flatnonzero(np.unpackbits(table)).astype(np.uint8)
-            if len(values) != n:
-                raise BitstreamError("context map label bitmap disagrees with its label count")
-        coded = data[1 + table_len :]
+        values, coded = read_label_table(data, height, width, "context")
+        n = len(values)
         if n == 1:
             if coded:
                 raise BitstreamError("context map payload has trailing bytes after a single-label map")

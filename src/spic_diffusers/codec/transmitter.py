@@ -15,6 +15,7 @@ from .bitstream import pack_stream
 from .coarse import area_downsample, get_coarse_codec, select_coarse_codec
 from .instances import check_instance_map, encode_instance_edges
 from .map_coders import DEFAULT_MAP_CODER, get_map_coder
+from .rate_search import quality_candidates, search_rate
 
 
 _WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
@@ -344,16 +345,12 @@ def encode_to_rate(
             f"target_bpp {target_bpp:g} is below the map's own cost: the lossless map (and header) alone take "
             f"{map_bpp:.4f} bpp"
         )
-    low, high = codec.quality_range
-    qualities = list(range(int(math.ceil(low)), int(math.floor(high)) + 1))
-    if not codec.higher_is_better:
-        qualities.reverse()  # from the smallest payload to the largest
+    qualities = quality_candidates(codec)  # from the smallest payload to the largest
     results = []  # per factor: (stream, quality, factor, reached)
     for factor in factors:
-        stream, index, ok = _search_quality(
-            lambda index, factor=factor: stream_for(factor, qualities[index]), len(qualities), target_bpp, pixels
-        )
-        results.append((stream, qualities[index], factor, ok))
+        found = search_rate(lambda index, factor=factor: stream_for(factor, qualities[index]), len(qualities),
+                            lambda size: 8 * size / pixels <= target_bpp, neighbours=2)
+        results.append((found.stream, qualities[found.index], factor, found.fits))
     reached = [result for result in results if result[3]]
     if not reached:
         stream, quality, factor, _ = min(results, key=lambda result: len(result[0]))
@@ -366,31 +363,6 @@ def encode_to_rate(
     stream, quality, factor = best
     return RateFit(stream=stream, bpp=8 * len(stream) / pixels, target_bpp=float(target_bpp),
                    coarse_quality=quality, downsample=factor)  # fmt: skip
-
-
-def _search_quality(stream_at, count: int, target_bpp: float, pixels: int) -> tuple[bytes, int, bool]:
-    """Over quality indices ordered from the smallest payload to the largest: ``(stream, index, True)``
-    for the largest stream at or below the target, or ``(smallest stream, 0, False)`` when none is."""
-    cache: dict[int, bytes] = {}
-
-    def at(index: int) -> bytes:
-        if index not in cache:
-            cache[index] = stream_at(index)
-        return cache[index]
-
-    def fits(index: int) -> bool:
-        return 8 * len(at(index)) / pixels <= target_bpp
-
-    if not fits(0):
-        return at(0), 0, False
-    lo, hi = 0, count - 1  # fits(lo) holds; find the last index that fits
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
-    # Rate is not always monotone in quality: look around the answer too.
-    candidates = [i for i in range(max(0, lo - 2), min(count, lo + 3)) if fits(i)]
-    index = max(candidates, key=lambda i: len(at(i)))
-    return at(index), index, True
 
 
 def encode(

@@ -13,9 +13,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..image_processing import SizeLike, _as_hw, instance_edges, resize_image, resize_map  # noqa: F401
-from ..image_processing import labels_to_one_hot as one_hot
+from ..image_processing import instance_edges, resize_image, resize_map  # noqa: F401
+from ..image_processing import labels_to_one_hot as one_hot  # noqa: F401  (re-exported)
+from ..image_processing import semantic_channels
 from ..labels import IGNORE_INDEX, NUM_CLASSES
+from ..sizes import SizeLike, as_hw
 from .cityscapes import parse_coarse_spec, require_make_coarse
 
 def _to_array(value: Any, name: str) -> np.ndarray:
@@ -76,7 +78,7 @@ class SPICTransform:
         ignore_index: int = IGNORE_INDEX,
         seed: int | None = None,
     ) -> None:
-        self.size = _as_hw(size)
+        self.size = as_hw(size)
         if num_classes < 1 or num_classes >= ignore_index:
             raise ValueError(f"num_classes must be in 1..{ignore_index - 1}, got {num_classes}")
         if coarse_downsample < 1 or self.size[0] % coarse_downsample or self.size[1] % coarse_downsample:
@@ -173,10 +175,8 @@ class SPICTransform:
             coarse = coarse[:, ::-1] if coarse is not None else None
 
         labels_t = torch.from_numpy(np.ascontiguousarray(labels))
-        segmentation = one_hot(labels_t, self.num_classes, self.ignore_index)
-        if instances is not None:
-            edges = torch.from_numpy(instance_edges(instances)).float().unsqueeze(0)
-            segmentation = torch.cat([segmentation, edges], dim=0)
+        edges = None if instances is None else torch.from_numpy(instance_edges(instances))
+        segmentation = semantic_channels(labels_t, self.num_classes, edges, self.ignore_index)
 
         out: dict[str, Any] = {
             "pixel_values": _image_to_tensor(image),

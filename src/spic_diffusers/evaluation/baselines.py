@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Iterable
 
@@ -10,7 +9,10 @@ import numpy as np
 
 from .. import codec
 from ..codec.coarse import COARSE_CODECS
+from ..codec.rate_search import quality_candidates, search_rate
 from .settings import EvaluationError
+
+__all__ = ["available_codecs", "match_rate", "quality_candidates"]  # quality_candidates: the codec's, re-exported
 
 
 def available_codecs(names: Iterable[str] | None = None) -> tuple[dict[str, type], dict[str, str]]:
@@ -34,44 +36,29 @@ def available_codecs(names: Iterable[str] | None = None) -> tuple[dict[str, type
     return usable, missing
 
 
-def quality_candidates(codec_class: type) -> list[int]:
-    """Integer qualities of a codec ordered from the smallest to the largest output."""
-    low, high = codec_class.quality_range
-    values = list(range(int(math.ceil(low)), int(math.floor(high)) + 1))
-    return values if codec_class.higher_is_better else values[::-1]
-
-
 def match_rate(codec_name: str, image: np.ndarray, target_bytes: int,
                encodes: dict[int, bytes] | None = None) -> dict[str, Any]:
     """Code the whole ``image`` at the quality whose size is the largest not above ``target_bytes``.
 
-    Binary search over the codec's quality scale (sizes assumed monotonic in quality). When even the
-    smallest setting is larger than the target, that setting is used and ``above_target`` is set. ``seconds`` is
-    the decode time of the chosen stream (what a receiver pays). ``encodes`` ({quality index: stream}, filled in
-    place) lets searches for several targets on the same image and codec share their encodes.
+    The codec's quality scale is searched with :func:`codec.rate_search.search_rate` (bisection, sizes assumed
+    monotonic in quality). When even the smallest setting is larger than the target, that setting is used and
+    ``above_target`` is set. ``seconds`` is the decode time of the chosen stream (what a receiver pays).
+    ``encodes`` ({quality index: stream}, filled in place) lets searches for several targets on the same image and
+    codec share their encodes.
     """
     candidates = quality_candidates(COARSE_CODECS[codec_name])
-    streams: dict[int, bytes] = {} if encodes is None else encodes
-    searched = len(streams)
+    cache: dict[int, bytes] = {} if encodes is None else encodes
+    before = len(cache)
 
-    def stream(i: int) -> bytes:
-        if i not in streams:
-            streams[i] = codec.get_coarse_codec(codec_name, candidates[i]).encode(image)
-        return streams[i]
+    def stream_at(index: int) -> bytes:
+        if index not in cache:
+            cache[index] = codec.get_coarse_codec(codec_name, candidates[index]).encode(image)
+        return cache[index]
 
-    lo, hi, best = 0, len(candidates) - 1, None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        if len(stream(mid)) <= target_bytes:
-            best, lo = mid, mid + 1
-        else:
-            hi = mid - 1
-    above = best is None
-    best = 0 if above else best
-    data = stream(best)
+    found = search_rate(stream_at, len(candidates), lambda size: size <= target_bytes)
+    quality = candidates[found.index]
     start = time.perf_counter()
-    decoded = codec.get_coarse_codec(codec_name, candidates[best]).decode(data, image.shape[0], image.shape[1])
+    decoded = codec.get_coarse_codec(codec_name, quality).decode(found.stream, image.shape[0], image.shape[1])
     seconds = time.perf_counter() - start
-    return {"quality": candidates[best], "bytes": len(data), "decoded": np.asarray(decoded, np.uint8),
-            "above_target": above, "encodes": len(streams) - searched, "seconds": seconds}
-
+    return {"quality": quality, "bytes": len(found.stream), "decoded": np.asarray(decoded, np.uint8),
+            "above_target": not found.fits, "encodes": len(cache) - before, "seconds": seconds}

@@ -65,6 +65,17 @@ def load_segmenter(path_or_id: str, device: str = "cpu"):
     return segmenter
 
 
+def spread_indices(length: int, count: int) -> list[int]:
+    """``min(count, length)`` row indices evenly spaced over ``range(length)``, the first and the last included.
+
+    Spread, not the first rows: video datasets such as CamVid store consecutive frames of one sequence together.
+    The benchmarks pick their frames with this (``bench_codecs.py``'s README table: 24 of CamVid's test maps).
+    """
+    if length < 0 or count < 1:
+        raise ValueError(f"need length >= 0 and count >= 1, got {length} and {count}")
+    return [int(i) for i in np.linspace(0, length - 1, min(count, length)).astype(int)]
+
+
 def image_ids(dataset, count: int) -> list[str]:
     """The ids of the first ``count`` rows (read from the ``id`` column alone), refusing duplicates."""
     column = dataset.select(range(count))["id"] if "id" in dataset.column_names else [None] * count

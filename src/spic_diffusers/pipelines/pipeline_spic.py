@@ -18,7 +18,9 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..codec.bitstream import DEFAULT_MAX_PIXELS, check_pixel_budget
-from ..image_processing import image_to_tensor, instance_edges, labels_to_one_hot, labels_to_tensor, pad_to_multiple
+from ..dtypes import DTYPES, parse_dtype
+from ..image_processing import image_to_tensor, instance_edges, labels_to_tensor, pad_to_multiple, semantic_channels
+from ..memory import available_memory
 from ..models.unet_spic import SPICUNet2DModel
 from .folder_checks import START_NOISE_MODES, ModelFolderError, check_pipeline_folder
 
@@ -55,19 +57,6 @@ def default_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
         prediction_type="epsilon",
         timestep_spacing="linspace",
     )
-
-
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-           "fp16": torch.float16, "float16": torch.float16}
-
-
-def _parse_dtype(value: torch.dtype | str | None) -> torch.dtype | None:
-    """`None`, a torch dtype or one of the names in `_DTYPES` -> a torch dtype (or None)."""
-    if value is None or isinstance(value, torch.dtype):
-        return value
-    if value not in _DTYPES:
-        raise ValueError(f"unet_dtype must be a torch dtype or one of {sorted(_DTYPES)}, got {value!r}")
-    return _DTYPES[value]
 
 
 def native_bf16(device: str | torch.device = "cpu") -> bool:
@@ -130,8 +119,8 @@ class SPICPipeline(DiffusionPipeline):
         super().__init__()
         if default_start_noise is not None and default_start_noise not in START_NOISE_MODES:
             raise ValueError(f"default_start_noise must be one of {START_NOISE_MODES}, got {default_start_noise!r}")
-        if default_unet_dtype is not None and default_unet_dtype not in _DTYPES:
-            raise ValueError(f"default_unet_dtype must be one of {sorted(_DTYPES)}, got {default_unet_dtype!r}")
+        if default_unet_dtype is not None and default_unet_dtype not in DTYPES:
+            raise ValueError(f"default_unet_dtype must be one of {sorted(DTYPES)}, got {default_unet_dtype!r}")
         self.register_modules(unet=unet, scheduler=scheduler)
         if default_timesteps is not None:
             default_timesteps = [int(t) for t in default_timesteps]
@@ -206,7 +195,7 @@ class SPICPipeline(DiffusionPipeline):
                 raise ValueError("instance_map is only used with a label map; the one-hot map already has its edges")
             return segmentation_map.float()
         labels = labels_to_tensor(segmentation_map)
-        one_hot = labels_to_one_hot(labels, self.num_classes)
+        edges = None
         if self.unet.config.instance_edge_channel:
             if instance_map is None:
                 raise ValueError("this model expects an instance-edge channel: pass instance_map")
@@ -215,10 +204,10 @@ class SPICPipeline(DiffusionPipeline):
                 raise ValueError(
                     f"instance_map shape {tuple(instances.shape)} differs from segmentation_map {tuple(labels.shape)}"
                 )
-            one_hot = torch.cat([one_hot, instance_edges(instances)[:, None].float()], dim=1)
+            edges = instance_edges(instances)
         elif instance_map is not None:
             raise ValueError("this model has no instance-edge channel: instance_map must be None")
-        return one_hot
+        return semantic_channels(labels, self.num_classes, edges)
 
     def check_sizes(self, segmentation_map: torch.Tensor, low_res_image: torch.Tensor) -> None:
         batch, height, width = segmentation_map.shape[0], *segmentation_map.shape[-2:]
@@ -265,7 +254,7 @@ class SPICPipeline(DiffusionPipeline):
         """Refuse, before any work, a size whose estimated memory exceeds what the execution device has free."""
         # The weights are already where they run: only what sampling adds must fit in the free memory.
         needed = self.estimate_memory_bytes(height, width, batch_size, guidance_scale, include_parameters=False)
-        available = _available_memory(self._execution_device)
+        available = available_memory(self._execution_device)
         if available is not None and needed > available:
             raise ValueError(
                 f"reconstructing {height}x{width} needs about {needed / 2**30:.1f} GiB, but only "
@@ -459,13 +448,13 @@ class SPICPipeline(DiffusionPipeline):
         """A call's `unet_dtype`: as given (`"fp32"` means none), else the saved default where the device runs it
         natively (bf16: CPUs with AVX512-BF16 or AMX, and GPUs; fp16: GPUs), else None (the UNet's own dtype)."""
         if unet_dtype is None:
-            saved = _parse_dtype(self.config.get("default_unet_dtype"))
+            saved = parse_dtype(self.config.get("default_unet_dtype"))
             device = self._execution_device
             if saved == torch.bfloat16 and native_bf16(device):
                 unet_dtype = saved
             elif saved == torch.float16 and device.type == "cuda":
                 unet_dtype = saved
-        return _parse_dtype(unet_dtype)
+        return parse_dtype(unet_dtype)
 
     def resolve_guidance_batching(self, guidance_batching: str = "auto") -> str:
         """`"auto"`: the two guidance passes run one after the other on a CPU (faster there, and half the
@@ -735,23 +724,3 @@ def _input_size(segmentation_map) -> tuple[int, int] | None:
     if shape is None or len(shape) < 2:
         return None
     return int(shape[-2]), int(shape[-1])
-
-
-def _available_memory(device) -> int | None:
-    """Free bytes on ``device`` (CUDA: the driver's figure; CPU: the system's available memory), or None."""
-    device = torch.device(device)
-    if device.type == "cuda" and torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    if device.type != "cpu":
-        return None
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None

@@ -13,6 +13,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from ..sizes import as_hw
+
 
 class TrainingInputError(ValueError):
     """The command line, the dataset or the output folder cannot be used for training (stops before any step)."""
@@ -43,14 +45,7 @@ def _float_list(value: str | float | Sequence[float]) -> tuple[float, ...]:
 
 
 def _resolution(value: str | int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(value, int):
-        return (value, value)
-    size = _int_list(value)
-    if len(size) == 1:
-        size = (size[0], size[0])
-    if len(size) != 2 or min(size) < 1:
-        raise argparse.ArgumentTypeError(f"resolution must be HEIGHT,WIDTH (or one int), got {value!r}")
-    return size
+    return as_hw(value, "resolution")
 
 
 def _optional_float(value: str) -> float | None:

@@ -43,6 +43,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..dtypes import parse_dtype
+from ..memory import available_memory
+from ..sizes import as_hw
 from ..models.unet_spic import SPICUNet2DModel
 from .arguments import TrainingInputError, _float_list, _resolution, check_mixed_precision
 from .trainer import TrainingProgress, augment_batch, check_output_dir, crop_batch, prepare_data, resume_checkpoint, \
@@ -327,14 +330,13 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
     args.num_classes = teacher.num_classes
     args.use_instance_edges = bool(config.instance_edge_channel)
     if args.resolution is None:
-        size = config.sample_size
-        args.resolution = (size, size) if isinstance(size, int) else tuple(size)
+        args.resolution = as_hw(config.sample_size, "the teacher's sample_size")
     if args.teacher_crop is not None and (args.teacher_crop[0] > args.resolution[0]
                                           or args.teacher_crop[1] > args.resolution[1]):
         raise TrainingInputError(f"--teacher_crop {args.teacher_crop} is larger than the frames {args.resolution}")
     teacher_ts = teacher_timesteps(teacher, args.teacher_num_inference_steps, args.max_timestep)
     student_ts = student_timesteps(teacher_ts, args.num_student_steps)
-    teacher_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None, None: None}[args.teacher_dtype]
+    teacher_dtype = parse_dtype(args.teacher_dtype, "--teacher_dtype")  # fp32: the teacher's own, no autocast
     logger.info("teacher: %d guided steps %s; student: %d single-pass steps %s", len(teacher_ts), teacher_ts,
                 len(student_ts), student_ts)
 
@@ -515,12 +517,10 @@ def check_cache_memory(examples: int, states: int, channels: int, resolution: Se
                        available_bytes: int | None = None) -> None:
     """Refuse, before the teacher runs, a teacher cache that cannot fit in the memory available now: it keeps
     `states` float32 images per example (and flip) until training ends."""
-    import psutil
-
     height, width = resolution
     need = examples * states * channels * height * width * 4
-    available = psutil.virtual_memory().available if available_bytes is None else available_bytes
-    if need > available:
+    available = available_memory("cpu") if available_bytes is None else available_bytes
+    if available is not None and need > available:
         raise TrainingInputError(
             f"the teacher cache would hold {examples} example(s) x {states} states of {channels}x{height}x{width} "
             f"float32 = {need / 2**30:.1f} GiB but {available / 2**30:.1f} GiB is available; lower "

@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from ..data.cityscapes import ID2LABEL, IGNORE_INDEX, NUM_CLASSES
+from ..sizes import as_hw
 from .arguments import TrainingInputError, check_mixed_precision
 from .trainer import check_output_dir, resume_checkpoint, save_checkpoint
 
@@ -54,14 +55,7 @@ ENET_WEIGHT_C = 1.02  # w_c = 1 / ln(c + p_c) (Paszke et al., 2016): bounded wei
 
 
 def _pair(text: str) -> tuple[int, int]:
-    parts = text.replace("x", ",").split(",")
-    try:
-        height, width = (int(p) for p in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHT,WIDTH, got {text!r}") from None
-    if height < 32 or width < 32 or height > 4096 or width > 4096:
-        raise argparse.ArgumentTypeError(f"sides must be in 32..4096, got {text!r}")
-    return height, width
+    return as_hw(text, minimum=32, maximum=4096)
 
 
 def _range(text: str) -> tuple[float, float]:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..memory import available_memory
 from ..models.unet_spic import SPICUNet2DModel
 from .arguments import TrainingInputError, check_mixed_precision, parse_args
 from .loss import hybrid_loss, linear_alphas_cumprod, q_sample
@@ -139,8 +140,6 @@ def check_cpu_memory(args: argparse.Namespace, num_processes: int, available_byt
     Each process keeps float32 weights, gradients, AdamW's two moments and (with EMA) the EMA weights: a
     lower bound that leaves out activations.  ``available_bytes`` defaults to the memory available now.
     """
-    import psutil
-
     config = _config_for_estimate(args)
     if config is None:
         return
@@ -151,8 +150,8 @@ def check_cpu_memory(args: argparse.Namespace, num_processes: int, available_byt
         return
     copies = 4 + int(bool(args.use_ema))
     need = num_processes * parameters * 4 * copies
-    available = psutil.virtual_memory().available if available_bytes is None else available_bytes
-    if need > available:
+    available = available_memory("cpu") if available_bytes is None else available_bytes
+    if available is not None and need > available:
         what = "weights, gradients, 2 AdamW moments" + (", EMA" if args.use_ema else "")
         raise TrainingInputError(
             f"{num_processes} CPU training process(es) need at least {need / 2**30:.1f} GiB ({parameters / 1e6:.0f} M "
