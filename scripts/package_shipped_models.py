@@ -342,12 +342,23 @@ def package_fast(run: Path, target: Path, table: dict | None, num_steps: int | N
     )  # fmt: skip
 
 
+def _drop_key(value, key: str) -> bool:
+    """Remove `key` from every object nested in `value`; whether any held it."""
+    if isinstance(value, dict):
+        found = key in value
+        value.pop(key, None)
+        return any([found, *[_drop_key(v, key) for v in value.values()]])
+    if isinstance(value, list):
+        return any([_drop_key(v, key) for v in value])
+    return False
+
+
 def strip_build_paths(folder: Path) -> None:
-    """Drop the ``_name_or_path`` entries save_pretrained writes: a shipped config names no build machine's folder."""
+    """Drop every ``_name_or_path`` entry (transformers also writes one inside a segmenter's ``backbone_config``):
+    a shipped config names no build machine's folder."""
     for path in folder.rglob("*.json"):
         config = json.loads(path.read_text())
-        if isinstance(config, dict) and "_name_or_path" in config:
-            del config["_name_or_path"]
+        if _drop_key(config, "_name_or_path"):
             path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from diffusers import DDIMScheduler
+from diffusers import DDIMScheduler, DiffusionPipeline
 
 from spic_diffusers import SPICPipeline, SPICUNet2DModel
 from spic_diffusers.pipelines.pipeline_spic import default_scheduler
@@ -71,8 +71,8 @@ def test_distillation_runs_resumes_exactly_and_saves_a_plain_few_step_student(te
     teacher = _weights(Path(teacher_dir))
     assert any(not torch.equal(a[k], teacher[k]) for k in a), "the student did not train"
 
-    student = SPICPipeline.from_pretrained(tmp_path / "whole")
-    assert isinstance(student.scheduler, DDIMScheduler)
+    student = DiffusionPipeline.from_pretrained(tmp_path / "whole")  # diffusers' own loader builds the student
+    assert type(student) is SPICPipeline and isinstance(student.scheduler, DDIMScheduler)
     assert student.config.default_timesteps == teacher_ts[::2] and student.config.default_guidance_scale == 1.0
     student.set_progress_bar_config(disable=True)
     calls, handle = _count_calls(student.unet)

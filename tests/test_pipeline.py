@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import huggingface_hub.constants
 import numpy as np
 import PIL.Image
 import pytest
@@ -319,7 +320,7 @@ def test_from_pretrained_with_a_hub_id_offline(pipe, tmp_path, monkeypatch):
     pipe.save_pretrained(snapshot)
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: the env is too late
     loaded = SPICPipeline.from_pretrained("spic-test/tiny-spic", cache_dir=str(tmp_path / "cache"))
     assert isinstance(loaded.unet, SPICUNet2DModel)
     with pytest.raises(OSError, match="spic-test/absent"):

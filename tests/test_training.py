@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from diffusers import DiffusionPipeline
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -85,7 +86,8 @@ def test_two_process_cpu_run_writes_a_loadable_pipeline(dataset_dir, tmp_path):
     assert grid.size == (4 * 64, 32)  # map | coarse | sample | truth
     assert list((out / "logs").rglob("events.out.tfevents*"))
 
-    pipe = SPICPipeline.from_pretrained(str(out))
+    pipe = DiffusionPipeline.from_pretrained(str(out))  # the trainer's folder loads through diffusers' own loader
+    assert type(pipe) is SPICPipeline
     labels = np.zeros((32, 64), dtype=np.uint8)
     coarse = np.full((8, 16, 3), 128, dtype=np.uint8)
     image = pipe(labels, coarse, num_inference_steps=10, max_timestep=20, output_type="np").images

@@ -30,3 +30,14 @@ def read_json_object(path: str | os.PathLike, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ModelFolderError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
     return data
+
+
+LOAD_PATH_KEY = "_name_or_path"
+
+
+def without_load_path(config_json: str) -> str:
+    """A diffusers config's JSON without ``_name_or_path``: diffusers records there where an object was loaded from,
+    so a folder saved from a loaded model would carry the path of the machine that wrote it."""
+    config = json.loads(config_json)
+    config.pop(LOAD_PATH_KEY, None)
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"

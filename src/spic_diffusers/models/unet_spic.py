@@ -15,6 +15,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (pipeline 
 from diffusers.models.unets.unet_2d import UNet2DModel, UNet2DOutput
 from torch import nn
 
+from ..config_files import without_load_path
 from .unet_spic_blocks import SPICDownBlock2D, SPICMidBlock2D, SPICUpBlock2D
 
 
@@ -289,6 +290,10 @@ class SPICUNet2DModel(UNet2DModel, AttentionMixin):
         if mismatched:
             raise ValueError(f"{pretrained_model_name_or_path}: weights of the wrong shape: {mismatched[:5]}")
         return (model, info) if want_info else model
+
+    def to_json_string(self) -> str:
+        """The saved config, without the folder it was loaded from (`_name_or_path`)."""
+        return without_load_path(super().to_json_string())
 
     @property
     def size_multiple(self) -> int:

@@ -21,6 +21,7 @@ MAX_TRAIN_TIMESTEPS = 100_000
 MAX_GUIDANCE_SCALE = 100.0
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 _UNET_CLASSES = ("SPICUNet2DModel",)
+UNET_LIBRARY = "spic_diffusers.models.unet_spic"  # what save_pretrained records, and diffusers' loader resolves
 
 
 def _is_int(value: Any) -> bool:
@@ -91,11 +92,13 @@ def check_pipeline_folder(path: str | os.PathLike) -> None:
     index = read_json_object(index_path, "the pipeline index")
     where = index_path
     unet = index.get("unet")
-    if not (isinstance(unet, list) and len(unet) == 2 and unet[0] in ("spic_diffusers", "spic_diffusers.models",
-                                                                       "spic_diffusers.models.unet_spic")
-            and unet[1] in _UNET_CLASSES):
-        raise ModelFolderError(f"{where}: unet must be [\"spic_diffusers.models.unet_spic\", \"SPICUNet2DModel\"], "
-                               f"got {unet!r}")
+    if not (isinstance(unet, list) and len(unet) == 2 and unet[0] == UNET_LIBRARY and unet[1] in _UNET_CLASSES):
+        resave = (" (diffusers resolves only the module that defines the class: load the UNet with "
+                  "SPICUNet2DModel.from_pretrained(folder, subfolder=\"unet\") and save the pipeline again with "
+                  "SPICPipeline.save_pretrained)"
+                  if isinstance(unet, list) and unet[-1:] == ["SPICUNet2DModel"] else "")
+        raise ModelFolderError(f"{where}: unet must be [\"{UNET_LIBRARY}\", \"SPICUNet2DModel\"], got {unet!r}"
+                               + resave)
     _scheduler_class(index.get("scheduler"), where)
     extra = sorted(k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and len(v) == 2
                    and k not in ("unet", "scheduler", "default_timesteps") and all(isinstance(x, str) for x in v))

@@ -18,13 +18,18 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..codec.bitstream import DEFAULT_MAX_PIXELS, check_pixel_budget
+from ..config_files import without_load_path
 from ..dtypes import DTYPES, parse_dtype
 from ..image_processing import image_to_tensor, instance_edges, labels_to_tensor, pad_to_multiple, semantic_channels
 from ..memory import available_memory
 from ..models.unet_spic import SPICUNet2DModel
 from .folder_checks import START_NOISE_MODES, ModelFolderError, check_pipeline_folder
+from .registration import register_with_diffusers
 
 GUIDANCE_BATCHING = ("auto", "batched", "sequential")
+# `from_pretrained` arguments that only say where a Hub id's files come from, and those that also pick the files.
+_HUB_KEYS = ("revision", "token", "cache_dir", "local_files_only", "force_download", "proxies")
+_FILE_KEYS = ("variant", "use_safetensors")
 
 # Schedulers that pass the generic checks but do not sample this model correctly.
 _UNSUPPORTED_SCHEDULERS = {
@@ -150,15 +155,14 @@ class SPICPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "SPICPipeline":
-        """Load from a local folder or a Hub id (downloaded first: diffusers refuses custom components on Hub ids)."""
+        """diffusers' `from_pretrained` for a local folder or a Hub id (fetched by diffusers' own `download`), with
+        the folder's JSON checked (`check_pipeline_folder`) before anything is built from it."""
         path = os.fspath(pretrained_model_name_or_path)
         if not os.path.isdir(path):
-            from huggingface_hub import snapshot_download
-
-            download_keys = ("revision", "token", "cache_dir", "local_files_only", "force_download", "proxies")
-            download_kwargs = {k: kwargs.pop(k) for k in download_keys if k in kwargs}
+            download_kwargs = {k: kwargs.pop(k) for k in _HUB_KEYS if k in kwargs}
+            download_kwargs.update({k: kwargs[k] for k in _FILE_KEYS if k in kwargs})  # also pick the files to load
             try:
-                path = snapshot_download(path, **download_kwargs)
+                path = cls.download(path, **download_kwargs)
             except Exception as err:
                 raise OSError(
                     f"could not find {pretrained_model_name_or_path!r} as a local folder or fetch it from the Hub "
@@ -172,6 +176,10 @@ class SPICPipeline(DiffusionPipeline):
         except Exception as err:  # noqa: BLE001  (diffusers reports many folder problems as other errors)
             detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
             raise ModelFolderError(f"{path}: cannot build the pipeline ({type(err).__name__}: {detail})") from None
+
+    def to_json_string(self) -> str:
+        """The saved `model_index.json`, without the folder the pipeline was loaded from (`_name_or_path`)."""
+        return without_load_path(super().to_json_string())
 
     # ------------------------------------------------------------------ inputs
 
@@ -724,3 +732,7 @@ def _input_size(segmentation_map) -> tuple[int, int] | None:
     if shape is None or len(shape) < 2:
         return None
     return int(shape[-2]), int(shape[-1])
+
+
+# `DiffusionPipeline.from_pretrained` resolves SPIC folders and Hub repos to these classes (see `registration`).
+register_with_diffusers(SPICPipeline, (SPICUNet2DModel,))
