@@ -68,11 +68,12 @@ def check_mixed_precision(mixed_precision: str | None, use_cpu: bool) -> None:
 
 
 def make_accelerator(args: argparse.Namespace, marker: str, *, log_with: str | None = None,
-                     logging_dir: str | None = None):
+                     logging_dir: str | None = None, check_cpu: Callable[[int], None] | None = None):
     """The `Accelerator` of a training described by the shared options (`arguments.SHARED_OPTIONS`).
 
     Refuses first, before anything is written: an output folder that is neither empty nor a run of this trainer
-    (recognised by its `marker` file), and fp16 on a CPU. Seeds every generator with `args.seed`.
+    (recognised by its `marker` file), fp16 on a CPU, and what `check_cpu(processes on this machine)` refuses when
+    training on the CPU. Seeds every generator with `args.seed`.
     """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
@@ -80,6 +81,8 @@ def make_accelerator(args: argparse.Namespace, marker: str, *, log_with: str | N
     check_output_dir(args.output_dir, args.overwrite_output_dir, args.resume_from_checkpoint is not None, marker)
     use_cpu = train_on_cpu(args.cpu)
     check_mixed_precision(args.mixed_precision, use_cpu)
+    if use_cpu and check_cpu is not None:  # `accelerate launch` (torchrun) says how many processes share it
+        check_cpu(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         gradient_accumulation_steps=getattr(args, "gradient_accumulation_steps", 1),

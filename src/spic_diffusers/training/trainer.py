@@ -21,7 +21,7 @@ import torch
 
 from ..models.unet_spic import SPICUNet2DModel
 from .arguments import TrainingInputError, parse_args
-from .loop import TrainingRun, make_accelerator, step_generator, train_on_cpu
+from .loop import TrainingRun, make_accelerator, step_generator
 from .loss import hybrid_loss, linear_alphas_cumprod, q_sample
 from .validation import run_validation, validation_grid  # noqa: F401  (validation_grid: part of this module's API)
 
@@ -284,11 +284,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
     from .dataset import ShardedEpochSampler, make_dataloader
 
-    if train_on_cpu(args.cpu):  # `accelerate launch` (torchrun) says how many processes share this machine
-        check_cpu_memory(args, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     report_to = None if args.report_to in (None, "", "none") else args.report_to
     accelerator = make_accelerator(args, RUN_MARKER, log_with=report_to,
-                                   logging_dir=os.path.join(args.output_dir, args.logging_dir))
+                                   logging_dir=os.path.join(args.output_dir, args.logging_dir),
+                                   check_cpu=lambda processes: check_cpu_memory(args, processes))
     world, rank = accelerator.num_processes, accelerator.process_index
 
     unet = build_unet(args)
