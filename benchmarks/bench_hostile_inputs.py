@@ -217,7 +217,7 @@ CASES = [
      """, "TeacherCache([100], path, {}, channels=3)"),
     ("resume: training_state.json with global_step -5", """
         import json, os, tempfile
-        from spic_diffusers.training.trainer import TrainingProgress, load_training_state
+        from spic_diffusers.training.loop import TrainingProgress, load_training_state
         folder = tempfile.mkdtemp()
         json.dump({"progress": {"global_step": -5}}, open(os.path.join(folder, "training_state.json"), "w"))
      """, "load_training_state(folder, TrainingProgress(), None)"),

@@ -154,6 +154,7 @@ def package_segmenter(run: Path, dataset_dir: Path, target: Path) -> dict:
     description, body, tags = _describe_segmenter(model)
     scale, crop = args.get("scale_range", [1, 1]), args.get("crop_size") or args["input_size"]
     minutes = summary["global_step"] / summary["steps_per_second"] / 60 if summary.get("steps_per_second") else None
+    decay = args.get("adam_weight_decay", args.get("weight_decay"))  # runs before the shared option names: weight_decay
     training = {
         "Data": "CamVid train (367 frames) in Cityscapes train ids; validation (101 frames) picks the weights",
         "Model": body,
@@ -163,7 +164,7 @@ def package_segmenter(run: Path, dataset_dir: Path, target: Path) -> dict:
                  f"{args['low_res_fraction']:.0%} of samples down- and up-scaled by a random factor of 1-4",
         "Loss": ("cross-entropy, class c weighted by 1/ln(1.02 + p_c) (p_c: its share of the training pixels)"
                  if args.get("class_weighting") == "enet" else "cross-entropy"),
-        "Optimiser": f"AdamW lr {args['learning_rate']:g}, weight decay {args['weight_decay']}, "
+        "Optimiser": f"AdamW lr {args['learning_rate']:g}, weight decay {decay}, "
                      f"{args['lr_warmup_steps']} warm-up steps then polynomial decay (power "
                      f"{args.get('lr_power', 1.0):g}), batch {args['train_batch_size']}",
         "Steps": f"{summary['global_step']}" + (f" at {60 * minutes / summary['global_step']:.2f} s per step on a "

@@ -327,7 +327,7 @@ def test_damaged_teacher_caches_are_refused_by_entry(teacher_dir, dataset_dir, t
 
 
 def test_non_finite_distillation_loss_stops_without_saving_a_student(teacher_dir, dataset_dir, tmp_path):
-    from spic_diffusers.training.trainer import NonFiniteLossError
+    from spic_diffusers.training.loop import NonFiniteLossError
 
     with pytest.raises(NonFiniteLossError, match="step 2"):
         _distill(teacher_dir, dataset_dir, tmp_path / "run", "--max_train_steps", "4", "--learning_rate", "1e30")

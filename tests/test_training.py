@@ -18,7 +18,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from spic_diffusers.training import TrainingInputError, main, parse_args
-from spic_diffusers.training.trainer import build_unet, check_output_dir, list_checkpoints
+from spic_diffusers.training.loop import check_output_dir, list_checkpoints
+from spic_diffusers.training.trainer import build_unet
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "training" / "train_spic.py"
@@ -242,9 +243,9 @@ def test_foreign_output_dir_is_refused(dataset_dir, tmp_path):
     with pytest.raises(TrainingInputError, match="pass --overwrite"):
         main(_args(dataset_dir, foreign, "--max_train_steps", "1"))
     assert (foreign / "notes.txt").read_text() == "keep me" and len(os.listdir(foreign)) == 1
-    check_output_dir(str(foreign), overwrite=True, resuming=False)  # explicit permission
+    check_output_dir(str(foreign), overwrite=True, resuming=False, marker="spic_training_args.json")  # told to
     (foreign / "spic_training_args.json").write_text("{}")
-    check_output_dir(str(foreign), overwrite=False, resuming=True)  # a previous run of the script
+    check_output_dir(str(foreign), overwrite=False, resuming=True, marker="spic_training_args.json")  # a previous run
     shutil.rmtree(foreign)
 
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from spic_diffusers.training import TrainingInputError, main
-from spic_diffusers.training.trainer import (
+from spic_diffusers.training.loop import (
     NonFiniteLossError,
     TrainingProgress,
     list_checkpoints,
+    register_checkpoint_state,
     save_checkpoint,
 )
 
@@ -39,11 +40,12 @@ def test_old_checkpoint_is_removed_only_after_the_new_one_is_complete(tmp_path):
     model = accelerator.prepare(torch.nn.Linear(2, 2))
     progress = TrainingProgress()
     progress.global_step = 1
-    first = save_checkpoint(accelerator, str(tmp_path), 1, total_limit=1, progress=progress)
+    register_checkpoint_state(accelerator, progress)
+    first = save_checkpoint(accelerator, str(tmp_path), 1, total_limit=1)
     assert [s for s, _ in list_checkpoints(str(tmp_path))] == [1]
     accelerator.register_for_checkpointing(_FailingState())
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(accelerator, str(tmp_path), 2, total_limit=1, progress=progress)
+        save_checkpoint(accelerator, str(tmp_path), 2, total_limit=1)
     assert [s for s, _ in list_checkpoints(str(tmp_path))] == [1], "the only finished checkpoint was deleted"
     assert (Path(first) / "training_state.json").is_file()
     assert model is not None

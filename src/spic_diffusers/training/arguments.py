@@ -1,7 +1,9 @@
-"""Command-line options of `training/train_spic.py`, with the SPIC paper's recipe as defaults.
+"""Command-line options of the trainers: the options every trainer shares, under diffusers' training-script names
+(`add_training_arguments`, `check_training_args`), and those of `training/train_spic.py`, with the SPIC paper's
+recipe as defaults.
 
-A `--config FILE.json` holds any of these options by name (`{"resolution": [32, 64], ...}`); options given on
-the command line win over the file, the file wins over the defaults.
+A `--config FILE.json` holds any of `train_spic.py`'s options by name (`{"resolution": [32, 64], ...}`); options
+given on the command line win over the file, the file wins over the defaults.
 """
 
 from __future__ import annotations
@@ -52,6 +54,89 @@ def _optional_float(value: str) -> float | None:
     return None if str(value).lower() in ("none", "") else float(value)
 
 
+# The options of `training/train_spic.py`, `distill_spic.py` and `train_segmenter.py` that mean the same thing in
+# each, spelt as in diffusers' training scripts. Each trainer gives its own defaults and leaves out what it lacks.
+SHARED_OPTIONS: dict[str, dict[str, Any]] = {
+    "seed": dict(type=int, default=0),
+    "train_batch_size": dict(type=int, default=8, help="Batch size per device."),
+    "max_train_steps": dict(type=int, default=None, help="Optimiser steps."),
+    "gradient_accumulation_steps": dict(
+        type=int, default=1, help="Micro-batches per optimiser step (through `accelerator.accumulate`)."),
+    "learning_rate": dict(type=float, default=1e-4),
+    "lr_scheduler": dict(
+        default="constant",
+        help="diffusers.optimization scheduler name (constant, constant_with_warmup, linear, cosine, ...)."),
+    "lr_warmup_steps": dict(type=int, default=0),
+    "adam_beta1": dict(type=float, default=0.9),
+    "adam_beta2": dict(type=float, default=0.999),
+    "adam_weight_decay": dict(type=float, default=0.0),
+    "adam_epsilon": dict(type=float, default=1e-8),
+    "max_grad_norm": dict(type=_optional_float, default=None, help="Clip gradients to this norm (none: no clipping)."),
+    "use_ema": dict(action=argparse.BooleanOptionalAction, default=True,
+                    help="Keep an exponential moving average of the weights; the saved model holds it."),
+    "ema_decay": dict(type=float, default=0.9999),
+    "mixed_precision": dict(choices=("no", "fp16", "bf16"), default=None,
+                            help="Overrides `accelerate launch --mixed_precision` (fp16 needs a CUDA GPU)."),
+    "cpu": dict(action="store_true", help="Train on the CPU (also chosen when neither CUDA nor MPS is found)."),
+    "dataloader_num_workers": dict(type=int, default=0),
+    "output_dir": dict(default=None),
+    "overwrite_output_dir": dict(
+        action="store_true", help="Write into a non-empty output_dir that is not a previous run of this trainer."),
+    "checkpointing_steps": dict(type=int, default=500, help="Save a resumable checkpoint every N steps."),
+    "checkpoints_total_limit": dict(type=int, default=None, help="Keep at most N checkpoints (oldest go first)."),
+    "resume_from_checkpoint": dict(default=None, help="`latest` or a checkpoint folder."),
+    "logging_steps": dict(type=int, default=10),
+    "push_to_hub": dict(action="store_true"),
+    "hub_model_id": dict(default=None, help="Hub repository (default: the output folder's name)."),
+    "hub_token": dict(default=None),
+    "hub_private_repo": dict(action="store_true"),
+}
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, defaults: dict[str, Any] | None = None,
+                           leave_out: Sequence[str] = (), title: str = "optimisation, checkpoints, output"):
+    """Add the shared options (`SHARED_OPTIONS`) to `parser` as one group, with this trainer's `defaults`."""
+    defaults = dict(defaults or {})
+    unknown = sorted((set(defaults) | set(leave_out)) - set(SHARED_OPTIONS))
+    if unknown:
+        raise ValueError(f"not shared training options: {unknown}")
+    group = parser.add_argument_group(title)
+    for name, spec in SHARED_OPTIONS.items():
+        if name in leave_out:
+            continue
+        spec = dict(spec)
+        if name in defaults:
+            spec["default"] = defaults[name]
+        if name == "output_dir" and spec["default"] is None:
+            spec["required"] = True
+        group.add_argument(f"--{name}", **spec)
+    return group
+
+
+def check_training_args(args: argparse.Namespace) -> None:
+    """Refuse shared options (those the trainer has) that cannot train, with the reason."""
+    def given(name: str) -> bool:
+        return getattr(args, name, None) is not None
+
+    for name in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "logging_steps",
+                 "max_train_steps", "checkpoints_total_limit"):
+        if given(name) and getattr(args, name) < 1:
+            raise TrainingInputError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    for name in ("lr_warmup_steps", "dataloader_num_workers"):
+        if given(name) and getattr(args, name) < 0:
+            raise TrainingInputError(f"--{name} must be >= 0, got {getattr(args, name)}")
+    if given("learning_rate") and not args.learning_rate > 0:
+        raise TrainingInputError(f"--learning_rate must be > 0, got {args.learning_rate}")
+    if given("ema_decay") and not 0.0 <= args.ema_decay <= 1.0:
+        raise TrainingInputError(f"--ema_decay must be in [0, 1], got {args.ema_decay}")
+    if given("max_grad_norm") and not args.max_grad_norm >= 0:
+        raise TrainingInputError(f"--max_grad_norm must be >= 0 (0 or none: no clipping), got {args.max_grad_norm}")
+    if args.resume_from_checkpoint not in (None, "latest") and not os.path.isdir(args.resume_from_checkpoint):
+        raise TrainingInputError(f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is not a folder")
+    if getattr(args, "push_to_hub", False) and not args.hub_model_id:
+        args.hub_model_id = os.path.basename(os.path.abspath(args.output_dir))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Train (or fine-tune) the SPIC receiver: a DDPM conditioned on a semantic map and a coarse image.",
@@ -92,7 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "overrides --coarse_quality).")
     g.add_argument("--validate_rows", type=int, default=32,
                    help="Rows checked (columns, label range, sizes) before training; 0 checks every row.")
-    g.add_argument("--dataloader_num_workers", type=int, default=0)
 
     g = p.add_argument_group("model")
     g.add_argument("--init_from", default=None,
@@ -124,41 +208,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Fraction of samples trained with an all-zero semantic map (classifier-free guidance; "
                         "the paper's script used 0).")
 
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--train_batch_size", type=int, default=8, help="Batch size per device.")
-    g.add_argument("--num_train_epochs", type=int, default=100)
-    g.add_argument("--max_train_steps", type=int, default=None, help="Optimiser steps (overrides epochs).")
-    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    add_training_arguments(p, {"output_dir": "spic-model", "checkpointing_steps": 5000})
+    g = p.add_argument_group("optimisation (the receiver's own)")
+    g.add_argument("--num_train_epochs", type=int, default=100, help="Epochs, unless --max_train_steps is given.")
     g.add_argument("--gradient_checkpointing", action="store_true")
-    g.add_argument("--learning_rate", type=float, default=1e-4)
     g.add_argument("--scale_lr", action="store_true", help="Multiply the lr by batch x accumulation x processes.")
-    g.add_argument("--lr_scheduler", default="constant",
-                   help="diffusers.optimization scheduler name (constant, constant_with_warmup, linear, cosine, ...).")
-    g.add_argument("--lr_warmup_steps", type=int, default=0)
-    g.add_argument("--adam_beta1", type=float, default=0.9)
-    g.add_argument("--adam_beta2", type=float, default=0.999)
-    g.add_argument("--adam_weight_decay", type=float, default=0.0)
-    g.add_argument("--adam_epsilon", type=float, default=1e-8)
-    g.add_argument("--max_grad_norm", type=_optional_float, default=None,
-                   help="Clip gradients to this norm (the paper does not clip).")
-    g.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True)
-    g.add_argument("--ema_decay", type=float, default=0.9999)
-    g.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None,
-                   help="Overrides `accelerate launch --mixed_precision`.")
-    g.add_argument("--cpu", action="store_true", help="Train on CPU (also chosen when no accelerator is found).")
     g.add_argument("--channels_last", action="store_true",
                    help="Channels-last memory format for the model and batches: on CPUs it saves the layout copies "
                         "around every convolution (a quarter to a third of a bf16 step).")
 
-    g = p.add_argument_group("output, checkpoints, logging")
-    g.add_argument("--output_dir", default="spic-model")
-    g.add_argument("--overwrite", "--overwrite_output_dir", dest="overwrite_output_dir", action="store_true",
-                   help="Write into a non-empty output_dir that is not a previous run of this script "
-                        "(--overwrite_output_dir: the diffusers scripts' name, also accepted).")
-    g.add_argument("--checkpointing_steps", type=int, default=5000)
-    g.add_argument("--checkpoints_total_limit", type=int, default=None)
-    g.add_argument("--resume_from_checkpoint", default=None, help="`latest` or a checkpoint folder.")
+    g = p.add_argument_group("validation and logging")
     g.add_argument("--validation_steps", type=int, default=5000, help="Validation images every N steps (0: never).")
     g.add_argument("--num_validation_images", type=int, default=2)
     g.add_argument("--validation_inference_steps", type=int, default=100)
@@ -166,11 +225,6 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--validation_guidance_scale", type=float, default=1.5)
     g.add_argument("--report_to", default="tensorboard", help="Accelerate tracker (tensorboard, wandb, all, none).")
     g.add_argument("--logging_dir", default="logs", help="Relative to output_dir.")
-    g.add_argument("--logging_steps", type=int, default=10)
-    g.add_argument("--push_to_hub", action="store_true")
-    g.add_argument("--hub_model_id", default=None)
-    g.add_argument("--hub_token", default=None)
-    g.add_argument("--hub_private_repo", action="store_true")
     return p
 
 
@@ -205,29 +259,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def check_mixed_precision(mixed_precision: str | None, use_cpu: bool) -> None:
-    """Refuse fp16 autocast on a CPU (the option's, or `accelerate launch --mixed_precision`'s), which
-    Accelerate would otherwise accept without a word; bf16 is the CPU's reduced precision."""
-    if mixed_precision is None:
-        mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
-    if use_cpu and mixed_precision == "fp16":
-        raise TrainingInputError(
-            "--mixed_precision fp16 needs a CUDA GPU and this run trains on the CPU: use bf16 (fast on CPUs with "
-            "AVX512-BF16 or AMX, see pipelines.pipeline_spic.native_bf16) or no"
-        )
-
-
 def check_args(args: argparse.Namespace) -> None:
     """Reject option combinations that cannot train, with the reason."""
     if not args.dataset_name_or_path:
         raise TrainingInputError("--dataset_name_or_path is required")
-    positive = ("train_batch_size", "gradient_accumulation_steps", "num_train_epochs", "checkpointing_steps",
-                "coarse_downsample", "num_train_timesteps", "num_classes", "logging_steps")
-    for name in positive:
+    check_training_args(args)
+    for name in ("num_train_epochs", "coarse_downsample", "num_train_timesteps", "num_classes"):
         if getattr(args, name) < 1:
             raise TrainingInputError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.max_train_steps is not None and args.max_train_steps < 1:
-        raise TrainingInputError(f"--max_train_steps must be >= 1, got {args.max_train_steps}")
     if args.streaming and args.max_train_steps is None:
         raise TrainingInputError("--streaming needs --max_train_steps (a stream has no known length)")
     if not 0.0 <= args.cfg_drop_rate <= 1.0:
@@ -238,12 +277,6 @@ def check_args(args: argparse.Namespace) -> None:
         )
     if not 0.0 <= args.timestep_bias_fraction <= 1.0:
         raise TrainingInputError(f"--timestep_bias_fraction must be in [0, 1], got {args.timestep_bias_fraction}")
-    if not 0.0 <= args.ema_decay <= 1.0:
-        raise TrainingInputError(f"--ema_decay must be in [0, 1], got {args.ema_decay}")
-    if args.learning_rate <= 0:
-        raise TrainingInputError(f"--learning_rate must be > 0, got {args.learning_rate}")
-    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
-        raise TrainingInputError(f"--checkpoints_total_limit must be >= 1, got {args.checkpoints_total_limit}")
     height, width = args.resolution
     levels = len(args.channel_mult)
     multiple = 2 ** (levels - 1)
@@ -272,9 +305,5 @@ def check_args(args: argparse.Namespace) -> None:
             )
     if args.init_from is not None and args.model_config is not None:
         raise TrainingInputError("pass either --init_from or --model_config, not both")
-    if args.resume_from_checkpoint not in (None, "latest") and not os.path.isdir(args.resume_from_checkpoint):
-        raise TrainingInputError(f"--resume_from_checkpoint {args.resume_from_checkpoint!r} is not a folder")
-    if args.push_to_hub and not args.hub_model_id:
-        args.hub_model_id = os.path.basename(os.path.abspath(args.output_dir))
     if args.validation_steps < 0 or args.num_validation_images < 0:
         raise TrainingInputError("--validation_steps and --num_validation_images must be >= 0")

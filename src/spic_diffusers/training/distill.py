@@ -33,7 +33,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import time
 import zlib
 from collections.abc import Sequence
@@ -47,9 +46,9 @@ from ..dtypes import parse_dtype
 from ..memory import available_memory
 from ..sizes import as_hw
 from ..models.unet_spic import SPICUNet2DModel
-from .arguments import TrainingInputError, _float_list, _resolution, check_mixed_precision
-from .trainer import TrainingProgress, augment_batch, check_output_dir, crop_batch, prepare_data, resume_checkpoint, \
-    save_checkpoint, step_generator, stop_unless_finite
+from .arguments import TrainingInputError, _float_list, _resolution, add_training_arguments, check_training_args
+from .loop import TrainingRun, make_accelerator, step_generator
+from .trainer import augment_batch, crop_batch, prepare_data
 
 logger = logging.getLogger("spic_diffusers.training.distill")
 
@@ -247,42 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segments", default="random", choices=("random", "all"),
                    help="Train each sample on one random student step per update ('random': one forward) or on "
                         "all K of them ('all': K forwards).")
-    p.add_argument("--output_dir", required=True)
-    p.add_argument("--overwrite_output_dir", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train_batch_size", type=int, default=4)
-    p.add_argument("--max_train_steps", type=int, default=1000)
-    p.add_argument("--learning_rate", type=float, default=2e-5)
-    p.add_argument("--lr_scheduler", default="constant_with_warmup")
-    p.add_argument("--lr_warmup_steps", type=int, default=20)
-    p.add_argument("--adam_weight_decay", type=float, default=0.0)
-    p.add_argument("--max_grad_norm", type=float, default=1.0)
-    p.add_argument("--use_ema", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--ema_decay", type=float, default=0.999)
-    p.add_argument("--checkpointing_steps", type=int, default=100)
-    p.add_argument("--checkpoints_total_limit", type=int, default=2)
-    p.add_argument("--resume_from_checkpoint", default=None, help="A checkpoint folder or 'latest'.")
-    p.add_argument("--logging_steps", type=int, default=10)
-    p.add_argument("--dataloader_num_workers", type=int, default=0)
-    p.add_argument("--mixed_precision", default="no", choices=("no", "fp16", "bf16"))
-    p.add_argument("--cpu", action="store_true", help="Train on the CPU even when an accelerator is present.")
-    p.add_argument("--push_to_hub", action="store_true")
-    p.add_argument("--hub_model_id", default=None)
-    p.add_argument("--hub_token", default=None)
-    p.add_argument("--hub_private_repo", action="store_true")
+    add_training_arguments(p, {
+        "train_batch_size": 4, "max_train_steps": 1000, "learning_rate": 2e-5, "lr_scheduler": "constant_with_warmup",
+        "lr_warmup_steps": 20, "max_grad_norm": 1.0, "ema_decay": 0.999, "checkpointing_steps": 100,
+        "checkpoints_total_limit": 2,
+    })
     return p
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
-    for name in ("train_batch_size", "max_train_steps", "num_student_steps", "checkpointing_steps",
-                 "logging_steps", "coarse_downsample", "teacher_num_inference_steps"):
+    check_training_args(args)
+    for name in ("num_student_steps", "coarse_downsample", "teacher_num_inference_steps"):
         if getattr(args, name) < 1:
             raise TrainingInputError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.learning_rate <= 0:
-        raise TrainingInputError(f"--learning_rate must be > 0, got {args.learning_rate}")
-    if args.push_to_hub and not args.hub_model_id:
-        raise TrainingInputError("--push_to_hub needs --hub_model_id")
     if args.coarse_qualities is not None:
         if args.coarse_source == "column" or args.coarse_codec == "none":
             raise TrainingInputError("--coarse_qualities codes coarse images on the fly with a codec")
@@ -306,23 +283,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def distill(args: argparse.Namespace) -> dict[str, Any]:
     """Run a distillation; returns the summary also written to `output_dir/distill_summary.json`."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
     from .dataset import ShardedEpochSampler, make_dataloader
 
-    check_output_dir(args.output_dir, args.overwrite_output_dir, args.resume_from_checkpoint is not None,
-                     marker=DISTILL_MARKER)
-    use_cpu = args.cpu or not torch.cuda.is_available()
-    check_mixed_precision(args.mixed_precision, use_cpu)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=use_cpu)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    if not accelerator.is_main_process:
-        logger.setLevel(logging.WARNING)
-    set_seed(args.seed)
+    accelerator = make_accelerator(args, DISTILL_MARKER)
     world, rank = accelerator.num_processes, accelerator.process_index
 
     teacher = teacher_pipeline(args.teacher, accelerator.device)
@@ -354,30 +321,23 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
     student.requires_grad_(True).train()
     ema = EMAModel(student.parameters(), decay=args.ema_decay, model_cls=SPICUNet2DModel,
                    model_config=student.config) if args.use_ema else None
-    optimizer = torch.optim.AdamW(student.parameters(), lr=args.learning_rate, weight_decay=args.adam_weight_decay)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                                  weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * world,
                                  num_training_steps=args.max_train_steps * world)
+    ga = args.gradient_accumulation_steps
     sampler = ShardedEpochSampler(len(rows), world, rank, args.seed)
-    steps_per_epoch = sampler.share // args.train_batch_size
+    steps_per_epoch = sampler.share // args.train_batch_size // ga
     if steps_per_epoch == 0:
-        raise TrainingInputError(f"{len(rows)} training rows give no full batch of {args.train_batch_size} x "
-                                 f"{world} (processes)")
+        raise TrainingInputError(f"{len(rows)} training rows give no full step of {args.train_batch_size} x {ga} "
+                                 f"(accumulation) x {world} (processes)")
     student, optimizer, lr_scheduler = accelerator.prepare(student, optimizer, lr_scheduler)
-    if ema is not None:
-        ema.to(accelerator.device)
-    progress = TrainingProgress()  # saved as JSON beside accelerate's state (no pickle)
-    resume_checkpoint(accelerator, args.resume_from_checkpoint, args.output_dir, progress, ema)
-    global_step = progress.global_step
-
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
-        for name in os.listdir(args.output_dir):
-            if name.startswith("checkpoint-") and name.endswith(".tmp"):
-                shutil.rmtree(os.path.join(args.output_dir, name), ignore_errors=True)
-        with open(os.path.join(args.output_dir, DISTILL_MARKER), "w") as f:
-            json.dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
-                       if k != "hub_token"}, f, indent=2)
-    accelerator.wait_for_everyone()
+    run = TrainingRun(accelerator, student, optimizer, lr_scheduler, output_dir=args.output_dir,
+                      marker=DISTILL_MARKER, max_train_steps=args.max_train_steps,
+                      checkpointing_steps=args.checkpointing_steps,
+                      checkpoints_total_limit=args.checkpoints_total_limit, max_grad_norm=args.max_grad_norm, ema=ema)
+    run.resume(args.resume_from_checkpoint)
+    run.start(args)
 
     cache = None
     if args.cache_teacher or args.teacher_cache:
@@ -394,95 +354,83 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
         cache = TeacherCache(keep, args.teacher_cache, settings, channels=config.in_channels)
         if cache.entries:
             logger.info("teacher cache %s: %d examples", args.teacher_cache, len(cache.entries))
-    bar = tqdm(total=args.max_train_steps, initial=global_step, desc="steps",
+    bar = tqdm(total=args.max_train_steps, initial=run.global_step, desc="steps",
                disable=not accelerator.is_local_main_process)
-    epoch = global_step // steps_per_epoch
-    skip = (global_step - epoch * steps_per_epoch) * args.train_batch_size
-    started, steps_this_run, last_loss = time.perf_counter(), 0, float("nan")
+
+    def loader_for_epoch(epoch: int, skip: int):
+        sampler.set_epoch(epoch, start=skip * args.train_batch_size)
+        return make_dataloader(rows, processor, batch_size=args.train_batch_size,
+                               num_workers=args.dataloader_num_workers, sampler=sampler)
+
+    started, last_loss, step_loss, finite = time.perf_counter(), float("nan"), 0.0, True
     teacher_seconds = 0.0
-    while global_step < args.max_train_steps:
-        sampler.set_epoch(epoch, start=skip)
-        loader = make_dataloader(rows, processor, batch_size=args.train_batch_size,
-                                 num_workers=args.dataloader_num_workers, sampler=sampler)
-        for batch in loader:
-            generator = step_generator(args.seed, global_step, rank)
-            flips = (torch.rand(args.train_batch_size, generator=step_generator(args.seed + 1, global_step, rank))
-                     < 0.5) if args.random_flip else torch.zeros(args.train_batch_size, dtype=torch.bool)
-            batch = {k: (v.to(accelerator.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-            batch = per_frame_choices(batch, args.seed, args.teacher_crop, args.coarse_downsample)
-            for key in ("segmentation_map", "low_res_image"):
-                mask = flips.to(batch[key].device).view(-1, 1, 1, 1)
-                batch[key] = torch.where(mask, batch[key].flip(-1), batch[key])
-            tick = time.perf_counter()
-            noise = None
-            if args.start_noise == "forward":
-                shape = (batch["segmentation_map"].shape[0], config.in_channels, *batch["segmentation_map"].shape[-2:])
-                noise = torch.randn(shape, generator=step_generator(args.seed + 2, global_step, rank))
-            inputs = (batch["segmentation_map"], batch["low_res_image"], teacher_ts, student_ts, args.guidance_scale,
-                      teacher_dtype, noise, args.channels_last)
-            if cache is None:
-                states = teacher_states(teacher, *inputs)
-            else:
-                states = cache.states(batch.get("id"), flips, teacher, *inputs)
-                cache.save()
-            teacher_seconds += time.perf_counter() - tick
-            # The teacher ran on whole frames; crop its states with the inputs (they ride in `pixel_values`).
-            batch["pixel_values"] = torch.cat(states, dim=1)
-            batch = augment_batch(batch, generator, random_flip=False, cfg_drop_rate=0.0, crop=args.random_crop,
-                                  coarse_downsample=args.coarse_downsample)
-            states = list(batch["pixel_values"].split(states[0].shape[1], dim=1))
-            segmap, low_res = batch["segmentation_map"], batch["low_res_image"]
-            if args.channels_last:
-                states = [x.contiguous(memory_format=torch.channels_last) for x in states]
-                segmap, low_res = (x.contiguous(memory_format=torch.channels_last) for x in (segmap, low_res))
-            segments = None
-            if args.segments == "random":
-                segments = torch.randint(0, len(student_ts), (segmap.shape[0],), generator=generator)
+    for micro_step, batch in ([] if run.done else run.micro_batches(loader_for_epoch, steps_per_epoch)):
+        generator = step_generator(args.seed, micro_step, rank)
+        flips = (torch.rand(args.train_batch_size, generator=step_generator(args.seed + 1, micro_step, rank))
+                 < 0.5) if args.random_flip else torch.zeros(args.train_batch_size, dtype=torch.bool)
+        batch = {k: (v.to(accelerator.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        batch = per_frame_choices(batch, args.seed, args.teacher_crop, args.coarse_downsample)
+        for key in ("segmentation_map", "low_res_image"):
+            mask = flips.to(batch[key].device).view(-1, 1, 1, 1)
+            batch[key] = torch.where(mask, batch[key].flip(-1), batch[key])
+        tick = time.perf_counter()
+        noise = None
+        if args.start_noise == "forward":
+            shape = (batch["segmentation_map"].shape[0], config.in_channels, *batch["segmentation_map"].shape[-2:])
+            noise = torch.randn(shape, generator=step_generator(args.seed + 2, micro_step, rank))
+        inputs = (batch["segmentation_map"], batch["low_res_image"], teacher_ts, student_ts, args.guidance_scale,
+                  teacher_dtype, noise, args.channels_last)
+        if cache is None:
+            states = teacher_states(teacher, *inputs)
+        else:
+            states = cache.states(batch.get("id"), flips, teacher, *inputs)
+            cache.save()
+        teacher_seconds += time.perf_counter() - tick
+        # The teacher ran on whole frames; crop its states with the inputs (they ride in `pixel_values`).
+        batch["pixel_values"] = torch.cat(states, dim=1)
+        batch = augment_batch(batch, generator, random_flip=False, cfg_drop_rate=0.0, crop=args.random_crop,
+                              coarse_downsample=args.coarse_downsample)
+        states = list(batch["pixel_values"].split(states[0].shape[1], dim=1))
+        segmap, low_res = batch["segmentation_map"], batch["low_res_image"]
+        if args.channels_last:
+            states = [x.contiguous(memory_format=torch.channels_last) for x in states]
+            segmap, low_res = (x.contiguous(memory_format=torch.channels_last) for x in (segmap, low_res))
+        segments = None
+        if args.segments == "random":
+            segments = torch.randint(0, len(student_ts), (segmap.shape[0],), generator=generator)
+        with accelerator.accumulate(student):
             with accelerator.autocast():
                 loss = distillation_loss(student, teacher.scheduler, states, student_ts, segmap, low_res,
                                          segments).mean()
             accelerator.backward(loss)
-            grad_norm = None
-            if args.max_grad_norm:
-                grad_norm = accelerator.clip_grad_norm_(student.parameters(), args.max_grad_norm)
-            stop_unless_finite(accelerator, bool(torch.isfinite(loss.detach()).all()), grad_norm, global_step + 1,
-                               args.output_dir, "the distillation loss",
-                               "lower --learning_rate, set --max_grad_norm, or check the teacher cache")
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.step(accelerator.unwrap_model(student).parameters())
-            global_step += 1
-            steps_this_run += 1
-            progress.global_step = global_step
-            progress.samples_seen += args.train_batch_size * world
-            last_loss = float(loss.detach().item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.5f}")
-            if global_step % args.logging_steps == 0:
-                logger.info("step %d loss %.6f", global_step, last_loss)
-            if global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps:
-                logger.info("saved %s", save_checkpoint(accelerator, args.output_dir, global_step,
-                                                        args.checkpoints_total_limit, progress, ema))
-            if global_step >= args.max_train_steps:
-                break
-        epoch += 1
-        skip = 0
+        finite = finite and bool(torch.isfinite(loss.detach()).all())
+        step_loss += float(loss.detach().item()) / ga
+        if not accelerator.sync_gradients:
+            continue
+        run.apply_gradients(finite=finite, what="the distillation loss",
+                            advice="lower --learning_rate, set --max_grad_norm, or check the teacher cache")
+        last_loss, step_loss, finite = step_loss, 0.0, True
+        bar.update(1)
+        bar.set_postfix(loss=f"{last_loss:.5f}")
+        if (run.global_step + 1) % args.logging_steps == 0:
+            logger.info("step %d loss %.6f", run.global_step + 1, last_loss)
+        run.end_step(args.train_batch_size * ga * world)
+        if run.done:
+            break
     bar.close()
     elapsed = time.perf_counter() - started
     accelerator.wait_for_everyone()
 
     summary = {
-        "global_step": global_step,
-        "samples_seen": progress.samples_seen,
+        "global_step": run.global_step,
+        "samples_seen": run.progress.samples_seen,
         "last_loss": last_loss,
         "teacher_timesteps": teacher_ts,
         "student_timesteps": student_ts,
         "seconds_this_run": elapsed,
         "teacher_seconds_this_run": teacher_seconds,
         "teacher_examples_computed": cache.computed if cache is not None else None,
-        "steps_per_second": steps_this_run / elapsed if elapsed > 0 else None,
+        "steps_per_second": run.steps_this_run / elapsed if elapsed > 0 else None,
     }
     if accelerator.is_main_process:
         model = accelerator.unwrap_model(student)
@@ -504,7 +452,7 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
                 "Objective": "x0 target of progressive distillation, truncated-SNR weighting",
                 "Data": f"`{args.dataset_name_or_path}` ({args.train_split} split)",
                 "Optimiser": f"AdamW, lr {args.learning_rate:g}, batch {args.train_batch_size}, "
-                             f"{global_step} steps",
+                             f"{run.global_step} steps",
             }
             push_to_hub(pipeline, args.hub_model_id, private=args.hub_private_repo, token=args.hub_token,
                         source="distilled with training/distill_spic.py", training=recipe)

@@ -32,8 +32,8 @@ from PIL import Image
 
 from ..data.cityscapes import ID2LABEL, IGNORE_INDEX, NUM_CLASSES
 from ..sizes import as_hw
-from .arguments import TrainingInputError, check_mixed_precision
-from .trainer import check_output_dir, resume_checkpoint, save_checkpoint
+from .arguments import TrainingInputError, add_training_arguments, check_training_args
+from .loop import TrainingProgress, TrainingRun, make_accelerator
 
 logger = logging.getLogger("spic_diffusers.training.segmenter")
 
@@ -96,37 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class_weighting", choices=("enet", "none"), default="enet",
                    help="enet: weight class c by 1/ln(1.02 + p_c), p_c its share of the training pixels")
     p.add_argument("--lr_power", type=float, default=0.9, help="power of the polynomial learning-rate decay")
-    p.add_argument("--train_batch_size", type=int, default=8)
-    p.add_argument("--dataloader_num_workers", type=int, default=0,
-                   help="processes preparing batches (augmentation runs there instead of between steps)")
-    p.add_argument("--max_train_steps", type=int, default=2000)
-    p.add_argument("--learning_rate", type=float, default=2e-3)
-    p.add_argument("--weight_decay", type=float, default=0.01)
-    p.add_argument("--lr_warmup_steps", type=int, default=200)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None)
-    p.add_argument("--cpu", action="store_true")
-    p.add_argument("--output_dir", default="spic-segmenter")
-    p.add_argument("--overwrite_output_dir", action="store_true")
-    p.add_argument("--checkpointing_steps", type=int, default=250)
-    p.add_argument("--checkpoints_total_limit", type=int, default=2)
-    p.add_argument("--resume_from_checkpoint", default=None, help="`latest` or a checkpoint folder")
     p.add_argument("--validation_steps", type=int, default=250)
     p.add_argument("--max_validation_samples", type=int, default=None)
-    p.add_argument("--push_to_hub", action="store_true")
-    p.add_argument("--hub_model_id", default=None)
-    p.add_argument("--hub_token", default=None)
-    p.add_argument("--hub_private_repo", action="store_true")
+    add_training_arguments(p, {
+        "max_train_steps": 2000, "learning_rate": 2e-3, "adam_weight_decay": 0.01, "lr_warmup_steps": 200,
+        "output_dir": "spic-segmenter", "checkpointing_steps": 250, "checkpoints_total_limit": 2,
+    }, leave_out=("lr_scheduler", "use_ema", "ema_decay"))
     return p
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
-    if args.dataloader_num_workers < 0:
-        raise TrainingInputError(f"--dataloader_num_workers must be >= 0, got {args.dataloader_num_workers}")
-    for name in ("train_batch_size", "max_train_steps", "checkpointing_steps"):
-        if getattr(args, name) < 1:
-            raise TrainingInputError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    check_training_args(args)
     if not 0 <= args.low_res_fraction <= 1:
         raise TrainingInputError(f"--low_res_fraction must be in [0, 1], got {args.low_res_fraction}")
     if not 1 <= args.aspect_jitter <= 2 or not 0 <= args.colour_jitter < 1:
@@ -141,8 +122,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                  f"choose one of {sorted(sizes)}")
     if args.crop_size is None:
         args.crop_size = args.input_size
-    if args.push_to_hub and not args.hub_model_id:
-        raise TrainingInputError("--push_to_hub needs --hub_model_id")
     if args.classes not in ("auto", "all"):
         _classes(args.classes, rows=())  # a malformed list fails here, before anything is loaded
     return args
@@ -353,34 +332,30 @@ def _save_model(model, processor, folder: str, extra: dict[str, Any]) -> None:
         raise
 
 
-class _Progress:
+class SegmenterProgress(TrainingProgress):
+    """The step counters, and the best validation mIoU so far with its step (which weights `best/` holds)."""
+
     def __init__(self) -> None:
-        self.global_step, self.best_miou, self.best_step = 0, -1.0, 0
+        super().__init__()
+        self.best_miou, self.best_step = -1.0, 0
 
-    def state_dict(self) -> dict[str, float]:
-        return {"global_step": self.global_step, "best_miou": self.best_miou, "best_step": self.best_step}
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "best_miou": self.best_miou, "best_step": self.best_step}
 
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        self.global_step = int(state["global_step"])
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
         self.best_miou, self.best_step = float(state["best_miou"]), int(state["best_step"])
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Train; returns the summary written to ``output_dir/segmenter_results.json``."""
-    check_output_dir(args.output_dir, args.overwrite_output_dir, args.resume_from_checkpoint is not None,
-                     marker=RUN_MARKER)
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_polynomial_decay_schedule_with_warmup
 
-    from .dataset import load_split
+    from .dataset import ShardedEpochSampler, load_split
 
-    use_cpu = args.cpu or not torch.cuda.is_available()
-    check_mixed_precision(args.mixed_precision, use_cpu)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=use_cpu)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    set_seed(args.seed)
+    accelerator = make_accelerator(args, RUN_MARKER)
+    world, rank = accelerator.num_processes, accelerator.process_index
 
     train_rows = load_split(args.dataset_name_or_path, args.train_split)
     for column in ("image", "semantic_map"):
@@ -400,77 +375,80 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                                      crop_size=args.crop_size, scale_range=args.scale_range,
                                      aspect_jitter=args.aspect_jitter, colour_jitter=args.colour_jitter,
                                      low_res_fraction=args.low_res_fraction)
-    generator = torch.Generator().manual_seed(args.seed)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=args.train_batch_size, shuffle=True, drop_last=True,
-                                         generator=generator, num_workers=args.dataloader_num_workers)
-    if len(loader) == 0:
-        raise TrainingInputError(f"{len(train_set)} training rows give no batch of {args.train_batch_size}")
+    ga = args.gradient_accumulation_steps
+    sampler = ShardedEpochSampler(len(train_set), world, rank, args.seed)
+    steps_per_epoch = sampler.share // args.train_batch_size // ga
+    if steps_per_epoch == 0:
+        raise TrainingInputError(f"{len(train_set)} training rows give no full step of {args.train_batch_size} x "
+                                 f"{ga} (accumulation) x {world} (processes)")
+
+    def loader_for_epoch(epoch: int, skip: int):
+        train_set.epoch = epoch  # augmentation depends on (seed, epoch, row) only, as the order: exact resume
+        sampler.set_epoch(epoch, start=skip * args.train_batch_size)
+        return torch.utils.data.DataLoader(train_set, batch_size=args.train_batch_size, sampler=sampler,
+                                           drop_last=True, num_workers=args.dataloader_num_workers)
+
     val_loader = None
     if val_rows is not None:
         val_loader = torch.utils.data.DataLoader(
             SegmentationExamples(val_rows, lut, args.input_size, augment=False), batch_size=4)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                                  weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
     warmup = min(args.lr_warmup_steps, args.max_train_steps - 1)  # the decay needs at least one step
-    schedule = get_polynomial_decay_schedule_with_warmup(optimizer, warmup, args.max_train_steps,
+    # A prepared scheduler steps once per process at each optimiser step.
+    schedule = get_polynomial_decay_schedule_with_warmup(optimizer, warmup * world, args.max_train_steps * world,
                                                          lr_end=args.learning_rate * 0.01, power=args.lr_power)
     model, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
-    progress = _Progress()  # saved as JSON beside accelerate's state (no pickle)
-    resume_checkpoint(accelerator, args.resume_from_checkpoint, args.output_dir, progress)
-    os.makedirs(args.output_dir, exist_ok=True)
-    with open(os.path.join(args.output_dir, RUN_MARKER), "w") as f:
-        json.dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items() if k != "hub_token"},
-                  f, indent=2)
+    progress = SegmenterProgress()
+    run = TrainingRun(accelerator, model, optimizer, schedule, output_dir=args.output_dir, marker=RUN_MARKER,
+                      max_train_steps=args.max_train_steps, checkpointing_steps=args.checkpointing_steps,
+                      checkpoints_total_limit=args.checkpoints_total_limit, max_grad_norm=args.max_grad_norm,
+                      progress=progress)
+    run.resume(args.resume_from_checkpoint)
+    run.start(args)
 
     best_dir = os.path.join(args.output_dir, "best")
-    step = progress.global_step
-    bar = tqdm(total=args.max_train_steps, initial=step, desc="segmenter steps",
+    bar = tqdm(total=args.max_train_steps, initial=run.global_step, desc="segmenter steps",
                disable=not accelerator.is_local_main_process)
-    started, steps_run, last_loss = time.perf_counter(), 0, float("nan")
-    epoch = step // len(loader)
-    skip = step - epoch * len(loader)
-    while step < args.max_train_steps:
-        train_set.epoch = epoch
-        generator.manual_seed(args.seed + epoch)  # the epoch's order depends on (seed, epoch) only: exact resume
-        for batch_index, batch in enumerate(loader):
-            if batch_index < skip:
-                continue
+    started, last_loss, step_loss, finite = time.perf_counter(), float("nan"), 0.0, True
+    for _, batch in ([] if run.done else run.micro_batches(loader_for_epoch, steps_per_epoch)):
+        with accelerator.accumulate(model):
             logits = model(pixel_values=batch["pixel_values"].to(accelerator.device)).logits
             loss = segmentation_loss(logits, batch["labels"].to(accelerator.device), weight)
-            if not torch.isfinite(loss):
-                raise TrainingInputError(f"the loss is {loss.item()} at step {step + 1}; the last good "
-                                         "checkpoint is kept (lower --learning_rate)")
             accelerator.backward(loss)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            steps_run += 1
-            progress.global_step = step
-            last_loss = loss.item()
-            bar.update(1)
-            bar.set_postfix(loss=f"{last_loss:.3f}", best_miou=f"{max(progress.best_miou, 0):.3f}")
-            if val_loader is not None and (step % args.validation_steps == 0 or step == args.max_train_steps):
-                confusion = validation_confusion(model, val_loader, len(classes), accelerator.device)
-                ious, miou = confusion.iou_per_class(), confusion.miou()
-                miou = miou if np.isfinite(miou) else 0.0
-                logger.info("step %d: validation mIoU %.4f", step, miou)
-                if miou > progress.best_miou and accelerator.is_main_process:
-                    progress.best_miou, progress.best_step = miou, step
+        finite = finite and bool(torch.isfinite(loss.detach()))
+        step_loss += float(loss.detach().item()) / ga
+        if not accelerator.sync_gradients:
+            continue
+        run.apply_gradients(finite=finite, what="the segmentation loss",
+                            advice="lower --learning_rate or set --max_grad_norm")
+        last_loss, step_loss, finite = step_loss, 0.0, True
+        step = run.global_step + 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{last_loss:.3f}", best_miou=f"{max(progress.best_miou, 0):.3f}")
+        if step % args.logging_steps == 0:
+            logger.info("step %d loss %.4f", step, last_loss)
+        if val_loader is not None and (step % args.validation_steps == 0 or step == args.max_train_steps):
+            confusion = validation_confusion(model, val_loader, len(classes), accelerator.device)
+            ious, miou = confusion.iou_per_class(), confusion.miou()
+            miou = miou if np.isfinite(miou) else 0.0
+            logger.info("step %d: validation mIoU %.4f", step, miou)
+            if miou > progress.best_miou:  # every process, so that their checkpoints agree
+                progress.best_miou, progress.best_step = miou, step
+                if accelerator.is_main_process:
                     _save_model(accelerator.unwrap_model(model), processor, best_dir,
                                 {"validation_miou": miou, "step": step, "classes": classes,
                                  "validation_iou": {ID2LABEL[c]: _nan_none(v) for c, v in zip(classes, ious)}})
-            if step % args.checkpointing_steps == 0 or step == args.max_train_steps:
-                save_checkpoint(accelerator, args.output_dir, step, args.checkpoints_total_limit, progress)
-            if step >= args.max_train_steps:
-                break
-        epoch, skip = epoch + 1, 0
+        run.end_step(args.train_batch_size * ga * world)  # the checkpoint holds the best mIoU just found
+        if run.done:
+            break
     bar.close()
     elapsed = time.perf_counter() - started
 
-    summary: dict[str, Any] = {"global_step": step, "classes": classes, "last_loss": last_loss,
-                               "steps_per_second": steps_run / elapsed if elapsed > 0 else None,
+    summary: dict[str, Any] = {"global_step": run.global_step, "classes": classes, "last_loss": last_loss,
+                               "steps_per_second": run.steps_this_run / elapsed if elapsed > 0 else None,
                                "best_validation_miou": progress.best_miou if val_loader is not None else None,
-                               "best_step": progress.best_step if val_loader is not None else step}
+                               "best_step": progress.best_step if val_loader is not None else run.global_step}
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(model)
         if val_loader is not None and os.path.isdir(best_dir):

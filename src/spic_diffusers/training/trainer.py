@@ -8,13 +8,10 @@ resumed from a checkpoint therefore repeats the uninterrupted run's steps.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import logging
 import os
-import re
-import shutil
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +21,8 @@ import torch
 
 from ..memory import available_memory
 from ..models.unet_spic import SPICUNet2DModel
-from .arguments import TrainingInputError, check_mixed_precision, parse_args
+from .arguments import TrainingInputError, parse_args
+from .loop import TrainingRun, make_accelerator, step_generator
 from .loss import hybrid_loss, linear_alphas_cumprod, q_sample
 from .validation import run_validation, validation_grid  # noqa: F401  (validation_grid: part of this module's API)
 
@@ -32,32 +30,6 @@ logger = logging.getLogger("spic_diffusers.training")
 
 RUN_MARKER = "spic_training_args.json"
 SUMMARY_FILE = "train_summary.json"
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-TRAINING_STATE_FILE = "training_state.json"  # step counters and EMA scalars, stored as JSON (no pickle)
-EMA_WEIGHTS_FILE = "ema.safetensors"
-
-
-class NonFiniteLossError(TrainingInputError):
-    """The loss or the gradients became NaN or infinite: training stops, keeping the last good checkpoint."""
-
-
-def stop_unless_finite(accelerator, finite: bool, grad_norm, step: int, output_dir: str, what: str,
-                       advice: str) -> None:
-    """Stop every process together when `what` (or the clipped gradient norm) is NaN or infinite at `step`.
-
-    A single rank raising would leave the others waiting, so the verdict is summed over processes first; the
-    error names the last good checkpoint, and nothing is saved.
-    """
-    if grad_norm is not None:
-        finite = finite and bool(torch.isfinite(torch.as_tensor(grad_norm)).all())
-    bad = accelerator.reduce(torch.tensor([0.0 if finite else 1.0], device=accelerator.device), "sum")
-    if bad.item() > 0:
-        kept = list_checkpoints(output_dir)
-        raise NonFiniteLossError(
-            f"{what} became NaN or infinite at step {step}; training stopped without saving "
-            + (f"(the last good checkpoint is {kept[-1][1]})" if kept else "(no checkpoint was saved yet)")
-            + f"; {advice}"
-        )
 
 
 # --------------------------------------------------------------------------- model
@@ -163,12 +135,6 @@ def check_cpu_memory(args: argparse.Namespace, num_processes: int, available_byt
 # ------------------------------------------------------------------------ one step
 
 
-def step_generator(seed: int, micro_step: int, rank: int) -> torch.Generator:
-    """The random stream of one micro-batch on one process (independent of anything drawn before)."""
-    state = np.random.SeedSequence([int(seed), int(micro_step), int(rank)]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
-
-
 def augment_batch(batch: dict[str, torch.Tensor], generator: torch.Generator, *, random_flip: bool,
                   cfg_drop_rate: float, crop: tuple[int, int] | None = None,
                   coarse_downsample: int = 4) -> dict[str, torch.Tensor]:
@@ -247,228 +213,6 @@ def training_loss(unet, batch: dict[str, torch.Tensor], alphas_cumprod: torch.Te
     return hybrid_loss(output, x_start, x_t, timesteps, noise, alphas_cumprod)
 
 
-# --------------------------------------------------------------------- checkpoints
-
-
-def list_checkpoints(folder: str) -> list[tuple[int, str]]:
-    """Finished checkpoints in `folder`, oldest first, as (step, path)."""
-    if not os.path.isdir(folder):
-        return []
-    found = []
-    for name in os.listdir(folder):
-        match = CHECKPOINT_PATTERN.match(name)
-        if match and os.path.isdir(os.path.join(folder, name)):
-            found.append((int(match.group(1)), os.path.join(folder, name)))
-    return sorted(found)
-
-
-def check_output_dir(output_dir: str, overwrite: bool, resuming: bool, marker: str = RUN_MARKER) -> None:
-    """Refuse a non-empty output folder that is not a previous run of this script (unless told to).
-
-    A previous run is recognised by its `marker` file (the run's arguments, written at start)."""
-    if not os.path.exists(output_dir):
-        return
-    if not os.path.isdir(output_dir):
-        raise TrainingInputError(f"--output_dir {output_dir!r} exists and is not a folder")
-    entries = os.listdir(output_dir)
-    if not entries or overwrite or os.path.isfile(os.path.join(output_dir, marker)):
-        return
-    raise TrainingInputError(
-        f"--output_dir {output_dir!r} is not empty and is not a previous run of this script "
-        f"(no {marker}); choose another folder or pass --overwrite"
-        + (" (resuming needs the folder of the run to resume)" if resuming else "")
-    )
-
-
-class TrainingProgress:
-    """Step counters saved with every checkpoint (as JSON, by `save_training_state`)."""
-
-    def __init__(self) -> None:
-        self.global_step = 0
-        self.samples_seen = 0
-
-    def state_dict(self) -> dict[str, int]:
-        return {"global_step": self.global_step, "samples_seen": self.samples_seen}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        counters = {"global_step": state["global_step"], "samples_seen": state.get("samples_seen", 0)}
-        for name, value in counters.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
-        self.global_step, self.samples_seen = counters["global_step"], counters["samples_seen"]
-
-
-def save_training_state(folder: str, progress: TrainingProgress, ema) -> None:
-    """Step counters and EMA into `folder` as JSON and safetensors, so resuming unpickles nothing."""
-    from safetensors.torch import save_file
-
-    state: dict[str, Any] = {"progress": progress.state_dict()}
-    if ema is not None:
-        ema_state = ema.state_dict()
-        shadow = ema_state.pop("shadow_params")
-        state["ema"] = {k: v for k, v in ema_state.items() if isinstance(v, (int, float, bool, str)) or v is None}
-        save_file({f"shadow.{i}": p.detach().contiguous().cpu() for i, p in enumerate(shadow)},
-                  os.path.join(folder, EMA_WEIGHTS_FILE))
-    with open(os.path.join(folder, TRAINING_STATE_FILE), "w") as f:
-        json.dump(state, f, indent=2)
-
-
-def load_training_state(folder: str, progress: TrainingProgress, ema) -> None:
-    """The inverse of :func:`save_training_state`; a checkpoint without it is refused with the reason."""
-    from safetensors.torch import load_file
-
-    path = os.path.join(folder, TRAINING_STATE_FILE)
-    if not os.path.isfile(path):
-        raise TrainingInputError(
-            f"checkpoint {folder} has no {TRAINING_STATE_FILE}: it is incomplete or from an older version whose "
-            "step counters were pickled; start a new training"
-        )
-    try:
-        with open(path) as f:
-            state = json.load(f)
-        progress.load_state_dict(state["progress"])
-    except Exception as err:  # noqa: BLE001  (whatever the file holds, the user gets one line naming it)
-        raise TrainingInputError(f"{path} is damaged ({type(err).__name__}: {err})") from None
-    if ema is None:
-        return
-    if not isinstance(state.get("ema"), dict):
-        raise TrainingInputError(f"checkpoint {folder} was saved without EMA; resume without --use_ema")
-    ema_path = os.path.join(folder, EMA_WEIGHTS_FILE)
-    try:
-        weights = load_file(ema_path)
-        shadow = [weights[f"shadow.{i}"] for i in range(len(weights))]
-        expected = [tuple(p.shape) for p in ema.shadow_params]
-        found = [tuple(p.shape) for p in shadow]
-        if found != expected:
-            first = next((i for i, (a, b) in enumerate(zip(found, expected)) if a != b), min(len(found), len(expected)))
-            raise ValueError(f"{len(found)} shadow tensors for {len(expected)} parameters; tensor {first} is "
-                             f"{found[first] if first < len(found) else 'missing'}, the model's "
-                             f"{expected[first] if first < len(expected) else 'nothing'}")
-        if not all(p.is_floating_point() and bool(torch.isfinite(p).all()) for p in shadow):
-            raise ValueError("it holds NaN, infinite or non-float weights")
-        ema.load_state_dict({**state["ema"], "shadow_params": shadow})
-    except Exception as err:  # noqa: BLE001
-        raise TrainingInputError(f"{ema_path} does not fit this model ({type(err).__name__}: {err})") from None
-
-
-def check_resumable(folder: str) -> None:
-    """Refuse, before accelerate reads anything, checkpoints without our state or with pickled extras.
-
-    accelerate unpickles ``custom_checkpoint_*.pkl`` with ``weights_only=False``; this trainer never writes
-    them, so one found in a checkpoint was planted or comes from another program.
-    """
-    pickled = sorted(name for name in os.listdir(folder) if re.fullmatch(r"custom_checkpoint_\d+\.pkl", name))
-    if pickled:
-        raise TrainingInputError(
-            f"checkpoint {folder} holds pickled state ({', '.join(pickled)}) that this trainer never writes; "
-            "refusing to unpickle it"
-        )
-    if not os.path.isfile(os.path.join(folder, TRAINING_STATE_FILE)):
-        raise TrainingInputError(
-            f"checkpoint {folder} has no {TRAINING_STATE_FILE}: it is incomplete or from an older version; "
-            "start a new training"
-        )
-
-
-def check_checkpoint_files(accelerator, folder: str) -> None:
-    """The files accelerate will read, checked first so that each failure is one line naming its file.
-
-    Model weights (``model.safetensors``, ``model_1.safetensors``, ...) must hold exactly the prepared models'
-    tensors with their shapes; ``optimizer*.bin`` must be an uncompressed ``torch.save`` archive within its
-    size (accelerate ``torch.load``s it).
-    """
-    from safetensors import safe_open
-
-    from ..conversion import ConversionError, check_checkpoint_archive
-
-    for index, model in enumerate(getattr(accelerator, "_models", [])):
-        path = os.path.join(folder, "model.safetensors" if index == 0 else f"model_{index}.safetensors")
-        if not os.path.isfile(path):
-            continue
-        expected = {k: tuple(v.shape) for k, v in accelerator.unwrap_model(model).state_dict().items()}
-        try:
-            with safe_open(path, framework="pt") as f:
-                found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-        except Exception as err:  # noqa: BLE001  (truncated or foreign: safetensors raises its own error types)
-            raise TrainingInputError(f"{path} cannot be read ({type(err).__name__}: {err})") from None
-        missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
-        if missing or extra or wrong:
-            detail = (f"{len(missing)} missing, {len(extra)} unexpected, {len(wrong)} of another shape"
-                      f" (e.g. {(missing or extra or wrong)[0]})")
-            raise TrainingInputError(f"{path} does not hold this model's weights: {detail}")
-    for name in sorted(os.listdir(folder)):
-        if re.fullmatch(r"optimizer(_\d+)?\.bin", name):
-            try:
-                check_checkpoint_archive(os.path.join(folder, name))
-            except ConversionError as err:
-                raise TrainingInputError(str(err)) from None
-
-
-def resume_checkpoint(accelerator, resume_from: str | None, output_dir: str, progress, ema=None) -> str | None:
-    """Restore a run from `resume_from` (a checkpoint folder, or ``"latest"`` in `output_dir`; None: nothing).
-
-    Shared by every trainer of the project: an explicit resume that finds nothing fails, pickled state is refused
-    before accelerate reads anything, and step counters (any object with ``state_dict``/``load_state_dict``)
-    and EMA come back from JSON and safetensors. Returns the checkpoint used.
-    """
-    if not resume_from:
-        return None
-    if resume_from == "latest":
-        found = list_checkpoints(output_dir)
-        if not found:
-            raise TrainingInputError(
-                f"--resume_from_checkpoint latest: no checkpoint in {output_dir}; drop the option to start anew"
-            )
-        resume_from = found[-1][1]
-    if not os.path.isdir(resume_from):
-        raise TrainingInputError(f"--resume_from_checkpoint {resume_from!r} is not a checkpoint folder")
-    logger.info("resuming from %s", resume_from)
-    check_resumable(resume_from)
-    check_checkpoint_files(accelerator, resume_from)
-    try:
-        accelerator.load_state(resume_from)
-    except Exception as err:  # noqa: BLE001  (accelerate and torch report damaged files many ways)
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise TrainingInputError(
-            f"checkpoint {resume_from} cannot be restored (optimizer, scheduler or random states; "
-            f"{type(err).__name__}: {detail})"
-        ) from None
-    load_training_state(resume_from, progress, ema)
-    if ema is not None:
-        ema.to(accelerator.device)
-    return resume_from
-
-
-def save_checkpoint(accelerator, output_dir: str, step: int, total_limit: int | None,
-                    progress: TrainingProgress | None = None, ema=None) -> str:
-    """`save_state` into `checkpoint-N.tmp`, then rename: a checkpoint folder is either whole or absent.
-
-    Older checkpoints beyond `total_limit` are removed only once the new one is complete, so a run killed
-    while saving keeps its previous checkpoint.
-    """
-    final = os.path.join(output_dir, f"checkpoint-{step}")
-    tmp = final + ".tmp"
-    if accelerator.is_main_process and os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(tmp)
-    if accelerator.is_main_process and progress is not None:
-        save_training_state(tmp, progress, ema)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if os.path.exists(final):
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        if total_limit is not None:
-            existing = [c for c in list_checkpoints(output_dir) if c[0] != step]
-            for _, old in existing[: max(len(existing) - (total_limit - 1), 0)]:
-                logger.info("removing old checkpoint %s", old)
-                shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    return final
-
-
 # ----------------------------------------------------------------------------- data
 
 
@@ -532,30 +276,17 @@ def prepare_data(args: argparse.Namespace, accelerator, num_semantic_channels: i
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Run a training; returns the summary also written to `output_dir/train_summary.json`."""
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, gather_object, set_seed
+    from accelerate.utils import gather_object
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
-    check_output_dir(args.output_dir, args.overwrite_output_dir, args.resume_from_checkpoint is not None)
-    use_cpu = args.cpu or not (torch.cuda.is_available() or (
-        hasattr(torch.backends, "mps") and torch.backends.mps.is_available()))
-    check_mixed_precision(args.mixed_precision, use_cpu)
-    if use_cpu:  # `accelerate launch` (torchrun) says how many processes share this machine
-        check_cpu_memory(args, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    from .dataset import ShardedEpochSampler, make_dataloader
+
     report_to = None if args.report_to in (None, "", "none") else args.report_to
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        log_with=report_to,
-        cpu=use_cpu,
-        project_config=ProjectConfiguration(project_dir=args.output_dir,
-                                            logging_dir=os.path.join(args.output_dir, args.logging_dir)),
-    )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    if not accelerator.is_main_process:
-        logger.setLevel(logging.WARNING)
-    set_seed(args.seed)
+    accelerator = make_accelerator(args, RUN_MARKER, log_with=report_to,
+                                   logging_dir=os.path.join(args.output_dir, args.logging_dir),
+                                   check_cpu=lambda processes: check_cpu_memory(args, processes))
     world, rank = accelerator.num_processes, accelerator.process_index
 
     unet = build_unet(args)
@@ -568,12 +299,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     if args.use_ema:
         ema = EMAModel(unet.parameters(), decay=args.ema_decay, model_cls=SPICUNet2DModel, model_config=unet.config)
 
-    per_step = args.train_batch_size * args.gradient_accumulation_steps * world
+    ga = args.gradient_accumulation_steps
+    per_step = args.train_batch_size * ga * world
     learning_rate = args.learning_rate * per_step if args.scale_lr else args.learning_rate
     optimizer = torch.optim.AdamW(unet.parameters(), lr=learning_rate, betas=(args.adam_beta1, args.adam_beta2),
                                   weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
-
-    from .dataset import ShardedEpochSampler, make_dataloader
 
     if args.streaming:
         from datasets.distributed import split_dataset_by_node
@@ -582,16 +312,26 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         stream = stream.shuffle(seed=args.seed, buffer_size=args.shuffle_buffer_size)
         steps_per_epoch = None
         max_train_steps = args.max_train_steps
+
+        def loader_for_epoch(epoch: int, skip: int):
+            # A stream restarts at its beginning and skips what was consumed (exact within the first pass).
+            stream.set_epoch(epoch)
+            return make_dataloader(stream, processor, batch_size=args.train_batch_size,
+                                   num_workers=args.dataloader_num_workers, skip_samples=skip * args.train_batch_size)
     else:
         sampler = ShardedEpochSampler(len(rows), world, rank, args.seed)
-        micro_per_epoch = sampler.share // args.train_batch_size
-        steps_per_epoch = micro_per_epoch // args.gradient_accumulation_steps
+        steps_per_epoch = sampler.share // args.train_batch_size // ga
         if steps_per_epoch == 0:
             raise TrainingInputError(
                 f"{len(rows)} training rows give no full step of {args.train_batch_size} x "
-                f"{args.gradient_accumulation_steps} (accumulation) x {world} (processes) samples"
+                f"{ga} (accumulation) x {world} (processes) samples"
             )
         max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+
+        def loader_for_epoch(epoch: int, skip: int):
+            sampler.set_epoch(epoch, start=skip * args.train_batch_size)
+            return make_dataloader(rows, processor, batch_size=args.train_batch_size,
+                                   num_workers=args.dataloader_num_workers, sampler=sampler)
 
     try:
         lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer,
@@ -600,118 +340,62 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     except ValueError as err:
         raise TrainingInputError(f"--lr_scheduler: {err}") from None
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-    if ema is not None:
-        ema.to(accelerator.device)
-    progress = TrainingProgress()  # saved beside accelerate's state as JSON (save_training_state), not pickled
+    run = TrainingRun(accelerator, unet, optimizer, lr_scheduler, output_dir=args.output_dir, marker=RUN_MARKER,
+                      max_train_steps=max_train_steps, checkpointing_steps=args.checkpointing_steps,
+                      checkpoints_total_limit=args.checkpoints_total_limit, max_grad_norm=args.max_grad_norm,
+                      ema=ema)
     alphas_cumprod = linear_alphas_cumprod(args.num_train_timesteps, args.beta_start, args.beta_end)
     timestep_bias = None if args.timestep_bias_max is None else (args.timestep_bias_max, args.timestep_bias_fraction)
 
-    # Resume.
-    resume_checkpoint(accelerator, args.resume_from_checkpoint, args.output_dir, progress, ema)
-    global_step = progress.global_step
-    if global_step >= max_train_steps:
-        logger.warning("the checkpoint is at step %d >= max_train_steps %d: nothing to train", global_step,
-                       max_train_steps)
-
-    if accelerator.is_main_process:
-        os.makedirs(args.output_dir, exist_ok=True)
-        for name in os.listdir(args.output_dir):  # checkpoints a killed run left half-written
-            if name.startswith("checkpoint-") and name.endswith(".tmp"):
-                shutil.rmtree(os.path.join(args.output_dir, name), ignore_errors=True)
-        with open(os.path.join(args.output_dir, RUN_MARKER), "w") as f:
-            json.dump({k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(args).items()
-                       if k != "hub_token"}, f, indent=2)
-        if report_to:
-            tracker_config = {k: (str(v) if isinstance(v, (tuple, list)) or v is None else v)
-                              for k, v in vars(args).items() if k != "hub_token"}
-            accelerator.init_trackers("spic", config=tracker_config)
-    accelerator.wait_for_everyone()
+    run.resume(args.resume_from_checkpoint)
+    run.start(args)
+    if report_to and accelerator.is_main_process:
+        tracker_config = {k: (str(v) if isinstance(v, (tuple, list)) or v is None else v)
+                          for k, v in vars(args).items() if k != "hub_token"}
+        accelerator.init_trackers("spic", config=tracker_config)
     logger.info("training: %d processes, %d per device, %d accumulation, %d steps from step %d",
-                world, args.train_batch_size, args.gradient_accumulation_steps, max_train_steps, global_step)
+                world, args.train_batch_size, ga, max_train_steps, run.global_step)
 
-    bar = tqdm(total=max_train_steps, initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
+    bar = tqdm(total=max_train_steps, initial=run.global_step, desc="steps",
+               disable=not accelerator.is_local_main_process)
     first_ids: list[str] | None = None
     last_logs: dict[str, float] = {}
-    ga = args.gradient_accumulation_steps
+    sums = {"loss": 0.0, "mse": 0.0, "vb": 0.0}
     started = time.perf_counter()
-    steps_this_run = 0
-    epoch = global_step // steps_per_epoch if steps_per_epoch else 0
-    skip_micro = (global_step - epoch * steps_per_epoch) * ga if steps_per_epoch else 0
-    if args.streaming:
-        # A stream restarts at its beginning and skips what was consumed (exact within the first pass).
-        skip_micro = global_step * ga
-    while global_step < max_train_steps:
-        if args.streaming:
-            stream.set_epoch(epoch)
-            loader = make_dataloader(stream, processor, batch_size=args.train_batch_size,
-                                     num_workers=args.dataloader_num_workers,
-                                     skip_samples=skip_micro * args.train_batch_size)
-        else:
-            sampler.set_epoch(epoch, start=skip_micro * args.train_batch_size)
-            loader = make_dataloader(rows, processor, batch_size=args.train_batch_size,
-                                     num_workers=args.dataloader_num_workers, sampler=sampler)
-        micro_in_step, sums, produced = 0, {"loss": 0.0, "mse": 0.0, "vb": 0.0}, 0
-        for batch in loader:
-            produced += 1
-            if first_ids is None:
-                first_ids = [str(i) for i in batch.get("id", [])]
-            micro_step = global_step * ga + micro_in_step
-            generator = step_generator(args.seed, micro_step, rank)
-            batch = {k: (v.to(accelerator.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-            batch = augment_batch(batch, generator, random_flip=args.random_flip, cfg_drop_rate=args.cfg_drop_rate,
-                                  crop=args.random_crop, coarse_downsample=args.coarse_downsample)
-            if args.channels_last:  # the inputs' layout is what the convolutions follow; the weights stay as saved
-                batch = {k: (v.contiguous(memory_format=torch.channels_last)
-                             if isinstance(v, torch.Tensor) and v.ndim == 4 else v) for k, v in batch.items()}
-            last_micro = micro_in_step == ga - 1
-            context = accelerator.no_sync(unet) if not last_micro else contextlib.nullcontext()
-            with context:
-                terms = training_loss(unet, batch, alphas_cumprod, generator, timestep_bias)
-                loss = terms["loss"].mean()
-                accelerator.backward(loss / ga)
-            for key in sums:
-                sums[key] += terms[key].detach().mean().item() / ga
-            micro_in_step += 1
-            if not last_micro:
-                continue
-            grad_norm = None
-            if args.max_grad_norm:
-                grad_norm = accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm)
-            stop_unless_finite(accelerator, all(np.isfinite(v) for v in sums.values()), grad_norm,
-                               global_step + 1, args.output_dir, "the loss",
-                               "lower --learning_rate or set --max_grad_norm")
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.step(accelerator.unwrap_model(unet).parameters())
-            global_step += 1
-            steps_this_run += 1
-            progress.global_step = global_step
-            progress.samples_seen += per_step
-            micro_in_step = 0
-            last_logs = {k: v for k, v in sums.items()}
-            last_logs["lr"] = lr_scheduler.get_last_lr()[0]
-            if ema is not None:
-                last_logs["ema_decay"] = ema.cur_decay_value
-            sums = {k: 0.0 for k in sums}
-            bar.update(1)
-            bar.set_postfix(loss=f"{last_logs['loss']:.4f}")
-            if global_step % args.logging_steps == 0 or global_step == max_train_steps:
-                accelerator.log(last_logs, step=global_step)
-            if global_step % args.checkpointing_steps == 0 or global_step == max_train_steps:
-                path = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit,
-                                       progress, ema)
-                logger.info("saved %s", path)
-            if (validation is not None and args.validation_steps and accelerator.is_main_process
-                    and (global_step % args.validation_steps == 0 or global_step == max_train_steps)):
-                run_validation(accelerator, unet, ema, validation, args, global_step)
-            if global_step >= max_train_steps:
-                break
-        if produced == 0 and skip_micro == 0:
-            raise TrainingInputError("the training data produced no batch")
-        epoch += 1
-        skip_micro = 0
+    for micro_step, batch in ([] if run.done else run.micro_batches(loader_for_epoch, steps_per_epoch)):
+        if first_ids is None:
+            first_ids = [str(i) for i in batch.get("id", [])]
+        generator = step_generator(args.seed, micro_step, rank)
+        batch = {k: (v.to(accelerator.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        batch = augment_batch(batch, generator, random_flip=args.random_flip, cfg_drop_rate=args.cfg_drop_rate,
+                              crop=args.random_crop, coarse_downsample=args.coarse_downsample)
+        if args.channels_last:  # the inputs' layout is what the convolutions follow; the weights stay as saved
+            batch = {k: (v.contiguous(memory_format=torch.channels_last)
+                         if isinstance(v, torch.Tensor) and v.ndim == 4 else v) for k, v in batch.items()}
+        with accelerator.accumulate(unet):
+            terms = training_loss(unet, batch, alphas_cumprod, generator, timestep_bias)
+            accelerator.backward(terms["loss"].mean())
+        for key in sums:
+            sums[key] += terms[key].detach().mean().item() / ga
+        if not accelerator.sync_gradients:
+            continue
+        run.apply_gradients(finite=all(np.isfinite(v) for v in sums.values()), what="the loss",
+                            advice="lower --learning_rate or set --max_grad_norm")
+        last_logs = dict(sums, lr=lr_scheduler.get_last_lr()[0])
+        if ema is not None:
+            last_logs["ema_decay"] = ema.cur_decay_value
+        sums = {k: 0.0 for k in sums}
+        bar.update(1)
+        bar.set_postfix(loss=f"{last_logs['loss']:.4f}")
+        global_step = run.global_step + 1
+        if global_step % args.logging_steps == 0 or global_step == max_train_steps:
+            accelerator.log(last_logs, step=global_step)
+        run.end_step(per_step)
+        if (validation is not None and args.validation_steps and accelerator.is_main_process
+                and (global_step % args.validation_steps == 0 or global_step == max_train_steps)):
+            run_validation(accelerator, unet, ema, validation, args, global_step)
+        if run.done:
+            break
     bar.close()
     elapsed = time.perf_counter() - started
     accelerator.wait_for_everyone()
@@ -719,16 +403,16 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     model = accelerator.unwrap_model(unet)
     checksum = float(sum(p.detach().double().abs().sum().item() for p in model.parameters()))
     per_rank = gather_object([{"rank": rank, "pid": os.getpid(), "first_batch_ids": first_ids or [],
-                               "param_abs_sum": checksum, "steps_this_run": steps_this_run}])
+                               "param_abs_sum": checksum, "steps_this_run": run.steps_this_run}])
     summary = {
         "world_size": world,
-        "global_step": global_step,
-        "samples_seen": progress.samples_seen,
+        "global_step": run.global_step,
+        "samples_seen": run.progress.samples_seen,
         "max_train_steps": max_train_steps,
         "device": str(accelerator.device),
         "mixed_precision": accelerator.mixed_precision,
         "last": last_logs,
-        "steps_per_second": steps_this_run / elapsed if elapsed > 0 else None,
+        "steps_per_second": run.steps_this_run / elapsed if elapsed > 0 else None,
         "ranks": per_rank,
     }
     if accelerator.is_main_process:
