@@ -35,7 +35,11 @@ def _int_in(name: str, value, low: int, high: int, optional: bool = False) -> No
 
 
 def validate_unet_config(config: dict) -> None:
-    """Types and ranges of a `SPICUNet2DModel` config, checked before anything is built (configs come from files)."""
+    """Types and ranges of a `SPICUNet2DModel` config, checked before anything is built (configs come from files).
+
+    The answer depends on the config alone, never on the machine: whether a model fits in memory is for the
+    code that runs it to judge (the pipeline's `max_pixels` and memory check, the codec's and the CLI's budgets).
+    """
     c = config
     for name in ("in_channels", "low_res_channels", "out_channels"):
         _int_in(name, c[name], 0 if name == "low_res_channels" else 1, 64)
@@ -83,20 +87,6 @@ def validate_unet_config(config: dict) -> None:
             f"block_out_channels {tuple(blocks)} with {c['layers_per_block']} layers per block give more than "
             f"{convs / 1e9:.1f} G parameters, above the {MAX_PARAMETERS / 1e9:.0f} G a SPIC UNet may have"
         )
-    available = _available_ram()
-    if available is not None and 4 * convs > available:
-        raise ValueError(
-            f"block_out_channels {tuple(blocks)} need more than {4 * convs / 2**30:.1f} GiB of float32 weights, "
-            f"but only {available / 2**30:.1f} GiB of memory is available"
-        )
-
-
-def _available_ram() -> int | None:
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return int(psutil.virtual_memory().available)
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
