@@ -286,6 +286,8 @@ class SPICUNet2DModel(UNet2DModel, AttentionMixin):
         return 2 ** (len(self.config.block_out_channels) - 1)
 
     def _check_inputs(self, sample, timestep, segmentation_map, low_res_image) -> None:
+        """Types and shapes only. Checking values (NaN, ranges) here would wait on the device at every forward and
+        break `torch.compile`'s graph; they are checked once, where inputs enter (`SPICPipeline.check_inputs`)."""
         cfg = self.config
         for name, tensor, channels in (
             ("sample", sample, cfg.in_channels),
@@ -302,8 +304,6 @@ class SPICUNet2DModel(UNet2DModel, AttentionMixin):
                 raise ValueError(f"{name} must have {channels} channels, got shape {tuple(tensor.shape)}")
             if not torch.is_floating_point(tensor):
                 raise ValueError(f"{name} must be a floating-point tensor, got {tensor.dtype}")
-            if torch.isnan(tensor).any() or torch.isinf(tensor).any():
-                raise ValueError(f"{name} contains NaN or infinite values")
         batch, _, height, width = sample.shape
         if segmentation_map.shape[0] != batch or low_res_image.shape[0] != batch:
             raise ValueError(
@@ -324,8 +324,6 @@ class SPICUNet2DModel(UNet2DModel, AttentionMixin):
         t = torch.as_tensor(timestep)
         if t.ndim > 1 or (t.ndim == 1 and t.shape[0] not in (1, batch)):
             raise ValueError(f"timestep must be a scalar or a [{batch}] tensor, got shape {tuple(t.shape)}")
-        if torch.is_floating_point(t) and not torch.isfinite(t).all():
-            raise ValueError("timestep contains NaN or infinite values")
 
     def forward(
         self,
