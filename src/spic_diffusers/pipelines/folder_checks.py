@@ -21,8 +21,8 @@ MAX_TRAIN_TIMESTEPS = 100_000
 MAX_GUIDANCE_SCALE = 100.0
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 _UNET_CLASSES = ("SPICUNet2DModel",)
-# Where a saved pipeline may name SPIC's own scheduler from (diffusers records the defining module).
-_OWN_SCHEDULER_LIBRARIES = ("spic_diffusers", "spic_diffusers.pipelines.scheduling_spic_ddim")
+# Where a saved pipeline names SPIC's own scheduler from (diffusers records the defining module and loads it there).
+_OWN_SCHEDULER = ["spic_diffusers.pipelines.scheduling_spic_ddim", "SPICDDIMScheduler"]
 
 
 def _is_int(value: Any) -> bool:
@@ -67,7 +67,7 @@ def _scheduler_class(entry: Any, where: str):
     if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) for x in entry)):
         raise ModelFolderError(f"{where}: scheduler must be [library, class name], got {entry!r}")
     library, name = entry
-    if library in _OWN_SCHEDULER_LIBRARIES and name == "SPICDDIMScheduler":
+    if entry == _OWN_SCHEDULER:
         from .scheduling_spic_ddim import SPICDDIMScheduler
 
         return SPICDDIMScheduler

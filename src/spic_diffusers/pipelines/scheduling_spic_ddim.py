@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from diffusers import DDIMScheduler
 from diffusers.schedulers.scheduling_ddim import DDIMSchedulerOutput
+from diffusers.schedulers.scheduling_utils import SchedulerMixin  # noqa: F401  (pipeline loading looks it up here)
 from diffusers.utils.torch_utils import randn_tensor
 
 
