@@ -590,6 +590,7 @@ class SPICPipeline(DiffusionPipeline):
         `start_noise="forward"`, as is otherwise (the paper: the coarse image is x_t).
         """
         device, dtype = low_res_image.device, torch.float32
+        noise = None
         if latents is not None:
             if tuple(latents.shape) != tuple(shape):
                 raise ValueError(
@@ -610,11 +611,11 @@ class SPICPipeline(DiffusionPipeline):
         scale = self.scheduler.scale_model_input(torch.ones(1, device=device, dtype=dtype), first[0])
         return start / scale
 
-    def prepare_extra_step_kwargs(self, generator, eta: float) -> dict[str, Any]:
-        """The `scheduler.step` arguments this scheduler takes: `eta` (DDIM) and `generator` (stochastic ones)."""
+    def prepare_extra_step_kwargs(self, generator, eta: float | None) -> dict[str, Any]:
+        """The `scheduler.step` arguments this scheduler takes: `eta` (DDIM's, TCD's; when given) and `generator`."""
         params = set(inspect.signature(self.scheduler.step).parameters)
         kwargs: dict[str, Any] = {}
-        if "eta" in params:
+        if eta is not None and "eta" in params:
             kwargs["eta"] = eta
         if "generator" in params:
             kwargs["generator"] = generator
@@ -637,7 +638,7 @@ class SPICPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable[..., dict] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("sample",),
-        eta: float = 0.0,
+        eta: float | None = None,
         pad_to_multiple_of_model: bool = True,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         unet_dtype: torch.dtype | str | None = None,
@@ -668,7 +669,8 @@ class SPICPipeline(DiffusionPipeline):
             callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs) -> dict` after every step; may
                 replace `"sample"`, and may set `pipe._guidance_scale` (read at every step) or `pipe._interrupt`.
             callback_on_step_end_tensor_inputs: Tensors passed in `callback_kwargs`.
-            eta: DDIM's eta (passed to schedulers whose `step` takes it).
+            eta: Passed to schedulers whose `step` takes it (DDIM's eta, TCD's gamma); `None` keeps the scheduler's
+                default (DDIM: 0, deterministic).
             pad_to_multiple_of_model: Pad sizes the UNet cannot take and crop the result back.
             max_pixels: Refuse outputs above this many pixels (per image) before any work; `None` lifts the
                 budget. The memory estimate of the requested size is checked against the device either way.

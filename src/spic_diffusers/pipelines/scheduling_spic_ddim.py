@@ -47,7 +47,7 @@ class SPICDDIMScheduler(DDIMScheduler):
         """The timestep after `timestep` in the schedule (-1 after the last: the clean image)."""
         if self.num_inference_steps is None:
             raise ValueError("call set_timesteps before step")
-        schedule = [int(t) for t in self.timesteps]
+        schedule = self.timesteps.tolist()  # one copy to the host, not one per timestep
         t = int(timestep)
         if t not in schedule:
             raise ValueError(f"timestep {t} is not in the schedule {schedule}")
