@@ -75,8 +75,16 @@ def test_a_timestep_off_the_schedule_is_refused():
         scheduler.step(torch.zeros(1, 3, 4, 4), 100, torch.zeros(1, 3, 4, 4))
 
 
-def test_short_name_and_class_name_build_it():
+def test_class_name_builds_it_and_a_pipeline_samples_ddim_with_it(tiny_unet):
+    from spic_diffusers import SPICPipeline
+
     config = default_scheduler().config
-    assert type(scheduler_from_name("ddim", config)) is SPICDDIMScheduler
     assert type(scheduler_from_name("SPICDDIMScheduler", config)) is SPICDDIMScheduler
-    assert type(scheduler_from_name("DDIMScheduler", config)) is DDIMScheduler
+    ddim = scheduler_from_name("ddim", config)
+    assert type(ddim) is DDIMScheduler
+    pipe = SPICPipeline(unet=tiny_unet, scheduler=ddim)
+    assert type(pipe.scheduler) is SPICDDIMScheduler
+    pipe.scheduler = default_scheduler()
+    pipe.scheduler = ddim
+    assert type(pipe.scheduler) is SPICDDIMScheduler
+    assert pipe.config.scheduler[1] == "SPICDDIMScheduler"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-# short name -> (scheduler class name, config overrides)
+# short name -> (diffusers class name, config overrides); a pipeline samples DDIMScheduler as SPICDDIMScheduler
 SCHEDULER_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
     "ddpm": ("DDPMScheduler", {}),
-    "ddim": ("SPICDDIMScheduler", {}),
+    "ddim": ("DDIMScheduler", {}),
     "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
     "dpmsolver": ("DPMSolverMultistepScheduler", {}),
     "dpmsolver-singlestep": ("DPMSolverSinglestepScheduler", {"algorithm_type": "dpmsolver++"}),
