@@ -458,6 +458,10 @@ def test_ddim_is_saved_and_loaded_by_its_class_name(pipe, tmp_path):
     shutil.copytree(tmp_path / "new", tmp_path / "old")
     index["scheduler"] = ["diffusers", "DDIMScheduler"]
     (tmp_path / "old" / "model_index.json").write_text(json.dumps(index))
+    config_path = tmp_path / "old" / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text())
+    assert config["_class_name"] == "SPICDDIMScheduler"
+    config_path.write_text(json.dumps({**config, "_class_name": "DDIMScheduler"}))
     for folder in ("new", "old"):
         loaded = SPICPipeline.from_pretrained(tmp_path / folder)
         loaded.set_progress_bar_config(disable=True)
