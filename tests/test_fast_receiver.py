@@ -204,7 +204,7 @@ def test_fast_flag_decodes_and_demos_with_the_shipped_student(tmp_path, capsys):
         assert main(["demo", *flags, "--output_dir", str(tmp_path / "demo"), "--no_segmenter", "--overwrite",
                      "--size", "96,128"]) == 0
         out = capsys.readouterr().out
-        assert "decoding with DDIMScheduler: timesteps [" in out and "guidance 1.0" in out, "the student's schedule"
+        assert "decoding with SPICDDIMScheduler: timesteps [" in out and "guidance 1.0" in out, "the student's schedule"
         assert "UNet evaluations at" not in out  # a short decode is not announced
 
 

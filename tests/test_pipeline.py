@@ -245,6 +245,9 @@ def test_one_hot_input_equals_label_input(pipe):
         (lambda l, lo: (l, lo[:, :2]), "low_res_image"),
         (lambda l, lo: (l, lo * 3), r"in \[-1, 1\]"),
         (lambda l, lo: (l, lo.repeat(1, 1, 8, 8)), "larger than the segmentation map"),
+        # Values are checked where they enter the pipeline (the UNet's forward checks shapes only).
+        (lambda l, lo: (l, lo.index_fill(3, torch.tensor([2]), float("nan"))), "low_res_image contains NaN"),
+        (lambda l, lo: (torch.full((1, 19, 32, 64), float("inf")), lo), "segmentation_map contains NaN"),
     ],
 )
 def test_bad_inputs_fail_clearly(pipe, make, message):
@@ -367,3 +370,102 @@ def test_no_step_below_max_timestep_says_which_step_counts_work(pipe):
     with pytest.raises(ValueError, match=r"max_timestep=200 with num_inference_steps=4; .*DDIMScheduler, "
                                          r"num_inference_steps=5 works \(also 6, 7"):
         pipe(*_inputs(), num_inference_steps=4, max_timestep=200)
+
+
+# ------------------------------------------------------------------ latents, one sampling path
+
+
+def test_latents_give_the_same_image_whatever_the_generator(pipe):
+    """DDIM (eta 0) from a forward-noised start: the initial noise decides the image."""
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    labels, low = _inputs()
+    noise = torch.randn(1, 3, 32, 64, generator=torch.Generator().manual_seed(4))
+    kw = dict(num_inference_steps=20, start_noise="forward", output_type="pt")
+    a = pipe(labels, low, latents=noise, generator=torch.Generator().manual_seed(0), **kw).images
+    b = pipe(labels, low, latents=noise.clone(), generator=torch.Generator().manual_seed(1), **kw).images
+    c = pipe(labels, low, latents=noise.flip(-1), **kw).images
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c, atol=1e-3)
+    # The pure-noise start (max_timestep=None) takes them too, DDPM as well as DDIM.
+    pipe.scheduler = default_scheduler()
+    kw = dict(num_inference_steps=5, max_timestep=None, output_type="pt")
+    d = pipe(labels, low, latents=noise, generator=torch.Generator().manual_seed(2), **kw).images
+    e = pipe(labels, low, latents=noise, generator=torch.Generator().manual_seed(2), **kw).images
+    f = pipe(labels, low, latents=noise.flip(-1), generator=torch.Generator().manual_seed(2), **kw).images
+    assert torch.equal(d, e) and not torch.allclose(d, f, atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "latents, kwargs, message",
+    [
+        (torch.zeros(1, 3, 16, 32), {}, r"latents must have shape \(1, 3, 32, 64\).*got \(1, 3, 16, 32\)"),
+        (torch.zeros(2, 3, 32, 64), {}, r"latents must have shape \(1, 3, 32, 64\)"),
+        (torch.zeros(1, 3, 32, 64, dtype=torch.long), {}, "floating-point"),
+        (torch.full((1, 3, 32, 64), float("nan")), {}, "latents contain NaN"),
+        (torch.zeros(1, 3, 32, 64), dict(start_noise="none"), "unused"),
+    ],
+)
+def test_bad_latents_fail_clearly(pipe, latents, kwargs, message):
+    kwargs = {"start_noise": "forward", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        pipe(*_inputs(), latents=latents, num_inference_steps=20, **kwargs)
+
+
+def test_padded_sizes_take_latents_of_the_models_size(pipe):
+    labels = torch.randint(0, 19, (1, 31, 61), generator=torch.Generator().manual_seed(0))
+    low = torch.rand(1, 3, 8, 16) * 2 - 1
+    with pytest.raises(ValueError, match=r"\(1, 3, 32, 62\)"):
+        pipe(labels, low, latents=torch.zeros(1, 3, 31, 61), start_noise="forward", num_inference_steps=20)
+    out = pipe(labels, low, latents=torch.zeros(1, 3, 32, 62), start_noise="forward", num_inference_steps=20,
+               output_type="pt").images
+    assert out.shape == (1, 3, 31, 61)
+
+
+def test_latent_output_is_the_final_sample(pipe):
+    labels, low = _inputs()
+    kw = dict(num_inference_steps=20, generator=torch.Generator().manual_seed(0))
+    last = []
+    raw = pipe(labels, low, output_type="latent", callback_on_step_end=lambda p, i, t, k: last.append(k["sample"]),
+               **kw).images
+    assert torch.equal(raw, last[-1])
+    kw["generator"] = torch.Generator().manual_seed(0)
+    assert torch.allclose(pipe(labels, low, output_type="pt", **kw).images, (raw.clamp(-1, 1) + 1) / 2)
+
+
+def test_prepare_latents_starts_where_the_paper_says(pipe):
+    _, low = _inputs()
+    noise = torch.randn(1, 3, 32, 64, generator=torch.Generator().manual_seed(4))
+    ts = pipe.get_timesteps(20, 200, None, "cpu")
+    up = torch.nn.functional.interpolate(low, size=(32, 64), mode="bilinear", align_corners=False)
+    shape = (1, 3, 32, 64)
+    assert torch.equal(pipe.prepare_latents(low, shape, ts, "none", 200), up)
+    forward = pipe.prepare_latents(low, shape, ts, "forward", 200, latents=noise)
+    assert torch.equal(forward, pipe.scheduler.add_noise(up, noise, ts[:1]))
+    assert torch.equal(pipe.prepare_latents(low, shape, ts, "none", None, latents=noise), noise)
+
+
+def test_ddim_is_saved_and_loaded_by_its_class_name(pipe, tmp_path):
+    """`DDIMScheduler` samples as SPIC's exact-predecessor DDIM; a folder records that class, and folders that name
+    diffusers' DDIMScheduler (the shipped fast student) still load as it."""
+    from spic_diffusers import SPICDDIMScheduler
+
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    assert type(pipe.scheduler) is SPICDDIMScheduler
+    labels, low = _inputs()
+    image = pipe(labels, low, num_inference_steps=20, output_type="pt").images
+    pipe.save_pretrained(tmp_path / "new")
+    index = json.loads((tmp_path / "new" / "model_index.json").read_text())
+    assert index["scheduler"] == ["spic_diffusers.pipelines.scheduling_spic_ddim", "SPICDDIMScheduler"]
+    shutil.copytree(tmp_path / "new", tmp_path / "old")
+    index["scheduler"] = ["diffusers", "DDIMScheduler"]
+    (tmp_path / "old" / "model_index.json").write_text(json.dumps(index))
+    config_path = tmp_path / "old" / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text())
+    assert config["_class_name"] == "SPICDDIMScheduler"
+    config_path.write_text(json.dumps({**config, "_class_name": "DDIMScheduler"}))
+    for folder in ("new", "old"):
+        loaded = SPICPipeline.from_pretrained(tmp_path / folder)
+        loaded.set_progress_bar_config(disable=True)
+        assert type(loaded.scheduler) is SPICDDIMScheduler, folder
+        assert torch.equal(loaded(labels, low, num_inference_steps=20, output_type="pt").images, image), folder
+

@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "SPICUNet2DModel": "spic_diffusers.models.unet_spic",
     "SPICPipeline": "spic_diffusers.pipelines.pipeline_spic",
+    "SPICDDIMScheduler": "spic_diffusers.pipelines.scheduling_spic_ddim",
     "convert_original_state_dict": "spic_diffusers.conversion",
     "convert_to_original_state_dict": "spic_diffusers.conversion",
     "original_options_to_unet_config": "spic_diffusers.conversion",
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     )
     from .models.unet_spic import SPICUNet2DModel
     from .pipelines.pipeline_spic import SPICPipeline
+    from .pipelines.scheduling_spic_ddim import SPICDDIMScheduler
 
 
 def __getattr__(name: str) -> Any:

@@ -36,7 +36,11 @@ def _int_in(name: str, value, low: int, high: int, optional: bool = False) -> No
 
 
 def validate_unet_config(config: dict) -> None:
-    """Types and ranges of a `SPICUNet2DModel` config, checked before anything is built (configs come from files)."""
+    """Types and ranges of a `SPICUNet2DModel` config, checked before anything is built (configs come from files).
+
+    The answer depends on the config alone, never on the machine: whether a model fits in memory is for the
+    code that runs it to judge (the pipeline's `max_pixels` and memory check, the codec's and the CLI's budgets).
+    """
     c = config
     for name in ("in_channels", "low_res_channels", "out_channels"):
         _int_in(name, c[name], 0 if name == "low_res_channels" else 1, 64)
@@ -84,20 +88,6 @@ def validate_unet_config(config: dict) -> None:
             f"block_out_channels {tuple(blocks)} with {c['layers_per_block']} layers per block give more than "
             f"{convs / 1e9:.1f} G parameters, above the {MAX_PARAMETERS / 1e9:.0f} G a SPIC UNet may have"
         )
-    available = _available_ram()
-    if available is not None and 4 * convs > available:
-        raise ValueError(
-            f"block_out_channels {tuple(blocks)} need more than {4 * convs / 2**30:.1f} GiB of float32 weights, "
-            f"but only {available / 2**30:.1f} GiB of memory is available"
-        )
-
-
-def _available_ram() -> int | None:
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return int(psutil.virtual_memory().available)
 
 
 def _pair(size: int | Sequence[int]) -> tuple[int, int]:
@@ -301,6 +291,8 @@ class SPICUNet2DModel(UNet2DModel, AttentionMixin):
         return 2 ** (len(self.config.block_out_channels) - 1)
 
     def _check_inputs(self, sample, timestep, segmentation_map, low_res_image) -> None:
+        """Types and shapes only. Checking values (NaN, ranges) here would wait on the device at every forward and
+        break `torch.compile`'s graph; they are checked once, where inputs enter (`SPICPipeline.check_inputs`)."""
         cfg = self.config
         for name, tensor, channels in (
             ("sample", sample, cfg.in_channels),
@@ -317,8 +309,6 @@ class SPICUNet2DModel(UNet2DModel, AttentionMixin):
                 raise ValueError(f"{name} must have {channels} channels, got shape {tuple(tensor.shape)}")
             if not torch.is_floating_point(tensor):
                 raise ValueError(f"{name} must be a floating-point tensor, got {tensor.dtype}")
-            if torch.isnan(tensor).any() or torch.isinf(tensor).any():
-                raise ValueError(f"{name} contains NaN or infinite values")
         batch, _, height, width = sample.shape
         if segmentation_map.shape[0] != batch or low_res_image.shape[0] != batch:
             raise ValueError(
@@ -339,8 +329,6 @@ class SPICUNet2DModel(UNet2DModel, AttentionMixin):
         t = torch.as_tensor(timestep)
         if t.ndim > 1 or (t.ndim == 1 and t.shape[0] not in (1, batch)):
             raise ValueError(f"timestep must be a scalar or a [{batch}] tensor, got shape {tuple(t.shape)}")
-        if torch.is_floating_point(t) and not torch.isfinite(t).all():
-            raise ValueError("timestep contains NaN or infinite values")
 
     def forward(
         self,

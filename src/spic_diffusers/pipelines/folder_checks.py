@@ -22,6 +22,8 @@ MAX_GUIDANCE_SCALE = 100.0
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 _UNET_CLASSES = ("SPICUNet2DModel",)
 UNET_LIBRARY = "spic_diffusers.models.unet_spic"  # what save_pretrained records, and diffusers' loader resolves
+# Where a saved pipeline names SPIC's own scheduler from (diffusers records the defining module and loads it there).
+_OWN_SCHEDULER = ["spic_diffusers.pipelines.scheduling_spic_ddim", "SPICDDIMScheduler"]
 
 
 def _is_int(value: Any) -> bool:
@@ -66,6 +68,10 @@ def _scheduler_class(entry: Any, where: str):
     if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) for x in entry)):
         raise ModelFolderError(f"{where}: scheduler must be [library, class name], got {entry!r}")
     library, name = entry
+    if entry == _OWN_SCHEDULER:
+        from .scheduling_spic_ddim import SPICDDIMScheduler
+
+        return SPICDDIMScheduler
     if library != "diffusers" or not name.endswith("Scheduler"):
         raise ModelFolderError(f"{where}: scheduler must be a diffusers scheduler class, got {library}.{name}")
     try:

@@ -12,7 +12,7 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers import DDPMScheduler
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline, ImagePipelineOutput
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
@@ -25,6 +25,7 @@ from ..memory import available_memory
 from ..models.unet_spic import SPICUNet2DModel
 from .folder_checks import START_NOISE_MODES, ModelFolderError, check_pipeline_folder
 from .registration import register_with_diffusers
+from .scheduling_spic_ddim import SPICDDIMScheduler, exact_ddim
 
 GUIDANCE_BATCHING = ("auto", "batched", "sequential")
 # `from_pretrained` arguments that only say where a Hub id's files come from, and those that also pick the files.
@@ -126,11 +127,29 @@ class SPICPipeline(DiffusionPipeline):
             raise ValueError(f"default_start_noise must be one of {START_NOISE_MODES}, got {default_start_noise!r}")
         if default_unet_dtype is not None and default_unet_dtype not in DTYPES:
             raise ValueError(f"default_unet_dtype must be one of {sorted(DTYPES)}, got {default_unet_dtype!r}")
-        self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_modules(unet=unet, scheduler=exact_ddim(scheduler))
         if default_timesteps is not None:
             default_timesteps = [int(t) for t in default_timesteps]
         self.register_to_config(default_timesteps=default_timesteps, default_guidance_scale=default_guidance_scale,
                                 default_start_noise=default_start_noise, default_unet_dtype=default_unet_dtype)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # `pipe.scheduler = DDIMScheduler.from_config(...)` samples with SPIC's exact-predecessor DDIM (a
+        # `DDIMScheduler` subclass): diffusers' own steps to the wrong timestep on SPIC's uneven schedules.
+        if name == "scheduler":
+            value = exact_ddim(value)
+        super().__setattr__(name, value)
+
+    def compile(self, **kwargs: Any) -> "SPICPipeline":
+        """Compile the UNet's forward in place with `torch.compile(fullgraph=True)`; `kwargs` go to `torch.compile`
+        (e.g. `mode="max-autotune"`, `dynamic=True`).
+
+        The first call of each input shape, dtype and memory format pays the compilation; later ones run the
+        compiled graph (see `benchmarks/bench_compile.py`). On a CPU, inductor needs a C++ compiler.
+        """
+        kwargs.setdefault("fullgraph", True)
+        self.unet.compile(**kwargs)
+        return self
 
     # Read by the denoising loop at every step, so a `callback_on_step_end` may change them mid-run
     # (e.g. `pipe._guidance_scale = 0.0` after some steps: the "CFG cut-off" recipe).
@@ -301,10 +320,6 @@ class SPICPipeline(DiffusionPipeline):
         if not hasattr(scheduler, "alphas_cumprod") and not hasattr(scheduler, "sigmas"):
             raise ValueError(f"{type(scheduler).__name__} has no discrete noise schedule to drive a DDPM model")
 
-    def _uses_exact_predecessors(self) -> bool:
-        # DDIM derives the previous timestep as t - T // steps; SPIC's truncated linspace schedule is uneven.
-        return isinstance(self.scheduler, DDIMScheduler)
-
     def unet_evaluations(self, guidance_scale=None, num_inference_steps=None, max_timestep: int | None = 200,
                          timesteps: Sequence[int] | None = None) -> int:
         """How many UNet forwards a call with these settings makes (two per step under guidance > 1): what a
@@ -353,10 +368,6 @@ class SPICPipeline(DiffusionPipeline):
                 raise ValueError("timesteps must not repeat")
             if not ts or ts[0] >= num_train or ts[-1] < 0:
                 raise ValueError(f"timesteps must be within 0..{num_train - 1}, got {list(timesteps)}")
-            if self._uses_exact_predecessors():
-                scheduler.set_timesteps(len(ts), device=device)
-                scheduler.timesteps = torch.tensor(ts, device=device, dtype=torch.long)
-                return scheduler.timesteps
             if "timesteps" not in inspect.signature(scheduler.set_timesteps).parameters:
                 raise ValueError(f"{type(scheduler).__name__} does not accept explicit timesteps")
             try:
@@ -414,24 +425,6 @@ class SPICPipeline(DiffusionPipeline):
             return f"no num_inference_steps of {name} reaches t <= {max_timestep}; raise max_timestep"
         return (f"with {name}, num_inference_steps={found[0]} works (also {', '.join(map(str, found[1:]))}, ...), "
                 f"or raise max_timestep")
-
-    def _ddim_step(self, eps, t: int, prev_t: int, sample, eta: float, generator) -> torch.Tensor:
-        """DDIM update towards an explicit predecessor (clipped x0, noise re-derived from it)."""
-        sch = self.scheduler
-        alpha_t = sch.alphas_cumprod[t].to(sample.device)
-        alpha_prev = sch.alphas_cumprod[prev_t].to(sample.device) if prev_t >= 0 else sch.final_alpha_cumprod
-        x0 = (sample - (1 - alpha_t) ** 0.5 * eps) / alpha_t**0.5
-        if sch.config.clip_sample:
-            r = sch.config.clip_sample_range
-            x0 = x0.clamp(-r, r)
-        eps = (sample - alpha_t**0.5 * x0) / (1 - alpha_t) ** 0.5
-        variance = (1 - alpha_prev) / (1 - alpha_t) * (1 - alpha_t / alpha_prev)
-        std = eta * variance**0.5
-        prev = alpha_prev**0.5 * x0 + (1 - alpha_prev - std**2) ** 0.5 * eps
-        if eta > 0:
-            noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
-            prev = prev + std * noise
-        return prev
 
     # ------------------------------------------------------------------ model
 
@@ -532,6 +525,99 @@ class SPICPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------- call
 
+    def check_inputs(
+        self,
+        segmentation_map,
+        guidance_scale: float,
+        start_noise: str,
+        max_timestep: int | None,
+        output_type: str,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        latents: torch.Tensor | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("sample",),
+    ) -> None:
+        """Refuse a call before any work: the options, the requested size (pixel budget and memory) and the values
+        of `latents`.
+
+        This is where values are checked, once per call: the UNet's forward checks shapes only, so that
+        `torch.compile` takes it whole. The segmentation map and coarse image are checked (finite, in range) as
+        they are converted (`prepare_segmentation_map`, `image_to_tensor`).
+        """
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', got {output_type!r}")
+        if start_noise not in START_NOISE_MODES:
+            raise ValueError(f"start_noise must be one of {START_NOISE_MODES}, got {start_noise!r}")
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) \
+                or not np.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
+        for name in callback_on_step_end_tensor_inputs:
+            if name not in self._callback_tensor_inputs:
+                raise ValueError(f"callback tensor input {name!r} is not one of {self._callback_tensor_inputs}")
+        size = _input_size(segmentation_map)
+        if size is not None:
+            check_pixel_budget(*size, max_pixels, what="the segmentation map asks for")
+            self.check_memory(*size, guidance_scale=guidance_scale)
+        if latents is not None:
+            if max_timestep is not None and start_noise == "none":
+                raise ValueError(
+                    "latents (the initial noise) are unused: this call starts from the coarse image as is; pass "
+                    "start_noise='forward' (noised to the first timestep) or max_timestep=None (pure noise)"
+                )
+            if not isinstance(latents, torch.Tensor) or not torch.is_floating_point(latents):
+                what = latents.dtype if isinstance(latents, torch.Tensor) else type(latents).__name__
+                raise ValueError(f"latents must be a floating-point tensor, got {what}")
+            if not torch.isfinite(latents).all():
+                raise ValueError("latents contain NaN or infinite values")
+        self.check_scheduler()
+
+    def prepare_latents(
+        self,
+        low_res_image: torch.Tensor,
+        shape: tuple[int, int, int, int],
+        timesteps: torch.Tensor,
+        start_noise: str = "none",
+        max_timestep: int | None = 200,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The sample the denoising loop starts from (fp32, on the coarse image's device).
+
+        With `max_timestep=None`: noise (`latents`, else drawn) scaled by the scheduler's `init_noise_sigma`. Else the
+        coarse image upsampled to `shape`: forward-noised to `timesteps[0]` with that noise when
+        `start_noise="forward"`, as is otherwise (the paper: the coarse image is x_t).
+        """
+        device, dtype = low_res_image.device, torch.float32
+        noise = None
+        if latents is not None:
+            if tuple(latents.shape) != tuple(shape):
+                raise ValueError(
+                    f"latents must have shape {tuple(shape)} (batch, channels, height, width of the model's sample: "
+                    f"the segmentation map's size rounded up to a multiple of {self.unet.size_multiple}), got "
+                    f"{tuple(latents.shape)}"
+                )
+            noise = latents.to(device=device, dtype=dtype)
+        elif max_timestep is None or start_noise == "forward":
+            noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        if max_timestep is None:
+            return noise * getattr(self.scheduler, "init_noise_sigma", 1.0)
+        start = F.interpolate(low_res_image.to(dtype), size=shape[-2:], mode="bilinear", align_corners=False)
+        first = timesteps[:1]
+        if start_noise == "forward":
+            return self.scheduler.add_noise(start, noise, first.repeat(shape[0]))
+        # The coarse image IS x_t in DDPM space; schedulers in sigma space (Euler, Heun) scale it.
+        scale = self.scheduler.scale_model_input(torch.ones(1, device=device, dtype=dtype), first[0])
+        return start / scale
+
+    def prepare_extra_step_kwargs(self, generator, eta: float | None) -> dict[str, Any]:
+        """The `scheduler.step` arguments this scheduler takes: `eta` (DDIM's, TCD's; when given) and `generator`."""
+        params = set(inspect.signature(self.scheduler.step).parameters)
+        kwargs: dict[str, Any] = {}
+        if eta is not None and "eta" in params:
+            kwargs["eta"] = eta
+        if "generator" in params:
+            kwargs["generator"] = generator
+        return kwargs
+
     @torch.no_grad()
     def __call__(
         self,
@@ -544,11 +630,12 @@ class SPICPipeline(DiffusionPipeline):
         start_noise: str | None = None,
         timesteps: Sequence[int] | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         callback_on_step_end: Callable[..., dict] | None = None,
         callback_on_step_end_tensor_inputs: Sequence[str] = ("sample",),
-        eta: float = 0.0,
+        eta: float | None = None,
         pad_to_multiple_of_model: bool = True,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         unet_dtype: torch.dtype | str | None = None,
@@ -570,12 +657,17 @@ class SPICPipeline(DiffusionPipeline):
                 start timestep first. Default: the saved `default_start_noise`, else "none".
             timesteps: Explicit original timesteps to visit (overrides the spacing; `max_timestep` still applies).
             generator: Random generator(s) for reproducibility.
-            output_type: `"pil"`, `"np"` (HWC in [0, 1]) or `"pt"` (`[B,3,H,W]` in [0, 1]).
+            latents: The initial noise `[B, in_channels, H, W]` (the model's sample size: the map's size rounded up
+                to the model's multiple), used instead of drawing it: the start with `max_timestep=None` or
+                `start_noise="forward"`. Same latents, same settings and a deterministic sampler: the same image.
+            output_type: `"pil"`, `"np"` (HWC in [0, 1]), `"pt"` (`[B,3,H,W]` in [0, 1]) or `"latent"` (the final
+                sample as the loop left it, `[B,3,H,W]` in the model's [-1, 1] scale, unclamped, on the device).
             return_dict: Return an `ImagePipelineOutput` instead of a tuple.
             callback_on_step_end: `fn(pipe, step, timestep, callback_kwargs) -> dict` after every step; may
                 replace `"sample"`, and may set `pipe._guidance_scale` (read at every step) or `pipe._interrupt`.
             callback_on_step_end_tensor_inputs: Tensors passed in `callback_kwargs`.
-            eta: DDIM's eta (ignored by other schedulers).
+            eta: Passed to schedulers whose `step` takes it (DDIM's eta, TCD's gamma); `None` keeps the scheduler's
+                default (DDIM: 0, deterministic).
             pad_to_multiple_of_model: Pad sizes the UNet cannot take and crop the result back.
             max_pixels: Refuse outputs above this many pixels (per image) before any work; `None` lifts the
                 budget. The memory estimate of the requested size is checked against the device either way.
@@ -595,26 +687,14 @@ class SPICPipeline(DiffusionPipeline):
         )
         if start_noise is None:
             start_noise = self.config.get("default_start_noise") or "none"
+        self.check_inputs(segmentation_map, guidance_scale, start_noise, max_timestep, output_type, max_pixels,
+                          latents, callback_on_step_end_tensor_inputs)
         unet_dtype = self.resolve_unet_dtype(unet_dtype)
         guidance_batching = self.resolve_guidance_batching(guidance_batching)
         if channels_last is None:
             channels_last = self._execution_device.type == "cpu"
         if channels_last:
             self.unet.to(memory_format=torch.channels_last)
-        size = _input_size(segmentation_map)
-        if size is not None:
-            check_pixel_budget(*size, max_pixels, what="the segmentation map asks for")
-            self.check_memory(*size, guidance_scale=guidance_scale if isinstance(guidance_scale, (int, float)) else 1)
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
-        if start_noise not in START_NOISE_MODES:
-            raise ValueError(f"start_noise must be one of {START_NOISE_MODES}, got {start_noise!r}")
-        if not isinstance(guidance_scale, (int, float)) or not np.isfinite(guidance_scale):
-            raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
-        for name in callback_on_step_end_tensor_inputs:
-            if name not in self._callback_tensor_inputs:
-                raise ValueError(f"callback tensor input {name!r} is not one of {self._callback_tensor_inputs}")
-        self.check_scheduler()
         self._guidance_scale = float(guidance_scale)
         self._interrupt = False
 
@@ -644,28 +724,10 @@ class SPICPipeline(DiffusionPipeline):
 
         ts = self.get_timesteps(num_inference_steps, max_timestep, timesteps, device)
         self._num_timesteps = len(ts)
-        if max_timestep is None:
-            sample = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-            sample = sample * getattr(self.scheduler, "init_noise_sigma", 1.0)
-        else:
-            start = F.interpolate(low_res, size=shape[-2:], mode="bilinear", align_corners=False)
-            first = ts[:1]
-            if start_noise == "forward":
-                noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-                sample = self.scheduler.add_noise(start, noise, first.repeat(batch))
-            else:
-                # The coarse image IS x_t in DDPM space; schedulers in sigma space (Euler, Heun) scale it.
-                scale = self.scheduler.scale_model_input(torch.ones(1, device=device, dtype=dtype), first[0])
-                sample = start / scale
+        sample = self.prepare_latents(low_res, shape, ts, start_noise, max_timestep, generator, latents)
 
         learned_variance = self._variance_type() in ("learned_range",)
-        step_params = set(inspect.signature(self.scheduler.step).parameters)
-        step_kwargs = {}
-        if "generator" in step_params:
-            step_kwargs["generator"] = generator
-        exact = self._uses_exact_predecessors()
-        ts_list = [t.item() if hasattr(t, "item") else t for t in ts]
-
+        extra_step_kwargs = self.prepare_extra_step_kwargs(generator, eta)
         for i, t in enumerate(self.progress_bar(ts)):
             if self._interrupt:
                 break
@@ -675,24 +737,23 @@ class SPICPipeline(DiffusionPipeline):
             )
             if not learned_variance:
                 output = output[:, : self.unet.config.in_channels]
-            if exact:
-                prev_t = int(ts_list[i + 1]) if i + 1 < len(ts_list) else -1
-                sample = self._ddim_step(output, int(t), prev_t, sample, eta, generator)
-            else:
-                sample = self.scheduler.step(output, t, sample, **step_kwargs).prev_sample
+            sample = self.scheduler.step(output, t, sample, **extra_step_kwargs).prev_sample
             if callback_on_step_end is not None:
                 available = {"sample": sample}
                 callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
                 result = callback_on_step_end(self, i, t, callback_kwargs) or {}
                 sample = result.get("sample", sample)
 
-        image = (sample[..., :height, :width].float().clamp(-1, 1) + 1) / 2
-        if output_type == "pt":
-            images = image.cpu()
+        if output_type == "latent":
+            images = sample[..., :height, :width]
         else:
-            images = image.cpu().permute(0, 2, 3, 1).numpy()
-            if output_type == "pil":
-                images = self.numpy_to_pil(images)
+            image = (sample[..., :height, :width].float().clamp(-1, 1) + 1) / 2
+            if output_type == "pt":
+                images = image.cpu()
+            else:
+                images = image.cpu().permute(0, 2, 3, 1).numpy()
+                if output_type == "pil":
+                    images = self.numpy_to_pil(images)
         self.maybe_free_model_hooks()
         if not return_dict:
             return (images,)
@@ -735,4 +796,4 @@ def _input_size(segmentation_map) -> tuple[int, int] | None:
 
 
 # `DiffusionPipeline.from_pretrained` resolves SPIC folders and Hub repos to these classes (see `registration`).
-register_with_diffusers(SPICPipeline, (SPICUNet2DModel,))
+register_with_diffusers(SPICPipeline, (SPICUNet2DModel, SPICDDIMScheduler))

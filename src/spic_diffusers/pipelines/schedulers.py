@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# short name -> (diffusers class name, config overrides)
+# short name -> (diffusers class name, config overrides); a pipeline samples DDIMScheduler as SPICDDIMScheduler
 SCHEDULER_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
     "ddpm": ("DDPMScheduler", {}),
     "ddim": ("DDIMScheduler", {}),
@@ -20,7 +20,8 @@ SCHEDULER_CLASSES: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def scheduler_from_name(name: str, base_config: Any):
-    """A scheduler by short name (see `SCHEDULER_CLASSES`) or diffusers class name, built from `base_config`.
+    """A scheduler by short name (see `SCHEDULER_CLASSES`), diffusers class name or `SPICDDIMScheduler`, built from
+    `base_config`.
 
     Building from the pipeline's own scheduler config keeps the training schedule (betas, 1000 steps,
     linspace spacing) whatever the sampler.
@@ -28,7 +29,10 @@ def scheduler_from_name(name: str, base_config: Any):
     import diffusers
 
     class_name, overrides = SCHEDULER_CLASSES.get(name.lower(), (name, {}))
-    cls = getattr(diffusers, class_name, None) if class_name.endswith("Scheduler") else None
+    if class_name == "SPICDDIMScheduler":
+        from .scheduling_spic_ddim import SPICDDIMScheduler as cls
+    else:
+        cls = getattr(diffusers, class_name, None) if class_name.endswith("Scheduler") else None
     if cls is None:
         raise ValueError(
             f"unknown scheduler {name!r}; use one of {', '.join(SCHEDULER_CLASSES)} "

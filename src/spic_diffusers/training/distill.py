@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..dtypes import parse_dtype
 from ..memory import available_memory
@@ -94,25 +93,28 @@ def student_timesteps(teacher_ts: Sequence[int], num_steps: int) -> list[int]:
 def teacher_states(pipe, segmentation_map, low_res_image, teacher_ts: Sequence[int], stops: Sequence[int],
                    guidance_scale: float = 1.5, unet_dtype=None, noise: torch.Tensor | None = None,
                    channels_last: bool = False) -> list[torch.Tensor]:
-    """Run the guided DDIM teacher from the upsampled coarse image (noised to the first timestep with `noise`, as
-    the pipeline's `start_noise="forward"`, when given); return its states at the timesteps `stops` (each one of
-    `teacher_ts`) and, last, its final output (timestep -1)."""
-    sample = F.interpolate(low_res_image.float(), size=segmentation_map.shape[-2:], mode="bilinear",
-                           align_corners=False)
-    if noise is not None:
-        first = torch.full((sample.shape[0],), int(teacher_ts[0]), dtype=torch.long, device=sample.device)
-        sample = pipe.scheduler.add_noise(sample, noise.to(sample), first)
-    channels = pipe.unet.config.in_channels
-    wanted = set(int(s) for s in stops)
+    """Run the guided DDIM teacher (the pipeline's own call) from the upsampled coarse image (noised to the first
+    timestep with `noise`, as the pipeline's `start_noise="forward"`, when given); return its states at the
+    timesteps `stops` (each one of `teacher_ts`) and, last, its final output (timestep -1)."""
+    ts = [int(t) for t in teacher_ts]
+    wanted = {int(s) for s in stops}
+    start_noise = "none" if noise is None else "forward"
     states = []
-    for i, t in enumerate(teacher_ts):
-        if t in wanted:
-            states.append(sample)
-        out = pipe.guided_model_output(sample, t, segmentation_map, low_res_image, guidance_scale,
-                                       guidance_batching="auto", unet_dtype=unet_dtype, channels_last=channels_last)
-        prev_t = int(teacher_ts[i + 1]) if i + 1 < len(teacher_ts) else -1
-        sample = pipe._ddim_step(out[:, :channels], int(t), prev_t, sample, 0.0, None)
-    states.append(sample)
+    if ts[0] in wanted:  # the start, before the first step
+        shape = (segmentation_map.shape[0], pipe.unet.config.in_channels, *segmentation_map.shape[-2:])
+        states.append(pipe.prepare_latents(low_res_image.float().clamp(-1, 1), shape, torch.tensor(ts[:1]), start_noise,
+                                           ts[0], latents=noise))
+    reached = ts[1:] + [-1]  # the timestep of the sample after each step
+
+    def collect(pipeline, step: int, timestep, callback_kwargs: dict) -> dict:
+        if reached[step] in wanted or reached[step] == -1:
+            states.append(callback_kwargs["sample"])
+        return {}
+
+    pipe(segmentation_map, low_res_image, guidance_scale=guidance_scale, timesteps=ts, max_timestep=max(ts),
+         start_noise=start_noise, latents=noise, eta=0.0, output_type="latent", callback_on_step_end=collect,
+         max_pixels=None, unet_dtype=unet_dtype or pipe.unet.dtype, guidance_batching="auto",
+         channels_last=channels_last)
     return states
 
 
