@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +15,7 @@ from diffusers.models.unets.unet_2d import UNet2DModel, UNet2DOutput
 from torch import nn
 
 from ..config_files import without_load_path
+from ..sizes import as_hw
 from .unet_spic_blocks import SPICDownBlock2D, SPICMidBlock2D, SPICUpBlock2D
 
 
@@ -90,15 +90,6 @@ def validate_unet_config(config: dict) -> None:
         )
 
 
-def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(size, int):
-        return (size, size)
-    size = tuple(int(s) for s in size)
-    if len(size) != 2:
-        raise ValueError(f"sample_size must be an int or (height, width), got {size}")
-    return size
-
-
 class SPICUNet2DModel(UNet2DModel, AttentionMixin):
     r"""
     Pixel-space UNet of SPIC, doubly conditioned on a coarse image and a semantic map.
@@ -165,7 +156,9 @@ class SPICUNet2DModel(UNet2DModel, AttentionMixin):
         # Skip UNet2DModel's constructor (a different architecture); keep its type for diffusers tooling.
         ModelMixin.__init__(self)
         validate_unet_config(dict(self.config))
-        _pair(sample_size)
+        if isinstance(sample_size, str):  # a config holds numbers; "HxW" text is for command lines
+            raise ValueError(f"sample_size must be an int or (height, width), got {sample_size!r}")
+        as_hw(sample_size, "sample_size")
         if num_semantic_channels < 1 + int(instance_edge_channel):
             raise ValueError(f"num_semantic_channels={num_semantic_channels} leaves no class channel")
         if not block_out_channels:
