@@ -39,7 +39,7 @@ def as_hw(size: SizeLike, name: str = "size", *, minimum: int = 1, maximum: int 
         sides = (sides[0], sides[0])
     if len(sides) != 2:
         raise SizeError(f"{name} must be HEIGHTxWIDTH (or one int for a square), got {given!r}")
-    top = "" if maximum is None else f"..{maximum}"
     if min(sides) < minimum or (maximum is not None and max(sides) > maximum):
-        raise SizeError(f"{name} sides must be in {minimum}{top}, got {sides[0]}x{sides[1]}")
+        allowed = f"at least {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise SizeError(f"{name} sides must be {allowed}, got {sides[0]}x{sides[1]}")
     return sides  # type: ignore[return-value]
