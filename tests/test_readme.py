@@ -166,6 +166,22 @@ def test_the_operating_point_tables_in_the_readme_are_the_evaluations():
     assert sum(line.startswith("| Rate | Candidate |") for line in lines) == shown
 
 
+def test_the_paper_sampler_figures_the_readme_states_are_its_run():
+    """The paper-sampler part of the operating-point run, as docs/camvid/operating_point/paper holds it."""
+    results = json.loads((README.parent / "docs" / "camvid" / "operating_point" / "paper" / "results.json").read_text())
+    stated = re.search(r"on its (\d+) frames, whose originals score mIoU ([\d.]+), SPIC with the paper's sampler "
+                       r"scores ([\d.]+), ([\d.]+), ([\d.]+) and ([\d.]+) "
+                       r"at ([\d.]+), ([\d.]+), ([\d.]+) and ([\d.]+) bpp",
+                       flat(readme_text()))
+    assert stated, "the README states the paper sampler's figures"
+    rows = results["rows"]
+    spic = [r for r in rows if r["method"] == "SPIC"]
+    assert int(stated[1]) == results["num_images"] and len(spic) == 4
+    assert float(stated[2]) == round(next(r for r in rows if r["method"] == "original")["miou_gt"], 3)
+    assert [float(stated[i]) for i in range(3, 7)] == [round(r["miou_gt"], 3) for r in spic]
+    assert [float(stated[i]) for i in range(7, 11)] == [round(r["bpp"], 3) for r in spic]
+
+
 def test_the_container_overhead_the_readme_states():
     """"15 bytes of header and CRC at 256x512"."""
     from spic_diffusers import codec
