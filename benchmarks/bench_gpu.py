@@ -112,15 +112,10 @@ def build_training(config_path: str, size: tuple[int, int], device: torch.device
     if ema is not None:
         ema.to(device)
     batch_size = batch_size or args.train_batch_size
+    from spic_diffusers.training.dataset import random_training_batch
+
     height, width = size
-    d = args.coarse_downsample
-    g = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, args.num_classes, (batch_size, height, width), generator=g)
-    batch = {
-        "pixel_values": torch.rand(batch_size, 3, height, width, generator=g) * 2 - 1,
-        "segmentation_map": torch.nn.functional.one_hot(labels, args.num_classes).permute(0, 3, 1, 2).float(),
-        "low_res_image": torch.rand(batch_size, 3, height // d, width // d, generator=g) * 2 - 1,
-    }
+    batch = random_training_batch(batch_size, height, width, args.num_classes, args.coarse_downsample)
     batch = {key: value.to(device) for key, value in batch.items()}
     table = linear_alphas_cumprod(args.num_train_timesteps)
     return unet, optimizer, ema, batch, table, args

@@ -69,15 +69,11 @@ def run_one(name: str, steps: int, warmup: int, batch_size: int, gradient_checkp
     unet.train()
     ema = EMAModel(unet.parameters(), decay=args.ema_decay)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate)
+    from spic_diffusers.training.dataset import random_training_batch
+
     height, width = args.resolution
-    d = args.coarse_downsample
-    g = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, args.num_classes, (batch_size, height, width), generator=g)
-    batch = {
-        "pixel_values": torch.rand(batch_size, 3, height, width, generator=g) * 2 - 1,
-        "segmentation_map": torch.nn.functional.one_hot(labels, args.num_classes).permute(0, 3, 1, 2).float(),
-        "low_res_image": torch.rand(batch_size, 3, height // d, width // d, generator=g) * 2 - 1,
-    }
+    batch = random_training_batch(batch_size, height, width, args.num_classes, args.coarse_downsample)
+    g = torch.Generator().manual_seed(1)  # the loss's timesteps and noise
     table = linear_alphas_cumprod(args.num_train_timesteps)
 
     def step() -> float:

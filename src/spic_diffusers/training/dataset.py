@@ -253,3 +253,17 @@ def make_dataloader(rows, processor: ExampleProcessor, *, batch_size: int, num_w
         dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True,
         collate_fn=collate_examples, persistent_workers=False,
     )
+
+
+def random_training_batch(batch_size: int, height: int, width: int, num_classes: int, coarse_downsample: int,
+                          seed: int = 0) -> dict[str, torch.Tensor]:
+    """A batch in the trainer's layout (images in [-1, 1], a one-hot map, the coarse image) of random values:
+    what the benchmarks time a training step on, without a dataset."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, num_classes, (batch_size, height, width), generator=g)
+    d = coarse_downsample
+    return {
+        "pixel_values": torch.rand(batch_size, 3, height, width, generator=g) * 2 - 1,
+        "segmentation_map": torch.nn.functional.one_hot(labels, num_classes).permute(0, 3, 1, 2).float(),
+        "low_res_image": torch.rand(batch_size, 3, height // d, width // d, generator=g) * 2 - 1,
+    }

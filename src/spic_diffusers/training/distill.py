@@ -46,7 +46,7 @@ from ..memory import available_memory
 from ..sizes import as_hw
 from ..models.unet_spic import SPICUNet2DModel
 from .arguments import TrainingInputError, _float_list, _resolution, add_training_arguments, check_training_args
-from .loop import TrainingRun, make_accelerator, step_generator
+from .loop import TrainingRun, epoch_sampler, make_accelerator, step_generator
 from .trainer import augment_batch, crop_batch, prepare_data
 
 logger = logging.getLogger("spic_diffusers.training.distill")
@@ -289,7 +289,7 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
     from diffusers.training_utils import EMAModel
     from tqdm.auto import tqdm
 
-    from .dataset import ShardedEpochSampler, make_dataloader
+    from .dataset import make_dataloader
 
     accelerator = make_accelerator(args, DISTILL_MARKER)
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -328,11 +328,7 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps * world,
                                  num_training_steps=args.max_train_steps * world)
     ga = args.gradient_accumulation_steps
-    sampler = ShardedEpochSampler(len(rows), world, rank, args.seed)
-    steps_per_epoch = sampler.share // args.train_batch_size // ga
-    if steps_per_epoch == 0:
-        raise TrainingInputError(f"{len(rows)} training rows give no full step of {args.train_batch_size} x {ga} "
-                                 f"(accumulation) x {world} (processes)")
+    sampler, steps_per_epoch = epoch_sampler(len(rows), world, rank, args.seed, args.train_batch_size, ga)
     student, optimizer, lr_scheduler = accelerator.prepare(student, optimizer, lr_scheduler)
     run = TrainingRun(accelerator, student, optimizer, lr_scheduler, output_dir=args.output_dir,
                       marker=DISTILL_MARKER, max_train_steps=args.max_train_steps,
@@ -364,7 +360,7 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
         return make_dataloader(rows, processor, batch_size=args.train_batch_size,
                                num_workers=args.dataloader_num_workers, sampler=sampler)
 
-    started, last_loss, step_loss, finite = time.perf_counter(), float("nan"), 0.0, True
+    started, last_loss = time.perf_counter(), float("nan")
     teacher_seconds = 0.0
     for micro_step, batch in ([] if run.done else run.micro_batches(loader_for_epoch, steps_per_epoch)):
         generator = step_generator(args.seed, micro_step, rank)
@@ -405,13 +401,11 @@ def distill(args: argparse.Namespace) -> dict[str, Any]:
                 loss = distillation_loss(student, teacher.scheduler, states, student_ts, segmap, low_res,
                                          segments).mean()
             accelerator.backward(loss)
-        finite = finite and bool(torch.isfinite(loss.detach()).all())
-        step_loss += float(loss.detach().item()) / ga
-        if not accelerator.sync_gradients:
+        closed = run.accumulate_loss(loss, what="the distillation loss",
+                                     advice="lower --learning_rate, set --max_grad_norm, or check the teacher cache")
+        if closed is None:
             continue
-        run.apply_gradients(finite=finite, what="the distillation loss",
-                            advice="lower --learning_rate, set --max_grad_norm, or check the teacher cache")
-        last_loss, step_loss, finite = step_loss, 0.0, True
+        last_loss = closed
         bar.update(1)
         bar.set_postfix(loss=f"{last_loss:.5f}")
         if (run.global_step + 1) % args.logging_steps == 0:

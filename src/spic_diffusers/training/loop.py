@@ -412,6 +412,7 @@ class TrainingRun:
         if ema is not None:
             ema.to(accelerator.device)
         self.steps_this_run = 0
+        self._step_loss, self._step_finite = 0.0, True
         register_checkpoint_state(accelerator, self.progress, ema)
 
     @property
@@ -457,6 +458,20 @@ class TrainingRun:
                 raise TrainingInputError("the training data produced no batch")
             epoch, skip = epoch + 1, 0
 
+    def accumulate_loss(self, loss, *, what: str = "the loss", advice: str = "") -> float | None:
+        """Add one micro-batch's (scalar) loss, after its backward, to the step's mean. When the micro-batch closes
+        an accumulation (`accelerator.sync_gradients`), apply the gradients (`apply_gradients`: a non-finite loss of
+        any micro-batch stops the run) and return the step's loss; otherwise None."""
+        detached = loss.detach()
+        self._step_finite = self._step_finite and bool(torch.isfinite(detached).all())
+        self._step_loss += float(detached.item()) / self.accelerator.gradient_accumulation_steps
+        if not self.accelerator.sync_gradients:
+            return None
+        value, finite = self._step_loss, self._step_finite
+        self._step_loss, self._step_finite = 0.0, True
+        self.apply_gradients(finite=finite, what=what, advice=advice)
+        return value
+
     def apply_gradients(self, *, finite: bool = True, what: str = "the loss", advice: str = ""):
         """The optimiser step closing an accumulation (call when `accelerator.sync_gradients`): clip, stop every
         process when the loss (`finite` False) or the gradients are not finite, step, zero, update the EMA.
@@ -485,3 +500,16 @@ class TrainingRun:
             logger.info("saved %s", path)
             return path
         return None
+
+
+def epoch_sampler(rows: int, world: int, rank: int, seed: int, batch_size: int, accumulation: int):
+    """This process's shuffled share of `rows` (`dataset.ShardedEpochSampler`) and how many whole optimiser steps
+    an epoch of it gives; refuses data too small for one step."""
+    from .dataset import ShardedEpochSampler
+
+    sampler = ShardedEpochSampler(rows, world, rank, seed)
+    steps_per_epoch = sampler.share // batch_size // accumulation
+    if steps_per_epoch == 0:
+        raise TrainingInputError(f"{rows} training rows give no full step of {batch_size} x {accumulation} "
+                                 f"(accumulation) x {world} (processes)")
+    return sampler, steps_per_epoch

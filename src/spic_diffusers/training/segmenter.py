@@ -33,7 +33,7 @@ from PIL import Image
 from ..data.cityscapes import ID2LABEL, IGNORE_INDEX, NUM_CLASSES
 from ..sizes import as_hw
 from .arguments import TrainingInputError, add_training_arguments, check_training_args
-from .loop import TrainingProgress, TrainingRun, make_accelerator
+from .loop import TrainingProgress, TrainingRun, epoch_sampler, make_accelerator
 
 logger = logging.getLogger("spic_diffusers.training.segmenter")
 
@@ -352,7 +352,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     from tqdm.auto import tqdm
     from transformers import get_polynomial_decay_schedule_with_warmup
 
-    from .dataset import ShardedEpochSampler, load_split
+    from .dataset import load_split
 
     accelerator = make_accelerator(args, RUN_MARKER)
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -376,11 +376,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                                      aspect_jitter=args.aspect_jitter, colour_jitter=args.colour_jitter,
                                      low_res_fraction=args.low_res_fraction)
     ga = args.gradient_accumulation_steps
-    sampler = ShardedEpochSampler(len(train_set), world, rank, args.seed)
-    steps_per_epoch = sampler.share // args.train_batch_size // ga
-    if steps_per_epoch == 0:
-        raise TrainingInputError(f"{len(train_set)} training rows give no full step of {args.train_batch_size} x "
-                                 f"{ga} (accumulation) x {world} (processes)")
+    sampler, steps_per_epoch = epoch_sampler(len(train_set), world, rank, args.seed, args.train_batch_size, ga)
 
     def loader_for_epoch(epoch: int, skip: int):
         train_set.epoch = epoch  # augmentation depends on (seed, epoch, row) only, as the order: exact resume
@@ -410,19 +406,17 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     best_dir = os.path.join(args.output_dir, "best")
     bar = tqdm(total=args.max_train_steps, initial=run.global_step, desc="segmenter steps",
                disable=not accelerator.is_local_main_process)
-    started, last_loss, step_loss, finite = time.perf_counter(), float("nan"), 0.0, True
+    started, last_loss = time.perf_counter(), float("nan")
     for _, batch in ([] if run.done else run.micro_batches(loader_for_epoch, steps_per_epoch)):
         with accelerator.accumulate(model):
             logits = model(pixel_values=batch["pixel_values"].to(accelerator.device)).logits
             loss = segmentation_loss(logits, batch["labels"].to(accelerator.device), weight)
             accelerator.backward(loss)
-        finite = finite and bool(torch.isfinite(loss.detach()))
-        step_loss += float(loss.detach().item()) / ga
-        if not accelerator.sync_gradients:
+        closed = run.accumulate_loss(loss, what="the segmentation loss",
+                                     advice="lower --learning_rate or set --max_grad_norm")
+        if closed is None:
             continue
-        run.apply_gradients(finite=finite, what="the segmentation loss",
-                            advice="lower --learning_rate or set --max_grad_norm")
-        last_loss, step_loss, finite = step_loss, 0.0, True
+        last_loss = closed
         step = run.global_step + 1
         bar.update(1)
         bar.set_postfix(loss=f"{last_loss:.3f}", best_miou=f"{max(progress.best_miou, 0):.3f}")
