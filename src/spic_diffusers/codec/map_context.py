@@ -136,13 +136,14 @@ _EXP_TABLE = np.maximum(1.0, np.round(2.0**24 * np.exp(-np.arange(40 * _LOG_UNIT
 def _log(p: np.ndarray) -> np.ndarray:
     """log(p) in 1/64 nat, for 0 < p <= 1, from p quantised to 1/16384 (integer-valued floats)."""
     # np.minimum / np.maximum, not np.clip: the same integers without np.clip's per-call overhead (a hot path)
-    index = np.minimum(np.maximum(np.floor(p * _LOG_STEPS).astype(np.int64), 1), _LOG_STEPS) - 1
+    # p > 0, so truncation (astype) is the floor
+    index = np.minimum(np.maximum((p * _LOG_STEPS).astype(np.int64), 1), _LOG_STEPS) - 1
     return _LOG_TABLE.take(index)
 
 
 def _exp(d: np.ndarray) -> np.ndarray:
     """Unnormalised exp(-d) for d >= 0 in 1/64 nat, as integer-valued floats (at least 1)."""
-    index = np.floor(np.minimum(d, len(_EXP_TABLE) - 1)).astype(np.int64)
+    index = np.minimum(d, len(_EXP_TABLE) - 1).astype(np.int64)  # d >= 0: truncation is the floor
     return _EXP_TABLE.take(index)
 
 
@@ -186,13 +187,12 @@ class _PixelModel:
         pair = ((small * (n + 1) + neighbours[:, 0]) * (n + 1) + neighbours[:, 1]) * 4 + far
         triple = (pair // 4 * (n + 1) + neighbours[:, 3]) * 2 + 1
         pair, triple = _hash(pair), _hash(triple)
-        a = self.patterns.take(big, axis=0)
-        b = self.pairs.take(pair, axis=0)
-        c = self.triples.take(triple, axis=0)
-        a_total = a.sum(axis=1, keepdims=True)
-        logs = np.stack(
-            [_log(a / a_total), _log(b / b.sum(axis=1, keepdims=True)), _log(c / c.sum(axis=1, keepdims=True))], axis=1
-        )
+        # the three tables' rows side by side (k x 3 x (K + 1)): one normalisation and one log for all three
+        counts = np.stack([self.patterns.take(big, axis=0), self.pairs.take(pair, axis=0),
+                           self.triples.take(triple, axis=0)], axis=1)
+        totals = counts.sum(axis=2, keepdims=True)
+        logs = _log(counts / totals)
+        a_total = totals[:, 0]
         distinct = (first == self._columns) & (neighbours != n)
         selector = np.minimum(distinct.sum(axis=1), _SELECTORS - 1) * 2 + (a_total[:, 0] > 8)
         weights = self.weights.take(selector, axis=0)
