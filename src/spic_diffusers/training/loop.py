@@ -21,6 +21,7 @@ import argparse
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -462,9 +463,9 @@ class TrainingRun:
         """Add one micro-batch's (scalar) loss, after its backward, to the step's mean. When the micro-batch closes
         an accumulation (`accelerator.sync_gradients`), apply the gradients (`apply_gradients`: a non-finite loss of
         any micro-batch stops the run) and return the step's loss; otherwise None."""
-        detached = loss.detach()
-        self._step_finite = self._step_finite and bool(torch.isfinite(detached).all())
-        self._step_loss += float(detached.item()) / self.accelerator.gradient_accumulation_steps
+        value = float(loss.detach().item())  # one host sync per micro-batch: the value also says if it is finite
+        self._step_finite = self._step_finite and math.isfinite(value)
+        self._step_loss += value / self.accelerator.gradient_accumulation_steps
         if not self.accelerator.sync_gradients:
             return None
         value, finite = self._step_loss, self._step_finite
