@@ -62,7 +62,9 @@ def test_card_metadata_and_body_hold_real_values(pipe):
     assert entry["name"] == "spic-tiny"
     (result,) = entry["results"]
     assert result["task"]["type"] == "image-to-image"
-    assert result["dataset"] == {"name": "synthetic street scenes", "type": "synthetic", "split": "test"}
+    # the setting names the evaluation, so results of one model under two settings stay apart
+    assert result["dataset"] == {"name": "synthetic street scenes", "type": "synthetic", "split": "test",
+                                 "config": "steps=100, guidance=1.5"}
     values = {m["type"]: m["value"] for m in result["metrics"]}
     assert values == {"psnr": 21.37, "bpp": 0.4199, "mean_iou": 0.612}
 

@@ -107,3 +107,47 @@ def test_a_folder_that_is_not_a_finished_run_is_refused(tmp_path):
                             env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
     assert result.returncode == 2 and "not a finished evaluate_spic.py run" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_table_goes_into_the_shipped_models_cards(run, tmp_path):
+    """`--paper_card` / `--fast_card`: the cards' Evaluation section holds the table and their model-index the model's
+    own rows, one result per rate; the rest of each card is kept."""
+    import shutil
+
+    import yaml
+
+    from spic_diffusers.demo import shipped_model_path
+
+    cards = {}
+    for flag, kind in (("--paper_card", "default"), ("--fast_card", "fast")):
+        folder = tmp_path / kind
+        folder.mkdir()
+        shutil.copy(Path(shipped_model_path(kind)) / "README.md", folder / "README.md")
+        cards[flag] = folder
+    before = (cards["--fast_card"] / "README.md").read_text()
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "operating_point_table.py"), "--fast_run",
+                             str(run / "fast"), "--paper_run", str(run / "paper"), "--output_dir", str(tmp_path / "t"),
+                             *(str(a) for pair in cards.items() for a in pair)], capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT / "src")))
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = (tmp_path / "t" / "operating_point.md").read_text().strip()
+    for flag, candidate in (("--paper_card", PAPER), ("--fast_card", FAST)):
+        text = (cards[flag] / "README.md").read_text()
+        _, front, body = text.split("---\n", 2)
+        assert table in body and f'this model is the row "{candidate}"' in body
+        assert "No evaluation results were given" not in body and "## Limitations" in body and "## Training" in body
+        (entry,) = yaml.safe_load(front)["model-index"]
+        configs = [r["dataset"]["config"] for r in entry["results"]]
+        assert configs == [f"coarse=hevc QP {q}, 4x down, frames={3 if flag == '--fast_card' else 2}" for q in (35, 45)]
+        assert all(r["dataset"]["split"] == "test" for r in entry["results"])
+    assert before.split("## Evaluation")[0] in (cards["--fast_card"] / "README.md").read_text()
+
+
+def test_a_card_without_an_evaluation_section_is_refused(tmp_path):
+    from spic_diffusers.hub import ModelCardError, set_card_evaluation
+
+    (tmp_path / "README.md").write_text("---\nlicense: mit\n---\n# A card\n\n## Usage\n")
+    with pytest.raises(ModelCardError, match="no '## Evaluation' section"):
+        set_card_evaluation(tmp_path, "text")
+    with pytest.raises(ModelCardError, match="no model card"):
+        set_card_evaluation(tmp_path / "missing", "text")

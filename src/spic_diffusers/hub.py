@@ -212,6 +212,8 @@ def _hub_eval_results(results: list[dict[str, Any]], default_dataset: str):
                     dataset_type=str(dataset.get("type", dataset.get("name", default_dataset))),
                     dataset_name=str(dataset.get("name", default_dataset)),
                     dataset_split=dataset.get("split"),
+                    # The setting (a rate, a sampler) tells apart results of one model on one split.
+                    dataset_config=", ".join(f"{k}={v}" for k, v in entry["settings"].items()) or None,
                     metric_type=metric_type,
                     metric_name=_metric_label(name).rstrip(" ↑↓"),
                     metric_value=round(value, 4),
@@ -417,6 +419,46 @@ def render_model_card(
     text = Template(template if template is not None else model_card_template(), undefined=StrictUndefined,
                     keep_trailing_newline=True).render(**values)
     return text
+
+
+def set_card_evaluation(
+    card_path: str | os.PathLike,
+    evaluation_text: str,
+    eval_results: Any = None,
+    eval_dataset_name: str = "evaluation set",
+) -> Path:
+    """Replace the ``## Evaluation`` section of an existing card and, with ``eval_results``, its ``model-index``.
+
+    Evaluations often finish after a model ships; this updates its card in place without re-rendering what the
+    training run wrote (recipe, limitations). ``card_path`` is a card file or a folder holding ``README.md``.
+    """
+    from huggingface_hub import ModelCard
+
+    path = Path(card_path)
+    if path.is_dir():
+        path = path / "README.md"
+    if not path.is_file():
+        raise ModelCardError(f"{path}: no model card to update")
+    results = normalize_eval_results(eval_results)
+    card = ModelCard(path.read_text(encoding="utf-8"))
+    lines = card.text.split("\n")
+    try:
+        start = lines.index("## Evaluation")
+    except ValueError:
+        raise ModelCardError(f"{path}: the card has no '## Evaluation' section") from None
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    lines[start + 1 : end] = ["", evaluation_text.strip(), ""]
+    card.text = "\n".join(lines)
+    if results:
+        card.data.eval_results = _hub_eval_results(results, eval_dataset_name)
+        card.data.model_name = card.data.model_name or path.parent.name
+        metrics = list(card.data.metrics or [])
+        for result in card.data.eval_results:
+            if result.metric_type not in metrics:
+                metrics.append(result.metric_type)
+        card.data.metrics = metrics
+    path.write_text(str(card), encoding="utf-8")
+    return path
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ COLUMNS = (("bpp", "bpp", 4), ("bpp_map", "map", 4), ("bpp_coarse", "coarse", 4)
            ("region_colour_error", "region colour error", 2), ("seconds", "decode [s]", 2))
 # The issue's goals: margins over the best whole-image codec and to the originals, and the student's tolerance.
 GOALS = {"max_bpp": 0.15, "codec_margin": 0.05, "original_gap": 0.03, "student_psnr": 0.3, "student_miou": 0.01}
+CARD_DATASET = {"name": "CamVid", "type": "camvid", "split": "test"}
+CARD_METRICS = ("bpp", "miou", "psnr", "boundary_psnr", "region_colour_error")
 
 
 def load_run(folder: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -212,3 +214,30 @@ def write_table(fast_dir: str | Path, paper_dir: str | Path | None, out_dir: str
     (out_dir / "operating_point.md").write_text(markdown(table))
     (out_dir / "operating_point.json").write_text(json.dumps(finite(table), indent=2, default=json_default))
     return table
+
+
+def card_results(table: dict[str, Any], candidate: str) -> list[dict[str, Any]]:
+    """The ``candidate``'s figures at each rate as model-card evaluation entries (``hub.normalize_eval_results``)."""
+    entries = []
+    for row in table["rows"]:
+        if row["candidate"] != candidate:
+            continue
+        metrics = {key: row[key] for key in CARD_METRICS if row.get(key) is not None and math.isfinite(row[key])}
+        entries.append({"dataset": dict(CARD_DATASET), "settings": {"coarse": row["rate"], "frames": row["frames"]},
+                        "metrics": metrics})
+    return entries
+
+
+def update_card(card: str | Path, table: dict[str, Any], candidate: str, command: str) -> Path:
+    """Write the table into a shipped model's card: its Evaluation section and, for ``candidate``, its model-index."""
+    from ..hub import set_card_evaluation
+
+    entries = card_results(table, candidate)
+    if not entries:
+        raise EvaluationError(f"the table has no rows for {candidate!r}; cannot fill {card}'s evaluation")
+    text = (f"At the paper's operating point, CamVid test frames at 360x480 (`{command}`): this model is the row "
+            f"\"{candidate}\". {table['frames']} frames; the paper sampler decodes {len(table['paper_frames'])} of "
+            "them, and the fast student's figures on those frames are given beside it. mIoU is the shipped "
+            "segmenter's (upernet-camvid), set-level, against the ground truth; the whole-image codecs are coded "
+            "at SPIC's rate (the quality whose stream is closest below).\n\n" + markdown(table))
+    return set_card_evaluation(card, text, entries, CARD_DATASET["name"])
