@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .codec.coarse import DEFAULT_COARSE_CODEC, DEFAULT_COARSE_QUALITY
+from .codec.map_coders import DEFAULT_MAP_CODER
 from .sizes import as_hw
 
 TEMPLATE_NAME = "model_card_template.md"
@@ -36,7 +37,7 @@ DEFAULT_LICENSE = "apache-2.0"
 DATASET_LICENSES = {"camvid": "cc-by-nc-4.0"}
 # The transmitter's settings the model expects; the paper uses BPG at QP 35 (raw HEVC here is the same coder).
 DEFAULT_CODEC = {"coarse_codec": DEFAULT_COARSE_CODEC, "coarse_quality": DEFAULT_COARSE_QUALITY, "downsample": 4,
-                 "map_coder": "context"}
+                 "map_coder": DEFAULT_MAP_CODER}
 
 # Known metrics: Hub metric id, display name, unit, whether higher is better.
 METRICS: dict[str, tuple[str, str, str, bool]] = {
