@@ -72,26 +72,28 @@ _COST = np.round(-np.log2(np.maximum(np.arange(4096), 0.5) / 4096) * 256).astype
 _RATE = np.array([131072 // (2 * c + 3) for c in range(256)], dtype=np.int64)
 
 _TABLE_BITS = 18  # slots per context model (hashed)
-_INPUTS = 13  # context models of a candidate decision
-_NEW_INPUTS = 6  # context models of a "which new label" decision
-_SETS = 128  # mixer weight sets
+_INPUTS = 18  # context models of a candidate decision
+_NEW_INPUTS = 7  # context models of a "which new label" decision
+_SETS = 256  # mixer weight sets
 _APM_BITS = 12
 _MASK32 = 0xFFFFFFFF
 
 # Tunable and ablation parameters (an int64 array passed to the kernel; the defaults are the coder's).
 PARAMS = {
-    "limit": 255,  # counter count limit: adaptation rate floors at about 1 / limit
+    "limit": 127,  # counter count limit: adaptation rate floors at about 1 / limit
     "mixer_rate": 6,  # mixer learning rate (x 2^-16 per unit of stretch x error)
     "apm_rate": 6,  # APM update shift
     "initial_weight": 8000,  # initial mixer weight (65536 = 1)
     "use_apm": 1,
-    "inputs": 0b0_0010_0001_1110,  # bit i: candidate context model i is used
-    "new_inputs": (1 << _NEW_INPUTS) - 1,
+    "inputs": 0b1100_0010_0001_1110,  # bit i: candidate context model i is used
+    "new_inputs": 0b11_1111,  # bit 6 is the coarse image's
     "candidates": 9,  # how many neighbour positions offer candidates
     "mixers": 2,  # 2: a second weight set chosen by another context, averaged in the stretched domain
     "dual": 0,  # 1: every context slot also keeps a fast-adapting probability, a second mixer input
     "fast_rate": 3,  # its update shift
     "apm2_context": 0,  # 0: label of the candidate and of L; 1: the boundary extrapolation
+    "confidence": 0,  # 1: the mixer weight set also says whether the main context is new (seen < 3 times)
+    "coarse": 0,  # experiment: 1 adds contexts from a quantised colour cell per pixel (``coarse`` argument)
 }
 
 
@@ -230,7 +232,7 @@ def _decide(bit, encoding, slots, used, ni, probs, counts, fast, weights, wset, 
     return bit
 
 
-def _new_state(initial_weight):
+def _new_state(initial_weight, dual):
     """The model's adaptive state: counter slots (probability, count), mixer weights, two APMs."""
     table = 1 << _TABLE_BITS
     probs = np.full((_INPUTS + _NEW_INPUTS) * table, 32768, dtype=np.uint16)
@@ -238,11 +240,12 @@ def _new_state(initial_weight):
     weights = np.full(2 * _SETS * (2 * _INPUTS + 1), initial_weight, dtype=np.int64)
     apm_size = (1 << _APM_BITS) * 33
     apm1 = np.tile(np.append(_SQUASH[::128], 65535), apm_size // 33)
-    return probs, counts, probs.copy(), weights, apm1, apm1.copy()
+    fast = probs.copy() if dual else probs[:1].copy()
+    return probs, counts, fast, weights, apm1, apm1.copy()
 
 
 @njit(cache=True)
-def _kernel(grid, n, height, width, encoding, data, prm, stats, probs, counts, fast, weights, apm1, apm2):
+def _kernel(grid, n, height, width, encoding, data, prm, stats, coarse, probs, counts, fast, weights, apm1, apm2):
     """Code (encoding: ``grid`` holds the map) or decode (fills ``grid``) a padded map; returns the coder's bytes."""
     table = 1 << _TABLE_BITS
     shift = 32 - _TABLE_BITS
@@ -259,6 +262,9 @@ def _kernel(grid, n, height, width, encoding, data, prm, stats, probs, counts, f
     buf = np.zeros(1024 + height * width // 4 if encoding else 1, dtype=np.uint8)
     used = prm[5]
     new_used = prm[6]
+    if prm[13]:
+        used |= 3 << 16
+        new_used |= 1 << 6
     max_candidates = prm[7]
     vrun = np.ones(width + 6, dtype=np.int64)  # rows the column has kept its label
     new_count = np.zeros(n, dtype=np.int64)
@@ -270,6 +276,8 @@ def _kernel(grid, n, height, width, encoding, data, prm, stats, probs, counts, f
     # right and left run lengths of rows y - 1 (r1, l1) and y - 2 (r2, l2), at padded columns
     r1 = np.zeros(width + 6, dtype=np.int64)
     r2 = np.zeros(width + 6, dtype=np.int64)
+    r3 = np.zeros(width + 6, dtype=np.int64)
+    r4 = np.zeros(width + 6, dtype=np.int64)
     l1 = np.zeros(width + 6, dtype=np.int64)
     l2 = np.zeros(width + 6, dtype=np.int64)
     # 1 while a column has equalled its left neighbour in every row so far (columns a resize duplicated)
@@ -318,10 +326,31 @@ def _kernel(grid, n, height, width, encoding, data, prm, stats, probs, counts, f
                 start_pred = -4 if start_pred < -4 else (8 if start_pred > 8 else start_pred)
             else:
                 start_pred = 9
+            # the same over four rows: the slope from the ends in rows y - 1 and y - 4, in thirds of a column
+            if y >= 4 and x >= 1:
+                e4 = gx - 1 + r4[gx - 1] - 1
+                end_pred4 = 3 * e1 + (e1 - e4) - 3 * gx
+                end_pred4 = -6 if end_pred4 < -6 else (12 if end_pred4 > 12 else end_pred4)
+            else:
+                end_pred4 = 13
+            # the current run of L against the run above that ends at x - 1 (when both hold L's label)
+            if y >= 1 and x >= 1 and grid[gy - 1, gx - 1] == L:
+                run_diff = hrun - l1[gx - 1]
+                run_diff = 4 + (-3 if run_diff < -3 else (3 if run_diff > 3 else run_diff))
+            else:
+                run_diff = 8
             # partition pattern of the 8 nearest (which equal which) and the number of distinct labels
+            flat14 = L != n
+            for i in range(1, 14):
+                if nb[i] != L:
+                    flat14 = False
+                    break
             pattern = 0
             ncand = 0
-            for i in range(9):
+            if flat14:  # most pixels: one candidate, every neighbour equal to it (pattern 0)
+                cand[0] = L
+                ncand = 1
+            for i in range(9 if not flat14 else 0):
                 v = nb[i]
                 if v == n:
                     continue
@@ -333,7 +362,7 @@ def _kernel(grid, n, height, width, encoding, data, prm, stats, probs, counts, f
                 if not seen and i < max_candidates:
                     cand[ncand] = v
                     ncand += 1
-            for i in range(8):
+            for i in range(8 if not flat14 else 0):
                 f = i
                 for k in range(i):
                     if nb[k] == nb[i]:
@@ -345,33 +374,63 @@ def _kernel(grid, n, height, width, encoding, data, prm, stats, probs, counts, f
             rejected = 0
             for k in range(ncand):
                 c = cand[k]
-                m = 0
-                for i in range(14):
+                m = 0x3FFF if flat14 else 0
+                for i in range(14 if not flat14 else 0):
                     if nb[i] == c:
                         m |= 1 << i
                 kc = k if k < 3 else 3
                 m4 = m & 15
                 m8 = m & 255
                 slots[0] = (kc << 8) | m8
-                slots[1] = table + (_hash(_hash(1, kc), m | (rejected << 14)) >> shift)
-                slots[2] = 2 * table + (_hash(_hash(_hash(_hash(_hash(2, kc), c), L), T), m4) >> shift)
-                slots[3] = 3 * table + (_hash(_hash(_hash(_hash(_hash(_hash(3, kc), c), TR), nb[6]), nb[7]),
-                                              m & 0xC7) >> shift)
-                slots[4] = 4 * table + (_hash(_hash(_hash(_hash(_hash(4, kc), c), hq), vq), m4) >> shift)
-                slots[5] = 5 * table + (_hash(_hash(_hash(5, kc), pattern), m8) >> shift)
-                slots[6] = 6 * table + (_hash(_hash(_hash(_hash(6, kc), c), ybin), m4) >> shift)
-                slots[7] = 7 * table + (_hash(_hash(_hash(_hash(7, kc), c), T), vq * 16 + m4) >> shift)
-                slots[8] = 8 * table + (_hash(_hash(_hash(_hash(8, kc), c), L), hq * 16 + m4) >> shift)
-                slots[11] = 11 * table + (_hash(_hash(_hash(11, kc), c), m) >> shift)
-                slots[12] = 12 * table + (_hash(_hash(_hash(_hash(12, kc), dupcol[gx] * 2 + (1 if c == L else 0)), m4),
-                                                min(vr, 8)) >> shift)
-                slots[9] = 9 * table + (_hash(_hash(_hash(_hash(9, kc), (end_pred + 4) * 16 + end1 + 1), m4),
-                                              (1 if c == L else 0) + (2 if c == T else 0)) >> shift)
-                slots[10] = 10 * table + (_hash(_hash(_hash(_hash(10, kc), (start_pred + 4)), m4),
-                                                (1 if c == TR else 0) + (2 if c == nb[6] else 0)) >> shift)
+                if (used >> 1) & 1:
+                    slots[1] = table + (_hash(_hash(1, kc), m | (rejected << 14)) >> shift)
+                if (used >> 2) & 1:
+                    slots[2] = 2 * table + (_hash(_hash(_hash(_hash(_hash(2, kc), c), L), T), m4) >> shift)
+                if (used >> 3) & 1:
+                    slots[3] = 3 * table + (_hash(_hash(_hash(_hash(_hash(_hash(3, kc), c), TR), nb[6]), nb[7]),
+                                                  m & 0xC7) >> shift)
+                if (used >> 4) & 1:
+                    slots[4] = 4 * table + (_hash(_hash(_hash(_hash(_hash(4, kc), c), hq), vq), m4) >> shift)
+                if (used >> 5) & 1:
+                    slots[5] = 5 * table + (_hash(_hash(_hash(5, kc), pattern), m8) >> shift)
+                if (used >> 6) & 1:
+                    slots[6] = 6 * table + (_hash(_hash(_hash(_hash(6, kc), c), ybin), m4) >> shift)
+                if (used >> 7) & 1:
+                    slots[7] = 7 * table + (_hash(_hash(_hash(_hash(7, kc), c), T), vq * 16 + m4) >> shift)
+                if (used >> 8) & 1:
+                    slots[8] = 8 * table + (_hash(_hash(_hash(_hash(8, kc), c), L), hq * 16 + m4) >> shift)
+                if (used >> 11) & 1:
+                    slots[11] = 11 * table + (_hash(_hash(_hash(11, kc), c), m) >> shift)
+                if (used >> 12) & 1:
+                    dup = dupcol[gx] * 2 + (1 if c == L else 0)
+                    slots[12] = 12 * table + (_hash(_hash(_hash(_hash(12, kc), dup), m4), min(vr, 8)) >> shift)
+                if (used >> 13) & 1:
+                    labels4 = _hash(_hash(_hash(_hash(_hash(13, kc), c), L), T), nb[3])
+                    slots[13] = 13 * table + (_hash(labels4, TR) >> shift)
+                if (used >> 14) & 1:
+                    slots[14] = 14 * table + (_hash(_hash(_hash(14, kc), run_diff * 16 + end1 + 1),
+                                                    (m & 0x1F) * 2 + (1 if c == L else 0)) >> shift)
+                if (used >> 15) & 1:
+                    slope = _hash(_hash(_hash(15, kc), (end_pred4 + 6) * 16 + end1 + 1), m4)
+                    slots[15] = 15 * table + (_hash(slope, (1 if c == L else 0) + (2 if c == T else 0)) >> shift)
+                if prm[13]:
+                    cell = coarse[y, x]
+                    edge = 1 if x > 0 and coarse[y, x - 1] != cell else 0
+                    edge += 2 if y > 0 and coarse[y - 1, x] != cell else 0
+                    slots[16] = 16 * table + (_hash(_hash(_hash(16, kc), c), cell) >> shift)
+                    slots[17] = 17 * table + (_hash(_hash(_hash(17, kc), edge * 4 + (1 if c == L else 0)
+                                                                + (2 if c == T else 0)), m4) >> shift)
+                if (used >> 9) & 1:
+                    slots[9] = 9 * table + (_hash(_hash(_hash(_hash(9, kc), (end_pred + 4) * 16 + end1 + 1), m4),
+                                                  (1 if c == L else 0) + (2 if c == T else 0)) >> shift)
+                if (used >> 10) & 1:
+                    slots[10] = 10 * table + (_hash(_hash(_hash(_hash(10, kc), (start_pred + 4)), m4),
+                                                    (1 if c == TR else 0) + (2 if c == nb[6] else 0)) >> shift)
                 ndist = ncand if ncand < 7 else 7
                 flat = 1 if m == 0x3FFF else 0
                 wset = (kc * 8 + ndist) * 2 + flat
+                if prm[12] and counts[slots[1]] < 3:
+                    wset += 64
                 a1 = (kc << 8) | m8
                 if prm[11] == 0:
                     a2 = _hash(_hash(_hash(9, kc), c), L * 16 + m4) >> (32 - _APM_BITS)
@@ -421,12 +480,14 @@ def _kernel(grid, n, height, width, encoding, data, prm, stats, probs, counts, f
                     slots[3] = base + 3 * table + (_hash(_hash(_hash(_hash(23, j), lq), tq), TR) >> shift)
                     slots[4] = base + 4 * table + (_hash(_hash(_hash(24, j), ncand), rq) >> shift)
                     slots[5] = base + 5 * table + (_hash(_hash(25, j), (x * 8) // width) >> shift)
-                    wset = 64 + rq * 8 + (ncand if ncand < 7 else 7)
+                    if prm[13]:
+                        slots[6] = base + 6 * table + (_hash(_hash(26, j), coarse[y, x]) >> shift)
+                    wset = 128 + rq * 8 + (ncand if ncand < 7 else 7)
                     a1 = _hash(_hash(26, j), lq) >> (32 - _APM_BITS)
                     a2 = _hash(_hash(27, j), ybin) >> (32 - _APM_BITS)
                     bit = 1 if truth == j else 0
                     bit = _decide(bit, encoding, slots, new_used, _NEW_INPUTS, probs, counts, fast, weights, wset,
-                                  64 + (j & 31), apm1, a1, apm2, a2, stretched, prm, coder, buf, data, stats, 4)
+                                  128 + (j & 31), apm1, a1, apm2, a2, stretched, prm, coder, buf, data, stats, 4)
                     if bit:
                         label = j
                         break
@@ -437,6 +498,8 @@ def _kernel(grid, n, height, width, encoding, data, prm, stats, probs, counts, f
             if label != L:
                 dupcol[gx] = 0
         for i in range(width + 6):
+            r4[i] = r3[i]
+            r3[i] = r2[i]
             r2[i] = r1[i]
             l2[i] = l1[i]
         for gx in range(3 + width - 1, 2, -1):
@@ -458,7 +521,8 @@ def _padded(indices: np.ndarray, n: int) -> np.ndarray:
     return grid
 
 
-def encode(labels: np.ndarray, params: np.ndarray | None = None, stats: np.ndarray | None = None, state=None) -> bytes:
+def encode(labels: np.ndarray, params: np.ndarray | None = None, stats: np.ndarray | None = None, state=None,
+           coarse: np.ndarray | None = None) -> bytes:
     """Code a uint8 HxW label map losslessly."""
     labels = _check_map(labels)
     values, indices = np.unique(labels, return_inverse=True)
@@ -469,11 +533,13 @@ def encode(labels: np.ndarray, params: np.ndarray | None = None, stats: np.ndarr
     prm = params_array() if params is None else params
     coded = _kernel(_padded(indices, len(values)), len(values), labels.shape[0], labels.shape[1], True,
                     np.zeros(0, dtype=np.uint8), prm, np.zeros((32, 2), dtype=np.int64) if stats is None else stats,
-                    *(_new_state(prm[3]) if state is None else state))
+                    np.zeros((1, 1), dtype=np.int64) if coarse is None else coarse,
+                    *(_new_state(prm[3], prm[9]) if state is None else state))
     return out + coded.tobytes().rstrip(b"\xff")
 
 
-def decode(data: bytes, height: int, width: int, params: np.ndarray | None = None, state=None) -> np.ndarray:
+def decode(data: bytes, height: int, width: int, params: np.ndarray | None = None, state=None,
+           coarse: np.ndarray | None = None) -> np.ndarray:
     """Inverse of :func:`encode`."""
     values, coded = read_label_table(bytes(data), height, width, "map_mix")
     n = len(values)
@@ -484,7 +550,8 @@ def decode(data: bytes, height: int, width: int, params: np.ndarray | None = Non
     grid = np.full((height + 2, width + 6), n, dtype=np.int64)
     prm = params_array() if params is None else params
     _kernel(grid, n, height, width, False, np.frombuffer(coded, dtype=np.uint8).copy(), prm,
-            np.zeros((32, 2), dtype=np.int64), *(_new_state(prm[3]) if state is None else state))
+            np.zeros((32, 2), dtype=np.int64), np.zeros((1, 1), dtype=np.int64) if coarse is None else coarse,
+            *(_new_state(prm[3], prm[9]) if state is None else state))
     return values[grid[2:, 3 : 3 + width]]
 
 
