@@ -29,7 +29,9 @@ number of candidates and the rank.  Measured on CamVid train and validation maps
 kept out, each at most 0.4 % smaller: the partition pattern of the 8 nearest, label-specific 14-position
 masks, the four nearest labels jointly, row band, run-length variants, start-of-run extrapolation,
 a flag for columns that equalled their left neighbour in every row so far (a resize artefact), a
-fast-adapting second probability per slot (larger), a "new context" bit in the mixer selector.
+"new context" bit in the mixer selector, 4x larger tables; a fast-adapting second probability per
+slot, a learnt final mixer in place of the average of the two mixers, and ranking new labels per
+label of L were larger.
 Contexts from a clean 4x area-downsampled image (colour or luminance cells, and their edges):
 0.4-0.8 % smaller, before any lossy coding of that image.  Starting from a state learnt on six
 other CamVid train maps: 2.6 % smaller.
