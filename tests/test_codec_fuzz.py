@@ -28,6 +28,7 @@ def _scene(height: int, width: int, seed: int):
 FAST = (
     ("context", "jpeg", False), ("context", "webp", False), ("png", "jpeg", False), ("webp", "avif", False),
     ("jxl", "jxl", False), ("context2", "jpeg", False), ("context2", "webp", False), ("context2", "jpeg", True),
+    ("mix", "jpeg", False), ("mix", "webp", True),
     ("context", "webp", True),
 )  # fmt: skip
 SLOW = (("context", "hevc", False), ("context", "heif", False))

@@ -170,8 +170,8 @@ def test_png_map_with_trailing_zlib_data_is_refused():
 
 @pytest.mark.parametrize(
     "kind,name",
-    [("map", "webp"), ("map", "jxl"), ("coarse", "webp"), ("coarse", "jpeg"), ("coarse", "heif"), ("coarse", "avif"),
-     ("coarse", "jxl")],
+    [("map", "webp"), ("map", "jxl"), ("map", "mix"), ("coarse", "webp"), ("coarse", "jpeg"), ("coarse", "heif"),
+     ("coarse", "avif"), ("coarse", "jxl")],
 )
 def test_trailing_bytes_are_refused(kind, name):
     coder = _available(kind, name)

@@ -41,7 +41,7 @@ MAX_DOWNSAMPLE = 64
 _CRC_BYTES = 4
 
 # Small, stable ids written into the stream; never renumber, only append.
-MAP_CODER_IDS = {"context": 0, "png": 1, "webp": 2, "jxl": 3, "flif": 4, "context2": 5}
+MAP_CODER_IDS = {"context": 0, "png": 1, "webp": 2, "jxl": 3, "flif": 4, "context2": 5, "mix": 6}
 COARSE_CODEC_IDS = {"hevc": 0, "bpg": 1, "heif": 2, "jxl": 3, "webp": 4, "avif": 5, "jpeg": 6}
 MAP_CODER_NAMES = {v: k for k, v in MAP_CODER_IDS.items()}
 COARSE_CODEC_NAMES = {v: k for k, v in COARSE_CODEC_IDS.items()}

@@ -1,12 +1,14 @@
 """The registry of lossless map coders, by the names streams and command lines use.
 
-It sits above both coder modules (`semantic`: the row coder and the image-format coders; `map_context`: the
-pixel-wise coder, which builds on `semantic`), so neither imports the other's registry.
+It sits above the coder modules (`semantic`: the row coder and the image-format coders; `map_context`: the
+pixel-wise coder; `map_mix`: the binary context-mixing coder; both build on `semantic`), so none imports the
+registry.
 """
 
 from __future__ import annotations
 
 from .map_context import PixelContextMapCoder
+from .map_mix import MixMapCoder
 from .semantic import ContextMapCoder, FLIFMapCoder, JXLMapCoder, MapCoder, PNGMapCoder, WebPMapCoder
 
 # The map coder every entry point uses unless told otherwise (the smallest on real label maps).
@@ -15,6 +17,7 @@ DEFAULT_MAP_CODER = "context2"
 MAP_CODERS: dict[str, type[MapCoder]] = {
     "context": ContextMapCoder,
     "context2": PixelContextMapCoder,
+    "mix": MixMapCoder,
     "png": PNGMapCoder,
     "webp": WebPMapCoder,
     "jxl": JXLMapCoder,
@@ -23,7 +26,7 @@ MAP_CODERS: dict[str, type[MapCoder]] = {
 
 
 def get_map_coder(name: str, **kwargs) -> MapCoder:
-    """Instantiate a map coder by name ('context', 'context2', 'png', 'webp', 'jxl', 'flif')."""
+    """Instantiate a map coder by name ('context', 'context2', 'mix', 'png', 'webp', 'jxl', 'flif')."""
     if name not in MAP_CODERS:
         raise ValueError(f"unknown map coder {name!r}; choose from {sorted(MAP_CODERS)}")
     return MAP_CODERS[name](**kwargs)

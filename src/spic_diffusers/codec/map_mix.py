@@ -51,6 +51,8 @@ coder's bytes with trailing 0xFF bytes dropped (the decoder reads 0xFF past the 
 
 from __future__ import annotations
 
+import struct
+import zlib
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 import numpy as np
@@ -59,13 +61,24 @@ from .bitstream import BitstreamError
 from .semantic import MapCoder, _check_map, read_label_table, write_label_table
 
 try:  # the compiled kernels; the same functions run as Python without numba
-    from numba import njit
+    from numba import njit as _numba_njit
 except ImportError:  # pragma: no cover - exercised with NUMBA_DISABLE_JIT instead
+    _numba_njit = None
 
-    def njit(*args, **kwargs):
-        if args and callable(args[0]):
-            return args[0]
-        return lambda function: function
+
+def njit(*args, cache: bool = True):
+    """numba's ``njit``, caching compiled code where numba finds a writable place (a compile takes seconds, once),
+    compiling in every process where it does not; without numba the function itself (pure Python, same output)."""
+
+    def wrap(function):
+        if _numba_njit is None:
+            return function
+        try:
+            return _numba_njit(cache=cache)(function)
+        except RuntimeError:  # no writable cache location: compile per process
+            return _numba_njit(function)
+
+    return wrap(args[0]) if args and callable(args[0]) else wrap
 
 
 def _build_squash_stretch() -> tuple[np.ndarray, np.ndarray]:
@@ -102,6 +115,9 @@ _NEW_INPUTS = 7  # context models of a "which new label" decision
 _SETS = 256  # mixer weight sets
 _APM_BITS = 12
 _MASK32 = 0xFFFFFFFF
+# Bytes a decoder reads beyond its payload: the coder's 4-byte window less the encoder's one flushed byte.
+_READ_AHEAD = 3
+_CHECK_BYTES = 2  # CRC-32 (low bytes) of the map and its size, before the coded bytes
 
 # Tunable and ablation parameters (an int64 array passed to the kernel; the defaults are the coder's).
 PARAMS = {
@@ -274,7 +290,8 @@ def _new_state(initial_weight, dual):
 
 
 @njit(cache=True)
-def _kernel(grid, n, height, width, encoding, data, prm, stats, coarse, probs, counts, fast, weights, apm1, apm2):
+def _kernel(grid, n, height, width, encoding, data, prm, stats, coarse, probs, counts, fast, weights, apm1, apm2,
+            status):
     """Code (encoding: ``grid`` holds the map) or decode (fills ``grid``) a padded map; returns the coder's bytes."""
     table = 1 << _TABLE_BITS
     shift = 32 - _TABLE_BITS
@@ -320,6 +337,11 @@ def _kernel(grid, n, height, width, encoding, data, prm, stats, coarse, probs, c
         ybin = (y * 16) // height
         for x in range(width):
             gx = x + 3
+            if not encoding and coder[3] > data.shape[0] + _READ_AHEAD:
+                # the payload is exhausted: a damaged or truncated payload, or a size it was not coded for
+                status[0] = coder[3]
+                status[1] = 1
+                return buf[:0]
             if buf.shape[0] - coder[3] < 4096 and encoding:
                 grown = np.zeros(2 * buf.shape[0], dtype=np.uint8)
                 grown[: buf.shape[0]] = buf
@@ -541,6 +563,7 @@ def _kernel(grid, n, height, width, encoding, data, prm, stats, coarse, probs, c
         buf[coder[3]] = coder[0] >> 24
         coder[3] += 1
         return buf[: coder[3]]
+    status[0] = coder[3]
     return buf[:0]
 
 
@@ -551,9 +574,16 @@ def _padded(indices: np.ndarray, n: int) -> np.ndarray:
     return grid
 
 
+def _check_value(labels: np.ndarray) -> bytes:
+    height, width = labels.shape
+    size = zlib.crc32(struct.pack(">II", height, width))
+    crc = zlib.crc32(np.ascontiguousarray(labels, dtype=np.uint8).tobytes(), size)
+    return (crc & ((1 << (8 * _CHECK_BYTES)) - 1)).to_bytes(_CHECK_BYTES, "big")
+
+
 def encode(labels: np.ndarray, params: np.ndarray | None = None, stats: np.ndarray | None = None, state=None,
            coarse: np.ndarray | None = None) -> bytes:
-    """Code a uint8 HxW label map losslessly."""
+    """Code a uint8 HxW label map losslessly (``params``, ``stats``, ``state``, ``coarse``: measurement hooks)."""
     labels = _check_map(labels)
     values, indices = np.unique(labels, return_inverse=True)
     indices = indices.reshape(labels.shape)
@@ -564,29 +594,43 @@ def encode(labels: np.ndarray, params: np.ndarray | None = None, stats: np.ndarr
     coded = _kernel(_padded(indices, len(values)), len(values), labels.shape[0], labels.shape[1], True,
                     np.zeros(0, dtype=np.uint8), prm, np.zeros((32, 2), dtype=np.int64) if stats is None else stats,
                     np.zeros((1, 1), dtype=np.int64) if coarse is None else coarse,
-                    *(_new_state(prm[3], prm[9]) if state is None else state))
-    return out + coded.tobytes().rstrip(b"\xff")
+                    *(_new_state(prm[3], prm[9]) if state is None else state), np.zeros(2, dtype=np.int64))
+    return out + _check_value(labels) + coded.tobytes()
 
 
 def decode(data: bytes, height: int, width: int, params: np.ndarray | None = None, state=None,
            coarse: np.ndarray | None = None) -> np.ndarray:
-    """Inverse of :func:`encode`."""
-    values, coded = read_label_table(bytes(data), height, width, "map_mix")
+    """Inverse of :func:`encode`; a payload that is damaged, cut short, longer than its map or decoded at a size
+    it was not coded for raises :class:`BitstreamError` (its coded length and a CRC of the map say so)."""
+    values, rest = read_label_table(bytes(data), height, width, "mix")
     n = len(values)
     if n == 1:
-        if coded:
-            raise BitstreamError("map_mix payload has trailing bytes after a single-label map")
+        if rest:
+            raise BitstreamError("mix map payload has trailing bytes after a single-label map")
         return np.full((height, width), values[0], dtype=np.uint8)
+    if len(rest) <= _CHECK_BYTES:
+        raise BitstreamError("mix map payload is truncated before its coded pixels")
+    check, coded = rest[:_CHECK_BYTES], np.frombuffer(rest[_CHECK_BYTES:], dtype=np.uint8).copy()
     grid = np.full((height + 2, width + 6), n, dtype=np.int64)
     prm = params_array() if params is None else params
-    _kernel(grid, n, height, width, False, np.frombuffer(coded, dtype=np.uint8).copy(), prm,
-            np.zeros((32, 2), dtype=np.int64), np.zeros((1, 1), dtype=np.int64) if coarse is None else coarse,
-            *(_new_state(prm[3], prm[9]) if state is None else state))
-    return values[grid[2:, 3 : 3 + width]]
+    status = np.zeros(2, dtype=np.int64)
+    _kernel(grid, n, height, width, False, coded, prm, np.zeros((32, 2), dtype=np.int64),
+            np.zeros((1, 1), dtype=np.int64) if coarse is None else coarse,
+            *(_new_state(prm[3], prm[9]) if state is None else state), status)
+    if status[1]:
+        raise BitstreamError(f"mix map payload ran out after {len(coded)} coded bytes: it is truncated or damaged, "
+                             f"or the map is not {height}x{width}")
+    if status[0] != len(coded) + _READ_AHEAD:
+        raise BitstreamError(f"mix map payload holds {len(coded) + _READ_AHEAD - int(status[0])} bytes more than its "
+                             "map needs (trailing bytes, or damage)")
+    labels = values[grid[2:, 3 : 3 + width]]
+    if _check_value(labels) != check:
+        raise BitstreamError("mix map payload fails its check: it is damaged")
+    return labels
 
 
 class MixMapCoder(MapCoder):
-    """Experimental binary context-mixing coder (see the module docstring); not in the stream format yet."""
+    """``mix``: binary context mixing over each pixel's causal neighbourhood (see the module docstring)."""
 
     name = "mix"
 
