@@ -56,3 +56,37 @@ def test_pure_python_decodes_compiled_payload(tmp_path):
     subprocess.run([sys.executable, "-c", _DECODE, str(tmp_path / "payload"), str(tmp_path / "out.npy"),
                     *map(str, labels.shape)], env=env, check=True)
     assert np.array_equal(np.load(tmp_path / "out.npy"), labels)
+
+
+def test_damaged_truncated_padded_or_mis_sized_payloads_are_refused():
+    """Each way a payload can go wrong is a BitstreamError, never a silently different map."""
+    from spic_diffusers.codec import BitstreamError
+
+    labels = make_street_map(48, 64, 3)
+    data = map_mix.encode(labels)
+    table = 1 + data[0] + 1  # the label count, then the labels; the check follows
+    cases = {
+        "truncated": data[:-3],
+        "cut to its table": data[:4],
+        "trailing byte": data + b"\x00",
+        "doubled": data + data,
+        "flipped bit": data[:-5] + bytes([data[-5] ^ 0x10]) + data[-4:],
+        "wrong check": data[:table] + bytes(b ^ 0xFF for b in data[table : table + 2]) + data[table + 2 :],
+    }
+    for name, payload in cases.items():
+        with pytest.raises(BitstreamError):
+            map_mix.decode(payload, *labels.shape)
+            pytest.fail(f"{name}: decoded")
+    for size in ((48, 63), (47, 64), (96, 128), (1024, 2048)):
+        with pytest.raises(BitstreamError):
+            map_mix.decode(data, *size)
+
+
+def test_the_default_stream_codes_its_map_with_mix():
+    from spic_diffusers.codec import decode_parts, encode, read_header
+    from spic_diffusers.data import make_scene
+
+    scene = make_scene(40, 64, 2)
+    stream = encode(scene.image, scene.semantic_map, coarse_codec="jpeg")
+    assert read_header(stream).map_coder == "mix"
+    assert np.array_equal(decode_parts(stream).semantic_map, scene.semantic_map)
