@@ -70,7 +70,7 @@ def _timed(fn, repeats: int):
     return result, statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
 
 
-REAL_MAP_CODERS = ("mix", "context2", "context", "png", "webp", "jxl")
+REAL_MAP_CODERS = ("mix", "context2", "context", "png", "webp", "jxl", "flif")  # flif where installed
 
 
 def _resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
