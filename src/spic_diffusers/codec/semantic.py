@@ -310,7 +310,7 @@ def read_label_table(data: bytes, height: int, width: int, coder: str) -> tuple[
 
 
 class ContextMapCoder(MapCoder):
-    """Adaptive context model + range coder, the project's default map coder.
+    """Adaptive context model + range coder over whole rows (`context`, the first default map coder).
 
     Payload: ``num_labels - 1`` (1 byte), the label values (sorted bytes, or a 32-byte bitmap
     when more than 32 labels occur), then the range coder's words with trailing zero bytes
