@@ -90,3 +90,13 @@ def test_the_default_stream_codes_its_map_with_mix():
     stream = encode(scene.image, scene.semantic_map, coarse_codec="jpeg")
     assert read_header(stream).map_coder == "mix"
     assert np.array_equal(decode_parts(stream).semantic_map, scene.semantic_map)
+
+
+def test_without_numba_the_same_functions_decode(tmp_path):
+    """Where numba is not installed the coder runs as pure Python and still reads compiled payloads."""
+    labels = _maps()["street"][:16, :24]
+    (tmp_path / "payload").write_bytes(map_mix.encode(labels))
+    script = "import sys; sys.modules['numba'] = None\n" + _DECODE  # importing numba now fails
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "payload"), str(tmp_path / "out.npy"),
+                    *map(str, labels.shape)], check=True, env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert np.array_equal(np.load(tmp_path / "out.npy"), labels)
