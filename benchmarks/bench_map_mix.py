@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The experimental binary context-mixing map coder (``codec/map_mix.py``) against ``context2`` and JPEG XL.
+"""The default map coder `mix` (``codec/map_mix.py``, binary context mixing) against ``context2`` and JPEG XL.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_map_mix.py --camvid_dataset data/camvid_spic            # 24 maps
     OMP_NUM_THREADS=1 python benchmarks/bench_map_mix.py --camvid_dataset data/camvid_spic --count 4  # quick

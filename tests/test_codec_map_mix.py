@@ -1,4 +1,4 @@
-"""The experimental binary context-mixing map coder (map_mix): exact round trips, and the pure-Python path
+"""The binary context-mixing map coder `mix` (map_mix): exact round trips, and the pure-Python path
 (NUMBA_DISABLE_JIT=1) decodes what the compiled path coded."""
 
 import os

@@ -4,7 +4,8 @@
 models learn in batches from a few count tables.  Coding one pixel at a time in compiled code affords
 a paq-style model instead: many hashed contexts per decision, logistic mixing and adaptive probability
 maps, updated after every decision.  On CamVid test maps it takes 0.85x context2's bytes (0.59x
-lossless JPEG XL at effort 10) in a third of its time (``benchmarks/bench_codecs.py``).
+lossless JPEG XL at effort 10) in about a seventh of its time: 25 ms against 170 ms to encode and decode
+a 256x512 map on one thread (``benchmarks/bench_map_mix.py``).
 
 Every pixel is coded as a short series of binary decisions:
 
@@ -18,17 +19,17 @@ count that slows the adaptation rate), their stretched probabilities mixed by tw
 (weight sets chosen by decision index x distinct labels around x flat, and by decision index x which
 of L, T, TL, TR hold the candidate; flat pixels use the first only), averaged in the stretched domain,
 then refined by two adaptive probability maps (APM / SSE).  A binary arithmetic coder with a 32-bit
-range and 16-bit probabilities codes the result.  The candidate decisions' context models (the
-``inputs`` bits of :data:`PARAMS`), each with the decision index:
+range and 16-bit probabilities codes the result.  The candidate decisions' context models, each with
+the decision index:
 
-* 1: which of 14 causal positions (row y: L LL LLL; y - 1: x - 3 .. x + 3; y - 2: x - 2 .. x + 2)
+* which of 14 causal positions (row y: L LL LLL; y - 1: x - 3 .. x + 3; y - 2: x - 2 .. x + 2)
   hold the candidate, and which of the 8 nearest hold already rejected candidates;
-* 2: the candidate's label with the labels of L and T and which of L, T, TL, TR hold it;
-* 3: the candidate's label with the labels of TR, TRR, TTR;
-* 4: the candidate's label, the run length of L along the row and of T down its column;
-* 9 / 15: boundary extrapolation: where the run above x - 1 ends, moved by its shift over the last
-  two / four rows;
-* 14: the current run against the run above it, and where the run above ends.
+* the candidate's label with the labels of L and T and which of L, T, TL, TR hold it;
+* the candidate's label with the labels of TR, TRR, TTR;
+* the candidate's label, the run length of L along the row and of T down its column;
+* two boundary extrapolations: where the run above x - 1 ends, moved by its shift over the last
+  two rows, and over the last four;
+* the current run against the run above it, and where the run above ends.
 
 New-label decisions use the label with the labels of L, T, TR, the row band, the column band, the
 number of candidates and the rank.  Measured on CamVid train and validation maps (12 at 256x512) and
@@ -38,9 +39,9 @@ a flag for columns that equalled their left neighbour in every row so far (a res
 "new context" bit in the mixer selector, 4x larger tables; a fast-adapting second probability per
 slot, a learnt final mixer in place of the average of the two mixers, and ranking new labels per
 label of L were larger.
-Contexts from a clean 4x area-downsampled image (colour or luminance cells, and their edges):
-0.4-0.8 % smaller, before any lossy coding of that image.  Starting from a state learnt on six
-other CamVid train maps: 2.6 % smaller.
+Also left out: contexts from a clean 4x area-downsampled image (colour or luminance cells, and their
+edges), 0.4-0.8 % smaller before any lossy coding of that image; and starting from a state learnt on
+six other CamVid train maps, 2.6 % smaller.
 
 Everything -- the model, the mixer, the coder -- is integer arithmetic, so an encoder and a decoder
 on any machine compute identical probabilities.  The squash table is built once from correctly
@@ -50,8 +51,8 @@ kernels are plain Python functions compiled with ``numba.njit`` when numba is in
 slowly.  Values never leave the signed 64-bit range, so numba's machine integers and Python's
 unbounded ones agree.
 
-The diagnostics in ``stats`` (bits per kind of decision) use a float-built table and never reach the
-coder; ``PARAMS`` hold the measured alternatives above, and streams are always coded with its defaults.
+The model's constants (table sizes, counter limit, learning rates, initial weights) define the
+format: changing any of them changes every payload, so none is configurable.
 Payload: the label table of ``context2`` (:func:`~.semantic.write_label_table`); for a map of two or more
 labels, 2 bytes of CRC-32 of the map and its size, then the arithmetic coder's bytes.  A decoder reads
 exactly 3 bytes beyond them, so a payload cut short, padded or decoded at another size fails its length
@@ -114,46 +115,21 @@ def _build_squash_stretch() -> tuple[np.ndarray, np.ndarray]:
 
 _SQUASH, _STRETCH = _build_squash_stretch()
 # adaptation rate of a counter slot after c updates: about 1 / (c + 1.5), in 1/65536
-# diagnostics only (never part of coding): -log2(p / 4096) in 1/256 bit
-_COST = np.round(-np.log2(np.maximum(np.arange(4096), 0.5) / 4096) * 256).astype(np.int64)
 _RATE = np.array([131072 // (2 * c + 3) for c in range(256)], dtype=np.int64)
 
 _TABLE_BITS = 18  # slots per context model (hashed)
-_INPUTS = 18  # context models of a candidate decision
-_NEW_INPUTS = 7  # context models of a "which new label" decision
-_SETS = 256  # mixer weight sets
+_INPUTS = 7  # context models of a candidate decision
+_NEW_INPUTS = 6  # context models of a "which new label" decision
+_SETS = 256  # mixer weight sets (each mixer)
 _APM_BITS = 12
+_LIMIT = 127  # counter count limit: a slot's adaptation rate floors at about 1 / limit
+_MIXER_RATE = 6  # mixer learning rate (x 2^-16 per unit of stretch x error)
+_APM_RATE = 6  # APM update shift
+_INITIAL_WEIGHT = 8000  # initial mixer weight (65536 = 1)
 _MASK32 = 0xFFFFFFFF
 # Bytes a decoder reads beyond its payload: the coder's 4-byte window less the encoder's one flushed byte.
 _READ_AHEAD = 3
 _CHECK_BYTES = 2  # CRC-32 (low bytes) of the map and its size, before the coded bytes
-
-# Tunable and ablation parameters (an int64 array passed to the kernel; the defaults are the coder's).
-PARAMS = {
-    "limit": 127,  # counter count limit: adaptation rate floors at about 1 / limit
-    "mixer_rate": 6,  # mixer learning rate (x 2^-16 per unit of stretch x error)
-    "apm_rate": 6,  # APM update shift
-    "initial_weight": 8000,  # initial mixer weight (65536 = 1)
-    "use_apm": 1,
-    "inputs": 0b1100_0010_0001_1110,  # bit i: candidate context model i is used
-    "new_inputs": 0b11_1111,  # bit 6 is the coarse image's
-    "candidates": 9,  # how many neighbour positions offer candidates
-    "mixers": 2,  # 2: a second weight set chosen by another context, averaged in the stretched domain
-    "dual": 0,  # 1: every context slot also keeps a fast-adapting probability, a second mixer input
-    "fast_rate": 3,  # its update shift
-    "apm2_context": 0,  # 0: label of the candidate and of L; 1: the boundary extrapolation
-    "confidence": 0,  # 1: the mixer weight set also says whether the main context is new (seen < 3 times)
-    "coarse": 0,  # experiment: 1 adds contexts from a quantised colour cell per pixel (``coarse`` argument)
-    "rank_by_left": 0,  # 1: new labels are ranked by their counts after L's label, 0: by their counts overall
-}
-
-
-def params_array(**overrides) -> np.ndarray:
-    values = dict(PARAMS, **overrides)
-    unknown = set(values) - set(PARAMS)
-    if unknown:
-        raise ValueError(f"unknown map_mix parameters {sorted(unknown)}")
-    return np.array([values[k] for k in PARAMS], dtype=np.int64)
 
 
 @njit(cache=True)
@@ -192,27 +168,18 @@ def _code_bit(bit, encoding, p, coder, buf, data):
 
 
 @njit(cache=True)
-def _decide(bit, encoding, slots, used, ni, probs, counts, fast, weights, wset, wset2, apm1, a1, apm2, a2,
-            stretched, prm, coder, buf, data, stats, category):
-    """Predict one decision from the context slots ``slots[:ni]`` (those with ``used`` bit set), code it, learn."""
-    limit = prm[0]
-    mixer_rate = prm[1]
-    apm_rate = prm[2]
-    stride = 2 * _INPUTS + 1
+def _decide(bit, encoding, slots, ni, probs, counts, weights, wset, wset2, apm1, a1, apm2, a2, stretched, coder, buf,
+            data):
+    """Predict one decision from the context slots ``slots[:ni]`` with mixer weight sets ``wset`` and ``wset2``
+    (-1: the first mixer alone) and APM contexts ``a1``, ``a2``; code it, then learn from it."""
+    stride = _INPUTS + 1
     base = wset * stride
     base2 = (_SETS + wset2) * stride
-    two = prm[8] == 2 and wset2 >= 0
-    dual = prm[9]
-    fast_rate = prm[10]
-    nin = 2 * ni + 1
+    two = wset2 >= 0
     for i in range(ni):
-        if (used >> i) & 1:
-            stretched[i] = _STRETCH[int(probs[slots[i]]) >> 4]
-            stretched[ni + 1 + i] = _STRETCH[int(fast[slots[i]]) >> 4] if dual else 0
-        else:
-            stretched[i] = 0
-            stretched[ni + 1 + i] = 0
-    stretched[ni] = 256
+        stretched[i] = _STRETCH[int(probs[slots[i]]) >> 4]
+    stretched[ni] = 256  # bias
+    nin = ni + 1
     dot = 0
     dot2 = 0
     for i in range(nin):
@@ -229,83 +196,69 @@ def _decide(bit, encoding, slots, used, ni, probs, counts, fast, weights, wset, 
         d2 = dot2 >> 16
         d2 = 2047 if d2 > 2047 else (-2047 if d2 < -2047 else d2)
         d = (d1 + d2) >> 1
-    if d > 2047:
-        d = 2047
-    elif d < -2047:
-        d = -2047
     pm = _SQUASH[d + 2048]
-    p = pm
-    if prm[4]:
-        pos = d + 2048
-        j = pos >> 7
-        w = pos & 127
-        i1 = a1 * 33 + j
-        i2 = a2 * 33 + j
-        p1 = (int(apm1[i1]) * (128 - w) + int(apm1[i1 + 1]) * w) >> 7
-        p2 = (int(apm2[i2]) * (128 - w) + int(apm2[i2 + 1]) * w) >> 7
-        p = (2 * pm + p1 + p2) >> 2
+    pos = d + 2048
+    j = pos >> 7
+    w = pos & 127
+    i1 = a1 * 33 + j
+    i2 = a2 * 33 + j
+    p1 = (int(apm1[i1]) * (128 - w) + int(apm1[i1 + 1]) * w) >> 7
+    p2 = (int(apm2[i2]) * (128 - w) + int(apm2[i2 + 1]) * w) >> 7
+    p = (2 * pm + p1 + p2) >> 2
     if p < 1:
         p = 1
     elif p > 65535:
         p = 65535
     bit = _code_bit(bit, encoding, p, coder, buf, data)
-    stats[category, 0] += _COST[(p if bit else 65536 - p) >> 4]
-    stats[category, 1] += 1
     # learn
     # a mixer whose error is below 1/4096 is left as it is (most decisions in flat regions: saves time)
     err = (bit << 16) - _SQUASH[d1 + 2048]
     if err > 15 or err < -15:
         for i in range(nin):
-            weights[base + i] = int(weights[base + i]) + ((stretched[i] * err * mixer_rate) >> 16)
+            weights[base + i] = int(weights[base + i]) + ((stretched[i] * err * _MIXER_RATE) >> 16)
     if two:
         err = (bit << 16) - _SQUASH[d2 + 2048]
         if err > 15 or err < -15:
             for i in range(nin):
-                weights[base2 + i] = int(weights[base2 + i]) + ((stretched[i] * err * mixer_rate) >> 16)
+                weights[base2 + i] = int(weights[base2 + i]) + ((stretched[i] * err * _MIXER_RATE) >> 16)
     for i in range(ni):
-        if (used >> i) & 1:
-            k = slots[i]
-            q = int(probs[k])
-            c = int(counts[k])
-            if bit:
-                q += ((65536 - q) * _RATE[c]) >> 16
-            else:
-                q -= (q * _RATE[c]) >> 16
-            probs[k] = q
-            if c < limit:
-                counts[k] = c + 1
-            if dual:
-                f = int(fast[k])
-                fast[k] = f + ((bit * 65535 - f) >> fast_rate)
-    if prm[4]:
-        target = bit * 65535
-        k1 = i1 + (w >> 6)
-        k2 = i2 + (w >> 6)
-        apm1[k1] = int(apm1[k1]) + ((target - int(apm1[k1])) >> apm_rate)
-        apm2[k2] = int(apm2[k2]) + ((target - int(apm2[k2])) >> apm_rate)
+        k = slots[i]
+        q = int(probs[k])
+        c = int(counts[k])
+        if bit:
+            q += ((65536 - q) * _RATE[c]) >> 16
+        else:
+            q -= (q * _RATE[c]) >> 16
+        probs[k] = q
+        if c < _LIMIT:
+            counts[k] = c + 1
+    target = bit * 65535
+    k1 = i1 + (w >> 6)
+    k2 = i2 + (w >> 6)
+    apm1[k1] = int(apm1[k1]) + ((target - int(apm1[k1])) >> _APM_RATE)
+    apm2[k2] = int(apm2[k2]) + ((target - int(apm2[k2])) >> _APM_RATE)
     return bit
 
 
-def _new_state(initial_weight, dual):
+def _new_state():
     """The model's adaptive state: counter slots (probability, count), mixer weights, two APMs."""
-    table = 1 << _TABLE_BITS
-    probs = np.full((_INPUTS + _NEW_INPUTS) * table, 32768, dtype=np.uint16)
-    counts = np.zeros((_INPUTS + _NEW_INPUTS) * table, dtype=np.uint8)
-    weights = np.full(2 * _SETS * (2 * _INPUTS + 1), initial_weight, dtype=np.int64)
-    apm_size = (1 << _APM_BITS) * 33
-    apm1 = np.tile(np.append(_SQUASH[::128], 65535), apm_size // 33)
-    fast = probs.copy() if dual else probs[:1].copy()
-    return probs, counts, fast, weights, apm1, apm1.copy()
+    size = (_INPUTS + _NEW_INPUTS) << _TABLE_BITS
+    probs = np.full(size, 32768, dtype=np.uint16)
+    counts = np.zeros(size, dtype=np.uint8)
+    weights = np.full(2 * _SETS * (_INPUTS + 1), _INITIAL_WEIGHT, dtype=np.int64)
+    apm1 = np.tile(np.append(_SQUASH[::128], 65535), 1 << _APM_BITS)
+    return probs, counts, weights, apm1, apm1.copy()
 
 
 @njit(cache=True)
-def _kernel(grid, n, height, width, encoding, data, prm, stats, coarse, probs, counts, fast, weights, apm1, apm2,
-            status):
-    """Code (encoding: ``grid`` holds the map) or decode (fills ``grid``) a padded map; returns the coder's bytes."""
+def _kernel(grid, n, height, width, encoding, data, probs, counts, weights, apm1, apm2, status):
+    """Code (encoding: ``grid`` holds the map) or decode (fills ``grid``) a padded map; returns the coder's bytes.
+    Decoding sets ``status``: the bytes read, and 1 where the payload ran out before the map was complete."""
     table = 1 << _TABLE_BITS
     shift = 32 - _TABLE_BITS
+    new_base = _INPUTS * table  # the new-label models' tables follow the candidate models'
     slots = np.zeros(_INPUTS, dtype=np.int64)
-    stretched = np.zeros(2 * _INPUTS + 1, dtype=np.int64)
+    stretched = np.zeros(_INPUTS + 1, dtype=np.int64)
     coder = np.zeros(4, dtype=np.int64)
     coder[1] = _MASK32
     if not encoding:
@@ -315,29 +268,19 @@ def _kernel(grid, n, height, width, encoding, data, prm, stats, coarse, probs, c
         coder[2] = x
         coder[3] = 4
     buf = np.zeros(1024 + height * width // 4 if encoding else 1, dtype=np.uint8)
-    used = prm[5]
-    new_used = prm[6]
-    if prm[13]:
-        used |= 3 << 16
-        new_used |= 1 << 6
-    max_candidates = prm[7]
     vrun = np.ones(width + 6, dtype=np.int64)  # rows the column has kept its label
-    new_count = np.zeros((n + 1, n), dtype=np.int64)  # per label of L (n: none), how often each label was new
+    new_count = np.zeros(n, dtype=np.int64)  # how often each label was a new label
     nb = np.zeros(14, dtype=np.int64)
     cand = np.zeros(9, dtype=np.int64)
     order = np.zeros(n, dtype=np.int64)
     excluded = np.zeros(n + 1, dtype=np.int64)
     # the 14 causal positions (dy, dx): L T TR TL LL TT TRR TTR TLL | TTL LLL TRRR TTRR TTLL
-    # right and left run lengths of rows y - 1 (r1, l1) and y - 2 (r2, l2), at padded columns
+    # right run lengths of rows y - 1 .. y - 4 (r1 .. r4) and left run lengths of row y - 1 (l1), at padded columns
     r1 = np.zeros(width + 6, dtype=np.int64)
     r2 = np.zeros(width + 6, dtype=np.int64)
     r3 = np.zeros(width + 6, dtype=np.int64)
     r4 = np.zeros(width + 6, dtype=np.int64)
     l1 = np.zeros(width + 6, dtype=np.int64)
-    l2 = np.zeros(width + 6, dtype=np.int64)
-    # 1 while a column has equalled its left neighbour in every row so far (columns a resize duplicated)
-    dupcol = np.ones(width + 6, dtype=np.int64)
-    dupcol[3] = 0
     dys = (0, -1, -1, -1, 0, -2, -1, -2, -1, -2, 0, -1, -2, -2)
     dxs = (-1, 0, 1, -1, -2, 0, 2, 1, -2, -1, -3, 3, 2, -2)
     for y in range(height):
@@ -368,7 +311,7 @@ def _kernel(grid, n, height, width, encoding, data, prm, stats, coarse, probs, c
             vr = vrun[gx]
             vq = vr if vr < 6 else (6 if vr < 10 else (7 if vr < 20 else 8))
             # boundary extrapolation from rows y - 1 and y - 2: where the run above L's column ends, moved by
-            # the shift between the two rows; where the run above TR's column starts, likewise
+            # the shift between the two rows
             if y >= 2 and x >= 1:
                 e1 = gx - 1 + r1[gx - 1] - 1
                 e2 = gx - 1 + r2[gx - 1] - 1
@@ -379,13 +322,6 @@ def _kernel(grid, n, height, width, encoding, data, prm, stats, coarse, probs, c
             else:
                 end_pred = 9
                 end1 = 9
-            if y >= 2 and x + 1 < width:
-                s1 = gx + 1 - l1[gx + 1] + 1
-                s2 = gx + 1 - l2[gx + 1] + 1
-                start_pred = gx - (2 * s1 - s2)
-                start_pred = -4 if start_pred < -4 else (8 if start_pred > 8 else start_pred)
-            else:
-                start_pred = 9
             # the same over four rows: the slope from the ends in rows y - 1 and y - 4, in thirds of a column
             if y >= 4 and x >= 1:
                 e4 = gx - 1 + r4[gx - 1] - 1
@@ -399,15 +335,14 @@ def _kernel(grid, n, height, width, encoding, data, prm, stats, coarse, probs, c
                 run_diff = 4 + (-3 if run_diff < -3 else (3 if run_diff > 3 else run_diff))
             else:
                 run_diff = 8
-            # partition pattern of the 8 nearest (which equal which) and the number of distinct labels
+            # the candidates: distinct labels of the 9 nearest, in order
             flat14 = L != n
             for i in range(1, 14):
                 if nb[i] != L:
                     flat14 = False
                     break
-            pattern = 0
             ncand = 0
-            if flat14:  # most pixels: one candidate, every neighbour equal to it (pattern 0)
+            if flat14:  # most pixels: one candidate, every neighbour equal to it
                 cand[0] = L
                 ncand = 1
             for i in range(9 if not flat14 else 0):
@@ -419,89 +354,42 @@ def _kernel(grid, n, height, width, encoding, data, prm, stats, coarse, probs, c
                     if cand[k] == v:
                         seen = True
                         break
-                if not seen and i < max_candidates:
+                if not seen:
                     cand[ncand] = v
                     ncand += 1
-            for i in range(8 if not flat14 else 0):
-                f = i
-                for k in range(i):
-                    if nb[k] == nb[i]:
-                        f = k
-                        break
-                pattern = pattern * (i + 1) + f
             truth = grid[gy, gx] if encoding else -1
             label = -1
             rejected = 0
             for k in range(ncand):
                 c = cand[k]
-                m = 0x3FFF if flat14 else 0
+                m = 0x3FFF if flat14 else 0  # which of the 14 positions hold the candidate
                 for i in range(14 if not flat14 else 0):
                     if nb[i] == c:
                         m |= 1 << i
                 kc = k if k < 3 else 3
                 m4 = m & 15
                 m8 = m & 255
-                slots[0] = (kc << 8) | m8
-                if (used >> 1) & 1:
-                    slots[1] = table + (_hash(_hash(1, kc), m | (rejected << 14)) >> shift)
-                if (used >> 2) & 1:
-                    slots[2] = 2 * table + (_hash(_hash(_hash(_hash(_hash(2, kc), c), L), T), m4) >> shift)
-                if (used >> 3) & 1:
-                    slots[3] = 3 * table + (_hash(_hash(_hash(_hash(_hash(_hash(3, kc), c), TR), nb[6]), nb[7]),
-                                                  m & 0xC7) >> shift)
-                if (used >> 4) & 1:
-                    slots[4] = 4 * table + (_hash(_hash(_hash(_hash(_hash(4, kc), c), hq), vq), m4) >> shift)
-                if (used >> 5) & 1:
-                    slots[5] = 5 * table + (_hash(_hash(_hash(5, kc), pattern), m8) >> shift)
-                if (used >> 6) & 1:
-                    slots[6] = 6 * table + (_hash(_hash(_hash(_hash(6, kc), c), ybin), m4) >> shift)
-                if (used >> 7) & 1:
-                    slots[7] = 7 * table + (_hash(_hash(_hash(_hash(7, kc), c), T), vq * 16 + m4) >> shift)
-                if (used >> 8) & 1:
-                    slots[8] = 8 * table + (_hash(_hash(_hash(_hash(8, kc), c), L), hq * 16 + m4) >> shift)
-                if (used >> 11) & 1:
-                    slots[11] = 11 * table + (_hash(_hash(_hash(11, kc), c), m) >> shift)
-                if (used >> 12) & 1:
-                    dup = dupcol[gx] * 2 + (1 if c == L else 0)
-                    slots[12] = 12 * table + (_hash(_hash(_hash(_hash(12, kc), dup), m4), min(vr, 8)) >> shift)
-                if (used >> 13) & 1:
-                    labels4 = _hash(_hash(_hash(_hash(_hash(13, kc), c), L), T), nb[3])
-                    slots[13] = 13 * table + (_hash(labels4, TR) >> shift)
-                if (used >> 14) & 1:
-                    slots[14] = 14 * table + (_hash(_hash(_hash(14, kc), run_diff * 16 + end1 + 1),
-                                                    (m & 0x1F) * 2 + (1 if c == L else 0)) >> shift)
-                if (used >> 15) & 1:
-                    slope = _hash(_hash(_hash(15, kc), (end_pred4 + 6) * 16 + end1 + 1), m4)
-                    slots[15] = 15 * table + (_hash(slope, (1 if c == L else 0) + (2 if c == T else 0)) >> shift)
-                if prm[13]:
-                    cell = coarse[y, x]
-                    edge = 1 if x > 0 and coarse[y, x - 1] != cell else 0
-                    edge += 2 if y > 0 and coarse[y - 1, x] != cell else 0
-                    slots[16] = 16 * table + (_hash(_hash(_hash(16, kc), c), cell) >> shift)
-                    slots[17] = 17 * table + (_hash(_hash(_hash(17, kc), edge * 4 + (1 if c == L else 0)
-                                                                + (2 if c == T else 0)), m4) >> shift)
-                if (used >> 9) & 1:
-                    slots[9] = 9 * table + (_hash(_hash(_hash(_hash(9, kc), (end_pred + 4) * 16 + end1 + 1), m4),
-                                                  (1 if c == L else 0) + (2 if c == T else 0)) >> shift)
-                if (used >> 10) & 1:
-                    slots[10] = 10 * table + (_hash(_hash(_hash(_hash(10, kc), (start_pred + 4)), m4),
-                                                    (1 if c == TR else 0) + (2 if c == nb[6] else 0)) >> shift)
+                at_lt = (1 if c == L else 0) + (2 if c == T else 0)
+                slots[0] = _hash(_hash(1, kc), m | (rejected << 14)) >> shift
+                slots[1] = table + (_hash(_hash(_hash(_hash(_hash(2, kc), c), L), T), m4) >> shift)
+                slots[2] = 2 * table + (_hash(_hash(_hash(_hash(_hash(_hash(3, kc), c), TR), nb[6]), nb[7]),
+                                              m & 0xC7) >> shift)
+                slots[3] = 3 * table + (_hash(_hash(_hash(_hash(_hash(4, kc), c), hq), vq), m4) >> shift)
+                slots[4] = 4 * table + (_hash(_hash(_hash(_hash(9, kc), (end_pred + 4) * 16 + end1 + 1), m4),
+                                              at_lt) >> shift)
+                slots[5] = 5 * table + (_hash(_hash(_hash(14, kc), run_diff * 16 + end1 + 1),
+                                              (m & 0x1F) * 2 + (1 if c == L else 0)) >> shift)
+                slots[6] = 6 * table + (_hash(_hash(_hash(_hash(15, kc), (end_pred4 + 6) * 16 + end1 + 1), m4),
+                                              at_lt) >> shift)
                 ndist = ncand if ncand < 7 else 7
                 flat = 1 if m == 0x3FFF else 0
                 wset = (kc * 8 + ndist) * 2 + flat
-                if prm[12] and counts[slots[1]] < 3:
-                    wset += 64
-                a1 = (kc << 8) | m8
-                if prm[11] == 0:
-                    a2 = _hash(_hash(_hash(9, kc), c), L * 16 + m4) >> (32 - _APM_BITS)
-                else:
-                    a2 = _hash(_hash(_hash(9, kc), (end_pred + 4) * 16 + end1 + 1), m4 * 4 + (1 if c == L else 0)
-                               + (2 if c == T else 0)) >> (32 - _APM_BITS)
-                category = (0 if flat else 16 + m4) if k == 0 else (2 if k == 1 else 3)
-                bit = 1 if truth == c else 0
                 wset2 = -1 if flat else kc * 16 + m4  # flat pixels: the first set already separates them
-                bit = _decide(bit, encoding, slots, used, _INPUTS, probs, counts, fast, weights, wset, wset2, apm1, a1,
-                              apm2, a2, stretched, prm, coder, buf, data, stats, category)
+                a1 = (kc << 8) | m8
+                a2 = _hash(_hash(_hash(9, kc), c), L * 16 + m4) >> (32 - _APM_BITS)
+                bit = 1 if truth == c else 0
+                bit = _decide(bit, encoding, slots, _INPUTS, probs, counts, weights, wset, wset2, apm1, a1, apm2, a2,
+                              stretched, coder, buf, data)
                 if bit:
                     label = c
                     break
@@ -518,11 +406,10 @@ def _kernel(grid, n, height, width, encoding, data, prm, stats, coarse, probs, c
                         order[remaining] = j
                         remaining += 1
                 # insertion sort by descending new_count, ties by label (stable)
-                rank_row = (L if L < n else n) if prm[14] else 0
                 for a in range(1, remaining):
                     v = order[a]
                     b = a - 1
-                    while b >= 0 and new_count[rank_row, order[b]] < new_count[rank_row, v]:
+                    while b >= 0 and new_count[order[b]] < new_count[v]:
                         order[b + 1] = order[b]
                         b -= 1
                     order[b + 1] = v
@@ -534,35 +421,29 @@ def _kernel(grid, n, height, width, encoding, data, prm, stats, coarse, probs, c
                         label = j
                         break
                     rq = r if r < 3 else 3
-                    base = _INPUTS * table
-                    slots[0] = base + (_hash(_hash(_hash(20, j), lq), rq) >> shift)
-                    slots[1] = base + table + (_hash(_hash(_hash(21, j), tq), rq) >> shift)
-                    slots[2] = base + 2 * table + (_hash(_hash(_hash(22, j), ybin), rq) >> shift)
-                    slots[3] = base + 3 * table + (_hash(_hash(_hash(_hash(23, j), lq), tq), TR) >> shift)
-                    slots[4] = base + 4 * table + (_hash(_hash(_hash(24, j), ncand), rq) >> shift)
-                    slots[5] = base + 5 * table + (_hash(_hash(25, j), (x * 8) // width) >> shift)
-                    if prm[13]:
-                        slots[6] = base + 6 * table + (_hash(_hash(26, j), coarse[y, x]) >> shift)
+                    slots[0] = new_base + (_hash(_hash(_hash(20, j), lq), rq) >> shift)
+                    slots[1] = new_base + table + (_hash(_hash(_hash(21, j), tq), rq) >> shift)
+                    slots[2] = new_base + 2 * table + (_hash(_hash(_hash(22, j), ybin), rq) >> shift)
+                    slots[3] = new_base + 3 * table + (_hash(_hash(_hash(_hash(23, j), lq), tq), TR) >> shift)
+                    slots[4] = new_base + 4 * table + (_hash(_hash(_hash(24, j), ncand), rq) >> shift)
+                    slots[5] = new_base + 5 * table + (_hash(_hash(25, j), (x * 8) // width) >> shift)
                     wset = 128 + rq * 8 + (ncand if ncand < 7 else 7)
                     a1 = _hash(_hash(26, j), lq) >> (32 - _APM_BITS)
                     a2 = _hash(_hash(27, j), ybin) >> (32 - _APM_BITS)
                     bit = 1 if truth == j else 0
-                    bit = _decide(bit, encoding, slots, new_used, _NEW_INPUTS, probs, counts, fast, weights, wset,
-                                  128 + (j & 31), apm1, a1, apm2, a2, stretched, prm, coder, buf, data, stats, 4)
+                    bit = _decide(bit, encoding, slots, _NEW_INPUTS, probs, counts, weights, wset, 128 + (j & 31),
+                                  apm1, a1, apm2, a2, stretched, coder, buf, data)
                     if bit:
                         label = j
                         break
-                new_count[rank_row, label] += 1
+                new_count[label] += 1
             if not encoding:
                 grid[gy, gx] = label
             vrun[gx] = vrun[gx] + 1 if label == T else 1
-            if label != L:
-                dupcol[gx] = 0
         for i in range(width + 6):
             r4[i] = r3[i]
             r3[i] = r2[i]
             r2[i] = r1[i]
-            l2[i] = l1[i]
         for gx in range(3 + width - 1, 2, -1):
             r1[gx] = r1[gx + 1] + 1 if gx + 1 < 3 + width and grid[gy, gx + 1] == grid[gy, gx] else 1
         for gx in range(3, 3 + width):
@@ -590,25 +471,20 @@ def _check_value(labels: np.ndarray) -> bytes:
     return (crc & ((1 << (8 * _CHECK_BYTES)) - 1)).to_bytes(_CHECK_BYTES, "big")
 
 
-def encode(labels: np.ndarray, params: np.ndarray | None = None, stats: np.ndarray | None = None, state=None,
-           coarse: np.ndarray | None = None) -> bytes:
-    """Code a uint8 HxW label map losslessly (``params``, ``stats``, ``state``, ``coarse``: measurement hooks)."""
+def encode(labels: np.ndarray) -> bytes:
+    """Code a uint8 HxW label map losslessly."""
     labels = _check_map(labels)
     values, indices = np.unique(labels, return_inverse=True)
     indices = indices.reshape(labels.shape)
     out = write_label_table(values)
     if len(values) == 1:
         return out
-    prm = params_array() if params is None else params
     coded = _kernel(_padded(indices, len(values)), len(values), labels.shape[0], labels.shape[1], True,
-                    np.zeros(0, dtype=np.uint8), prm, np.zeros((32, 2), dtype=np.int64) if stats is None else stats,
-                    np.zeros((1, 1), dtype=np.int64) if coarse is None else coarse,
-                    *(_new_state(prm[3], prm[9]) if state is None else state), np.zeros(2, dtype=np.int64))
+                    np.zeros(0, dtype=np.uint8), *_new_state(), np.zeros(2, dtype=np.int64))
     return out + _check_value(labels) + coded.tobytes()
 
 
-def decode(data: bytes, height: int, width: int, params: np.ndarray | None = None, state=None,
-           coarse: np.ndarray | None = None) -> np.ndarray:
+def decode(data: bytes, height: int, width: int) -> np.ndarray:
     """Inverse of :func:`encode`; a payload that is damaged, cut short, longer than its map or decoded at a size
     it was not coded for raises :class:`BitstreamError` (its coded length and a CRC of the map say so)."""
     values, rest = read_label_table(bytes(data), height, width, "mix")
@@ -621,11 +497,8 @@ def decode(data: bytes, height: int, width: int, params: np.ndarray | None = Non
         raise BitstreamError("mix map payload is truncated before its coded pixels")
     check, coded = rest[:_CHECK_BYTES], np.frombuffer(rest[_CHECK_BYTES:], dtype=np.uint8).copy()
     grid = np.full((height + 2, width + 6), n, dtype=np.int64)
-    prm = params_array() if params is None else params
     status = np.zeros(2, dtype=np.int64)
-    _kernel(grid, n, height, width, False, coded, prm, np.zeros((32, 2), dtype=np.int64),
-            np.zeros((1, 1), dtype=np.int64) if coarse is None else coarse,
-            *(_new_state(prm[3], prm[9]) if state is None else state), status)
+    _kernel(grid, n, height, width, False, coded, *_new_state(), status)
     if status[1]:
         raise BitstreamError(f"mix map payload ran out after {len(coded)} coded bytes: it is truncated or damaged, "
                              f"or the map is not {height}x{width}")
