@@ -4,8 +4,8 @@
 models learn in batches from a few count tables.  Coding one pixel at a time in compiled code affords
 a paq-style model instead: many hashed contexts per decision, logistic mixing and adaptive probability
 maps, updated after every decision.  On CamVid test maps it takes 0.85x context2's bytes (0.59x
-lossless JPEG XL at effort 10) in about a seventh of its time: 25 ms against 170 ms to encode and decode
-a 256x512 map on one thread (``benchmarks/bench_map_mix.py``).
+lossless JPEG XL at effort 10) in about a seventh of its time: 30 ms against 205 ms of CPU to encode and
+decode a 256x512 map on one thread (``benchmarks/bench_codecs.py --camvid_dataset ... --real_maps_only``).
 
 Every pixel is coded as a short series of binary decisions:
 
@@ -76,19 +76,15 @@ except ImportError:  # pragma: no cover - exercised with NUMBA_DISABLE_JIT inste
     _numba_njit = None
 
 
-def njit(*args, cache: bool = True):
+def _compiled(function):
     """numba's ``njit``, caching compiled code where numba finds a writable place (a compile takes seconds, once),
     compiling in every process where it does not; without numba the function itself (pure Python, same output)."""
-
-    def wrap(function):
-        if _numba_njit is None:
-            return function
-        try:
-            return _numba_njit(cache=cache)(function)
-        except RuntimeError:  # no writable cache location: compile per process
-            return _numba_njit(function)
-
-    return wrap(args[0]) if args and callable(args[0]) else wrap
+    if _numba_njit is None:
+        return function
+    try:
+        return _numba_njit(cache=True)(function)
+    except RuntimeError:  # no writable cache location: compile per process
+        return _numba_njit(function)
 
 
 def _build_squash_stretch() -> tuple[np.ndarray, np.ndarray]:
@@ -132,13 +128,13 @@ _READ_AHEAD = 3
 _CHECK_BYTES = 2  # CRC-32 (low bytes) of the map and its size, before the coded bytes
 
 
-@njit(cache=True)
+@_compiled
 def _hash(h, v):
     """Fold v (0 <= v < 2^32) into the 32-bit hash h."""
     return ((h ^ v) * 0x2C9277B5 + 0x6F4F2A45) & 0xFFFFFFFF
 
 
-@njit(cache=True)
+@_compiled
 def _code_bit(bit, encoding, p, coder, buf, data):
     """Code (encoding) or decode one binary decision with P(bit = 1) = p / 65536, 1 <= p <= 65535."""
     lo = coder[0]
@@ -167,7 +163,7 @@ def _code_bit(bit, encoding, p, coder, buf, data):
     return bit
 
 
-@njit(cache=True)
+@_compiled
 def _decide(bit, encoding, slots, ni, probs, counts, weights, wset, wset2, apm1, a1, apm2, a2, stretched, coder, buf,
             data):
     """Predict one decision from the context slots ``slots[:ni]`` with mixer weight sets ``wset`` and ``wset2``
@@ -250,7 +246,7 @@ def _new_state():
     return probs, counts, weights, apm1, apm1.copy()
 
 
-@njit(cache=True)
+@_compiled
 def _kernel(grid, n, height, width, encoding, data, probs, counts, weights, apm1, apm2, status):
     """Code (encoding: ``grid`` holds the map) or decode (fills ``grid``) a padded map; returns the coder's bytes.
     Decoding sets ``status``: the bytes read, and 1 where the payload ran out before the map was complete."""
@@ -457,11 +453,9 @@ def _kernel(grid, n, height, width, encoding, data, probs, counts, weights, apm1
     return buf[:0]
 
 
-def _padded(indices: np.ndarray, n: int) -> np.ndarray:
-    height, width = indices.shape
-    grid = np.full((height + 2, width + 6), n, dtype=np.int64)
-    grid[2:, 3 : 3 + width] = indices
-    return grid
+def _grid(height: int, width: int, n: int) -> np.ndarray:
+    """The kernel's map buffer: two rows above and three columns either side hold ``n``, the "outside" label."""
+    return np.full((height + 2, width + 6), n, dtype=np.int64)
 
 
 def _check_value(labels: np.ndarray) -> bytes:
@@ -479,7 +473,9 @@ def encode(labels: np.ndarray) -> bytes:
     out = write_label_table(values)
     if len(values) == 1:
         return out
-    coded = _kernel(_padded(indices, len(values)), len(values), labels.shape[0], labels.shape[1], True,
+    grid = _grid(*labels.shape, len(values))
+    grid[2:, 3:-3] = indices
+    coded = _kernel(grid, len(values), labels.shape[0], labels.shape[1], True,
                     np.zeros(0, dtype=np.uint8), *_new_state(), np.zeros(2, dtype=np.int64))
     return out + _check_value(labels) + coded.tobytes()
 
@@ -496,7 +492,7 @@ def decode(data: bytes, height: int, width: int) -> np.ndarray:
     if len(rest) <= _CHECK_BYTES:
         raise BitstreamError("mix map payload is truncated before its coded pixels")
     check, coded = rest[:_CHECK_BYTES], np.frombuffer(rest[_CHECK_BYTES:], dtype=np.uint8).copy()
-    grid = np.full((height + 2, width + 6), n, dtype=np.int64)
+    grid = _grid(height, width, n)
     status = np.zeros(2, dtype=np.int64)
     _kernel(grid, n, height, width, False, coded, *_new_state(), status)
     if status[1]:
@@ -505,7 +501,7 @@ def decode(data: bytes, height: int, width: int) -> np.ndarray:
     if status[0] != len(coded) + _READ_AHEAD:
         raise BitstreamError(f"mix map payload holds {len(coded) + _READ_AHEAD - int(status[0])} bytes more than its "
                              "map needs (trailing bytes, or damage)")
-    labels = values[grid[2:, 3 : 3 + width]]
+    labels = values[grid[2:, 3:-3]]
     if _check_value(labels) != check:
         raise BitstreamError("mix map payload fails its check: it is damaged")
     return labels
