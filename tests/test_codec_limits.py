@@ -30,8 +30,8 @@ from spic_diffusers.codec.semantic import ContextMapCoder
 
 GIB = 1 << 30
 SIZE_FROM_CONTAINER = ("context", "png")  # map payloads whose size only the container states
-# context2 codes no pixels of a one-label map (its label table says it all): any size fits such a payload.
-ONE_LABEL_SIZE_FREE = ("context2",)
+# context2 and mix code no pixels of a one-label map (its label table says it all): any size fits such a payload.
+ONE_LABEL_SIZE_FREE = ("context2", "mix")
 
 
 def _peak_rss_bytes() -> int:
