@@ -456,3 +456,41 @@ def test_two_processes_write_what_one_process_writes(assets, tmp_path):
     assert single["num_images"] == 3
     assert sorted(p.name for p in (two / "plots").iterdir()) == sorted(p.name for p in (one / "plots").iterdir())
     assert (two / "sample_grid.png").is_file()
+
+
+def test_a_new_map_coder_reuses_the_decodes_and_a_card_edit_keeps_the_records(assets, tmp_path):
+    """The map is lossless, so a run under another map coder takes each stored decode (SPIC and map-only) with its
+    scores and gives it the new coder's rate; writing a model card into the model folder keeps every record."""
+    import shutil
+
+    model = tmp_path / "pipe"
+    shutil.copytree(assets / "pipe", model)
+    out = tmp_path / "coders"
+
+    def run(map_coder: str) -> dict:
+        args = _args(assets, out, "--map_only", "--no_lpips", "--map_coder", map_coder)
+        args[args.index("--model") + 1] = str(model)
+        return evaluation.main(args)
+
+    first = run("context")
+    (model / "README.md").write_text("# a card written after the evaluation\n")
+    folders = {p.name for p in (out / "images").iterdir()}
+    second = run("mix")
+    # no new decode: the only new image folders are the rate records' (the coarse image at the new rate)
+    assert {p.name for p in (out / "images").iterdir()} - folders == {
+        p.name for p in (out / "images").iterdir() if p.name.startswith("rate-")} - folders
+    records = [json.loads(line) for line in (out / "per_image.jsonl").read_text().splitlines()]
+    spic = [r for r in records if r["kind"] == "spic"]
+    assert len(spic) == 2 and all(r["decoded_with_map_coder"] == "context" for r in spic)
+    for record in spic:
+        assert record["setting"]["rate"]["map_coder"] == "mix" and record["image"].startswith("images/spic-")
+        assert record["bpp"] == pytest.approx(metrics.bpp_from_bytes(
+            _stream_size(record["setting"]["rate"], assets, record["id"]), HEIGHT, WIDTH))
+    for method in (evaluation.SPIC, evaluation.MAP_ONLY):
+        old, new = ([r for r in results["rows"] if r["method"] == method] for results in (first, second))
+        assert [r["psnr"] for r in new] == [r["psnr"] for r in old]
+        assert [r["miou"] for r in new] == [r["miou"] for r in old]
+        assert [r["bpp"] for r in new] != [r["bpp"] for r in old]
+    map_only = next(r for r in second["rows"] if r["method"] == evaluation.MAP_ONLY)
+    spic_row = next(r for r in second["rows"] if r["method"] == evaluation.SPIC)
+    assert map_only["bpp"] == pytest.approx(spic_row["bpp_map"] + spic_row["bpp_header"])

@@ -77,12 +77,19 @@ class RecordStore:
         key = digest({"identity": self.identity, "kind": kind, "key": key_payload})
         return self.out / "records" / f"{kind}-{key}" / f"{safe_name(image_id)}.json"
 
-    def load_or_compute(self, path: Path, compute: Callable[[], dict]) -> dict:
+    def load(self, path: Path) -> dict | None:
+        """The stored record at ``path``; None when there is none, it is half-written, or records are overwritten."""
         if path.is_file() and not self.force:
             try:
                 return json.loads(path.read_text())
             except json.JSONDecodeError:
                 pass  # a half-written record from an interrupted run: recompute it
+        return None
+
+    def load_or_compute(self, path: Path, compute: Callable[[], dict]) -> dict:
+        record = self.load(path)
+        if record is not None:
+            return record
         record = compute()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

@@ -164,11 +164,15 @@ class EvalConfig:
 
 
 def fingerprint(path: str | None) -> str | None:
+    """Sizes and modification times of a local folder's files. Markdown is left out: a model card written after an
+    evaluation (``operating_point_table.py --paper_card``) changes nothing the model decodes."""
     if not path or not os.path.exists(path):
         return None  # a Hub id (or nothing): its name is the identity
     entries = []
     for root, _, files in os.walk(path):
         for name in sorted(files):
+            if name.lower().endswith(".md"):
+                continue
             stat = os.stat(os.path.join(root, name))
             entries.append((os.path.relpath(os.path.join(root, name), path), stat.st_size, stat.st_mtime_ns))
     return digest(sorted(entries))
