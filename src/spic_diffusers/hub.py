@@ -196,6 +196,12 @@ def is_baseline_metric(name: str) -> bool:
     return name.endswith(BASELINE_SUFFIXES)
 
 
+def _metric_ids(results: list[dict[str, Any]]) -> list[str]:
+    """The Hub metric ids of the model's own figures in ``results`` (baselines left out), in first-seen order."""
+    return list(dict.fromkeys(METRICS.get(name, (name,))[0] for entry in results for name in entry["metrics"]
+                              if not is_baseline_metric(name)))
+
+
 def _hub_eval_results(results: list[dict[str, Any]], default_dataset: str):
     from huggingface_hub import EvalResult
 
@@ -377,14 +383,7 @@ def render_model_card(
     license = license or loaded_card_license(pipeline) or default_license(datasets)
     default_dataset = eval_dataset_name or (datasets[0] if datasets else "evaluation set")
 
-    metric_ids: list[str] = []
-    for entry in results:
-        for metric in entry["metrics"]:
-            if is_baseline_metric(metric):
-                continue
-            metric_id = METRICS.get(metric, (metric,))[0]
-            if metric_id not in metric_ids:
-                metric_ids.append(metric_id)
+    metric_ids = _metric_ids(results)
     card_data = ModelCardData(
         library_name="diffusers",
         pipeline_tag=PIPELINE_TAG,
@@ -453,11 +452,7 @@ def set_card_evaluation(
     if results:
         card.data.eval_results = _hub_eval_results(results, eval_dataset_name)
         card.data.model_name = card.data.model_name or path.parent.name
-        metrics = list(card.data.metrics or [])
-        for result in card.data.eval_results:
-            if result.metric_type not in metrics:
-                metrics.append(result.metric_type)
-        card.data.metrics = metrics
+        card.data.metrics = list(dict.fromkeys([*(card.data.metrics or []), *_metric_ids(results)]))
     path.write_text(str(card), encoding="utf-8")
     return path
 

@@ -209,7 +209,7 @@ class Evaluator:
         for other in codec.MAP_CODERS:
             if other != map_coder:
                 record = self.store.load(self.store.path(kind, key_of(other), image_id))
-                if record is not None and "error" not in record:
+                if record is not None:
                     return other, record
         return None
 
